@@ -204,6 +204,11 @@ impl DatasetConfig {
         self.sources.contains_key(&split)
     }
 
+    /// The folders or list files a split is read from.
+    pub fn sources(&self, split: Split) -> &[PathBuf] {
+        self.sources.get(&split).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     /// The splits this dataset declares, in train/val/test order.
     pub fn splits(&self) -> Vec<Split> {
         self.sources.keys().copied().collect()

@@ -1,0 +1,173 @@
+//! `trident data check`: every file and label line of a dataset, with a summary.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use rayon::prelude::*;
+use trident_core::dataset::{DatasetConfig, ImageEntry, Split, label_path_for};
+use trident_core::labels::{Severity, parse_labels};
+
+use crate::error::{Error, Result};
+
+/// One finding, already located (`path` or `path:line`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub location: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitSummary {
+    pub split: Split,
+    pub images: usize,
+    /// Images without a label file or with an empty one (allowed: background images).
+    pub backgrounds: usize,
+    pub boxes_per_class: Vec<usize>,
+}
+
+impl SplitSummary {
+    pub fn boxes(&self) -> usize {
+        self.boxes_per_class.iter().sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    pub names: Vec<String>,
+    pub splits: Vec<SplitSummary>,
+    pub errors: Vec<Finding>,
+    pub warnings: Vec<Finding>,
+}
+
+impl CheckReport {
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks a dataset. A YAML that cannot be used at all is an `Err`; problems with individual
+/// files are collected in the report so that all of them can be fixed in one pass.
+pub fn check_dataset(yaml: &Path, progress: &ProgressBar) -> Result<CheckReport> {
+    let ds = DatasetConfig::load(yaml)?;
+    let mut report = CheckReport { names: ds.names.clone(), splits: Vec::new(), errors: Vec::new(), warnings: Vec::new() };
+    let mut per_split = Vec::new();
+    for split in ds.splits() {
+        match ds.list_images(split) {
+            Ok(entries) => per_split.push((split, entries)),
+            Err(e) => report.errors.push(Finding { location: format!("split `{split}`"), message: e.to_string() }),
+        }
+    }
+    progress.set_length(per_split.iter().map(|(_, e)| e.len() as u64).sum());
+    for (split, entries) in per_split {
+        let summary = check_split(&ds, split, &entries, &mut report, progress);
+        report.splits.push(summary);
+    }
+    Ok(report)
+}
+
+struct ImageResult {
+    background: bool,
+    classes: Vec<usize>,
+    errors: Vec<Finding>,
+    warnings: Vec<Finding>,
+}
+
+fn check_split(
+    ds: &DatasetConfig,
+    split: Split,
+    entries: &[ImageEntry],
+    report: &mut CheckReport,
+    progress: &ProgressBar,
+) -> SplitSummary {
+    if entries.is_empty() {
+        report.errors.push(Finding {
+            location: format!("{}: field `{split}`", ds.yaml_path.display()),
+            message: "the split has no images".into(),
+        });
+    }
+    if let Err(Error::Problems(p)) = crate::truth::check_unique_stems(entries) {
+        report.errors.extend(p.into_iter().map(|m| {
+            let (loc, msg) = m.split_once(": ").unwrap_or(("", &m));
+            Finding { location: loc.to_string(), message: msg.to_string() }
+        }));
+    }
+    let results: Vec<ImageResult> = entries
+        .par_iter()
+        .map(|e| {
+            let r = check_image(e, ds.num_classes());
+            progress.inc(1);
+            r
+        })
+        .collect();
+    let mut summary = SplitSummary { split, images: entries.len(), backgrounds: 0, boxes_per_class: vec![0; ds.num_classes()] };
+    for r in results {
+        summary.backgrounds += usize::from(r.background);
+        for c in r.classes {
+            summary.boxes_per_class[c] += 1;
+        }
+        report.errors.extend(r.errors);
+        report.warnings.extend(r.warnings);
+    }
+    // Label files that no image of the split refers to.
+    let expected: HashSet<&Path> = entries.iter().map(|e| e.label.as_path()).collect();
+    for src in ds.sources(split).iter().filter(|s| s.is_dir()) {
+        let Some(label_dir) = label_path_for(&src.join("x.jpg")).parent().map(Path::to_path_buf) else { continue };
+        let mut labels = Vec::new();
+        collect_txt(&label_dir, &mut labels);
+        labels.sort();
+        for l in labels {
+            if !expected.contains(l.as_path()) && l.file_name().is_some_and(|n| n != "classes.txt") {
+                report.errors.push(Finding { location: l.display().to_string(), message: "label file has no matching image".into() });
+            }
+        }
+    }
+    summary
+}
+
+fn check_image(e: &ImageEntry, num_classes: usize) -> ImageResult {
+    let mut r = ImageResult { background: false, classes: Vec::new(), errors: Vec::new(), warnings: Vec::new() };
+    // A full decode: truncated or corrupt files fail here rather than in the middle of training.
+    if let Err(err) = image::ImageReader::open(&e.image)
+        .map_err(image::ImageError::IoError)
+        .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
+        .and_then(|r| r.decode())
+    {
+        r.errors.push(Finding { location: e.image.display().to_string(), message: format!("unreadable image: {err}") });
+    }
+    match std::fs::read_to_string(&e.label) {
+        Ok(text) => {
+            let parsed = parse_labels(&text, num_classes);
+            r.background = parsed.boxes.is_empty() && !parsed.has_errors();
+            r.classes = parsed.boxes.iter().map(|b| b.class).collect();
+            for i in parsed.issues {
+                let f = Finding { location: format!("{}:{}", e.label.display(), i.line), message: i.message };
+                match i.severity {
+                    Severity::Error => r.errors.push(f),
+                    Severity::Warning => r.warnings.push(f),
+                }
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => r.background = true,
+        Err(err) => r.errors.push(Finding { location: e.label.display().to_string(), message: format!("unreadable label file: {err}") }),
+    }
+    r
+}
+
+fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_txt(&p, out);
+        } else if p.extension().is_some_and(|e| e == "txt") {
+            out.push(p);
+        }
+    }
+}

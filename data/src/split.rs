@@ -1,0 +1,310 @@
+//! `trident data split`: a flat folder of images and labels → train/val/test, stratified.
+//!
+//! Multi-label iterative stratification (Sechidis et al., 2011) after a seeding pass that gives
+//! every split one image of each class that has enough images, so that rare species are present
+//! in every split whenever that is possible. Deterministic for a seed.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use trident_core::dataset::{Split, dataset_yaml, is_image_file};
+use trident_core::fsutil::StagingDir;
+use trident_core::labels::parse_labels;
+
+use crate::error::{Error, Result};
+
+/// How image files reach the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileMode {
+    /// Hard links (no extra space); falls back to copies across file systems.
+    Link,
+    Copy,
+    /// Absolute symbolic links.
+    Symlink,
+}
+
+#[derive(Clone, Debug)]
+pub struct SplitOptions {
+    pub images: PathBuf,
+    pub labels: PathBuf,
+    pub out: PathBuf,
+    pub ratios: [f64; 3],
+    pub seed: u64,
+    pub force: bool,
+    pub mode: FileMode,
+    /// Class names; when absent, `classes.txt` beside the labels is used.
+    pub names: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SplitReport {
+    pub names: Vec<String>,
+    /// Images per split (train, val, test).
+    pub images: [usize; 3],
+    /// `images_with_class[split][class]`.
+    pub images_with_class: [Vec<usize>; 3],
+    /// `(class, split)` pairs with no image of that class (only where it could not be helped).
+    pub missing: Vec<(usize, Split)>,
+}
+
+struct Item {
+    image: PathBuf,
+    label: Option<PathBuf>,
+    stem: String,
+    classes: BTreeSet<usize>,
+}
+
+pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<SplitReport> {
+    let total: f64 = opts.ratios.iter().sum();
+    if opts.ratios.iter().any(|r| !r.is_finite() || *r < 0.0) || opts.ratios[0] <= 0.0 || opts.ratios[1] <= 0.0 || total <= 0.0 {
+        return Err(Error::Option { option: "--ratios", message: "expected three non-negative fractions, train and val > 0, e.g. 0.7,0.15,0.15".into() });
+    }
+    let ratios = opts.ratios.map(|r| r / total);
+    let names = match &opts.names {
+        Some(n) => n.clone(),
+        None => read_classes_txt(&opts.labels)?,
+    };
+    let mut items = collect_items(opts, names.len())?;
+    if items.is_empty() {
+        return Err(Error::Option { option: "--images", message: format!("no images found in {}", opts.images.display()) });
+    }
+    items.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
+    let assignment = stratify(&items, names.len(), &ratios);
+
+    let staging = StagingDir::new(&opts.out, opts.force)?;
+    let used: Vec<Split> = Split::ALL.into_iter().enumerate().filter(|(i, _)| ratios[*i] > 0.0).map(|(_, s)| s).collect();
+    for s in &used {
+        for kind in ["images", "labels"] {
+            let d = staging.path().join(kind).join(s.as_str());
+            std::fs::create_dir_all(&d).map_err(|e| trident_core::Error::io("cannot create directory", &d, e))?;
+        }
+    }
+    progress.set_length(items.len() as u64);
+    let mut report = SplitReport { names: names.clone(), images: [0; 3], images_with_class: std::array::from_fn(|_| vec![0; names.len()]), missing: Vec::new() };
+    let mut warned_copy = false;
+    for (item, &s) in items.iter().zip(&assignment) {
+        let split = Split::ALL[s];
+        let ext = item.image.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+        let dst = staging.path().join("images").join(split.as_str()).join(format!("{}.{ext}", item.stem));
+        place_file(&item.image, &dst, opts.mode, &mut warned_copy)?;
+        if let Some(label) = &item.label {
+            let dst = staging.path().join("labels").join(split.as_str()).join(format!("{}.txt", item.stem));
+            std::fs::copy(label, &dst).map_err(|e| trident_core::Error::io("cannot copy label to", &dst, e))?;
+        }
+        report.images[s] += 1;
+        for &c in &item.classes {
+            report.images_with_class[s][c] += 1;
+        }
+        progress.inc(1);
+    }
+    let yaml = staging.path().join("dataset.yaml");
+    std::fs::write(&yaml, dataset_yaml(&names, &used)).map_err(|e| trident_core::Error::io("cannot write", &yaml, e))?;
+    staging.commit()?;
+    for c in 0..names.len() {
+        for (s, split) in Split::ALL.iter().enumerate() {
+            if ratios[s] > 0.0 && report.images_with_class[s][c] == 0 {
+                report.missing.push((c, *split));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Assigns each item a split index.
+fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize> {
+    let n = items.len();
+    let mut count = vec![0usize; num_classes];
+    for it in items {
+        for &c in &it.classes {
+            count[c] += 1;
+        }
+    }
+    let mut want_total: Vec<f64> = ratios.iter().map(|r| r * n as f64).collect();
+    let mut want: Vec<Vec<f64>> = ratios.iter().map(|r| count.iter().map(|&k| r * k as f64).collect()).collect();
+    let mut assigned: Vec<Option<usize>> = vec![None; n];
+    let take = |i: usize, s: usize, assigned: &mut Vec<Option<usize>>, want: &mut Vec<Vec<f64>>, want_total: &mut Vec<f64>| {
+        assigned[i] = Some(s);
+        want_total[s] -= 1.0;
+        for &c in &items[i].classes {
+            want[s][c] -= 1.0;
+        }
+    };
+    let active: Vec<usize> = (0..3).filter(|&s| ratios[s] > 0.0).collect();
+    let mut by_rarity: Vec<usize> = (0..num_classes).filter(|&c| count[c] > 0).collect();
+    by_rarity.sort_by_key(|&c| (count[c], c));
+
+    // Seeding: one image per (class, split) for every class with enough images.
+    for &c in &by_rarity {
+        if count[c] < active.len() {
+            continue;
+        }
+        for &s in active.iter().rev() {
+            let has = (0..n).any(|i| assigned[i] == Some(s) && items[i].classes.contains(&c));
+            if has {
+                continue;
+            }
+            let pick = (0..n)
+                .filter(|&i| assigned[i].is_none() && items[i].classes.contains(&c))
+                .min_by_key(|&i| items[i].classes.len());
+            if let Some(i) = pick {
+                take(i, s, &mut assigned, &mut want, &mut want_total);
+            }
+        }
+    }
+    // Iterative stratification over the rest, rarest remaining class first.
+    loop {
+        let remaining = |c: usize, assigned: &Vec<Option<usize>>| (0..n).filter(|&i| assigned[i].is_none() && items[i].classes.contains(&c)).count();
+        let Some(c) = (0..num_classes).map(|c| (remaining(c, &assigned), c)).filter(|(k, _)| *k > 0).min().map(|(_, c)| c) else { break };
+        for i in 0..n {
+            if assigned[i].is_none() && items[i].classes.contains(&c) {
+                let s = best_split(&active, |s| (want[s][c], want_total[s]));
+                take(i, s, &mut assigned, &mut want, &mut want_total);
+            }
+        }
+    }
+    // Background images by overall quota.
+    for i in 0..n {
+        if assigned[i].is_none() {
+            let s = best_split(&active, |s| (want_total[s], 0.0));
+            take(i, s, &mut assigned, &mut want, &mut want_total);
+        }
+    }
+    assigned.into_iter().map(|a| a.expect("every item assigned")).collect()
+}
+
+/// The split with the largest remaining demand; ties go to the earlier split.
+fn best_split(active: &[usize], key: impl Fn(usize) -> (f64, f64)) -> usize {
+    let mut best = active[0];
+    for &s in &active[1..] {
+        if key(s) > key(best) {
+            best = s;
+        }
+    }
+    best
+}
+
+fn collect_items(opts: &SplitOptions, num_classes: usize) -> Result<Vec<Item>> {
+    let mut images = Vec::new();
+    collect_images(&opts.images, &mut images).map_err(|e| trident_core::Error::io("cannot read directory", &opts.images, e))?;
+    images.sort();
+    let mut items = Vec::new();
+    let mut problems = Vec::new();
+    let mut stems = std::collections::HashMap::new();
+    for image in images {
+        let rel = image.strip_prefix(&opts.images).unwrap_or(&image);
+        let label = opts.labels.join(rel).with_extension("txt");
+        let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(prev) = stems.insert(stem.clone(), image.clone()) {
+            problems.push(format!("{}: name `{stem}` is also used by {}; names must be unique", image.display(), prev.display()));
+        }
+        let mut classes = BTreeSet::new();
+        let label = match std::fs::read_to_string(&label) {
+            Ok(text) => {
+                let parsed = parse_labels(&text, num_classes);
+                for i in parsed.issues.iter().filter(|i| i.severity == trident_core::labels::Severity::Error) {
+                    problems.push(format!("{}:{}: {}", label.display(), i.line, i.message));
+                }
+                classes.extend(parsed.boxes.iter().map(|b| b.class));
+                Some(label)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(trident_core::Error::io("cannot read", &label, e).into()),
+        };
+        items.push(Item { image, label, stem, classes });
+    }
+    if problems.is_empty() { Ok(items) } else { Err(Error::Problems(problems)) }
+}
+
+fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            collect_images(&p, out)?;
+        } else if is_image_file(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// `classes.txt` (one name per line, the YOLO label-tool convention) in the labels folder or its parent.
+fn read_classes_txt(labels: &Path) -> Result<Vec<String>> {
+    for dir in [Some(labels), labels.parent()].into_iter().flatten() {
+        let p = dir.join("classes.txt");
+        if p.is_file() {
+            let names: Vec<String> = trident_core::error::read_to_string(&p)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            if names.is_empty() {
+                return Err(trident_core::Error::invalid(p.display().to_string(), "no class names in the file").into());
+            }
+            return Ok(names);
+        }
+    }
+    Err(Error::Option {
+        option: "--names",
+        message: format!("class names are needed: pass --names a,b,c or put classes.txt in {}", labels.display()),
+    })
+}
+
+fn place_file(src: &Path, dst: &Path, mode: FileMode, warned: &mut bool) -> Result<()> {
+    let io = |e| trident_core::Error::io("cannot write", dst, e);
+    match mode {
+        FileMode::Copy => std::fs::copy(src, dst).map(|_| ()).map_err(io)?,
+        FileMode::Symlink => {
+            let abs = std::fs::canonicalize(src).map_err(|e| trident_core::Error::io("cannot read", src, e))?;
+            symlink(&abs, dst).map_err(io)?
+        }
+        FileMode::Link => {
+            if std::fs::hard_link(src, dst).is_err() {
+                if !*warned {
+                    tracing::warn!("hard links are not possible from {} to the output; copying instead", src.display());
+                    *warned = true;
+                }
+                std::fs::copy(src, dst).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn symlink(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(src, dst)
+}
+
+#[cfg(not(unix))]
+fn symlink(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::copy(src, dst).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(classes: &[usize]) -> Item {
+        Item { image: PathBuf::new(), label: None, stem: String::new(), classes: classes.iter().copied().collect() }
+    }
+
+    #[test]
+    fn rare_classes_reach_every_split_and_ratios_hold() {
+        // Class 2 is rare (3 images); plain random splitting would often miss a split.
+        let mut items: Vec<Item> = (0..97).map(|i| item(&[i % 2])).collect();
+        items.extend((0..3).map(|_| item(&[2])));
+        let a = stratify(&items, 3, &[0.7, 0.15, 0.15]);
+        for s in 0..3 {
+            assert!((0..items.len()).any(|i| a[i] == s && items[i].classes.contains(&2)), "class 2 missing from split {s}");
+        }
+        let n_train = a.iter().filter(|&&s| s == 0).count();
+        assert!((68..=72).contains(&n_train), "train has {n_train} of 100");
+    }
+
+    #[test]
+    fn zero_ratio_split_gets_nothing() {
+        let items: Vec<Item> = (0..20).map(|i| item(if i % 4 == 0 { &[] } else { &[0] })).collect();
+        let a = stratify(&items, 1, &[0.8, 0.2, 0.0]);
+        assert!(a.iter().all(|&s| s < 2));
+    }
+}
