@@ -12,6 +12,7 @@ mod error;
 mod input;
 mod metrics;
 pub mod plots;
+pub mod synthetic;
 
 pub use error::{Error, Result};
 pub use input::{PredictionIndex, match_predictions};

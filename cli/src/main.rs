@@ -1,0 +1,31 @@
+//! `trident`: the host-side command line. A thin layer over the library crates: parse the
+//! command line, call the library, print results. Errors print as `error: <context>: <cause>`;
+//! bad input exits with status 2, other failures with 1.
+
+mod cli;
+mod data;
+mod eval;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    ui::init_logging(args.verbose, args.quiet);
+    match run(args.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(ui::exit_status(&err))
+        }
+    }
+}
+
+fn run(command: cli::Command) -> anyhow::Result<ExitCode> {
+    match command {
+        cli::Command::Data { command } => data::run(command),
+        cli::Command::Eval(args) => eval::run(args),
+    }
+}
