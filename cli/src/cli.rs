@@ -60,9 +60,19 @@ pub struct SynthArgs {
     /// Class names, comma-separated (shapes: lionfish, urchin, abalone, starfish, jellyfish, then repeated in other colours).
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
+    /// `split`: train/val/test with dataset.yaml; `flat`: one images/ + labels/ pool with
+    /// classes.txt (the input of `trident data split`).
+    #[arg(long, value_enum)]
+    pub layout: Option<LayoutArg>,
     /// Replace a non-empty output folder.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LayoutArg {
+    Split,
+    Flat,
 }
 
 #[derive(Debug, Args)]
@@ -84,7 +94,7 @@ pub struct SplitArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Fractions for train, val and test.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.7, 0.15, 0.15])]
+    #[arg(long, value_delimiter = ',', default_values_t = [0.7, 0.15, 0.15])]
     pub ratios: Vec<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use trident_data::check::check_dataset;
 use trident_data::split::{FileMode, SplitOptions, split_dataset};
-use trident_data::synth::{SynthConfig, synthesize};
+use trident_data::synth::{Layout, SynthConfig, synthesize};
 
-use crate::cli::{CheckArgs, DataCommand, FileModeArg, SplitArgs, SynthArgs};
+use crate::cli::{CheckArgs, DataCommand, FileModeArg, LayoutArg, SplitArgs, SynthArgs};
 use crate::ui::{progress, table};
 
 pub fn run(command: DataCommand) -> anyhow::Result<ExitCode> {
@@ -23,29 +23,58 @@ fn synth(a: SynthArgs) -> anyhow::Result<ExitCode> {
         Some(p) => SynthConfig::load(p)?,
         None => SynthConfig::default(),
     };
-    if let Some(v) = a.images { cfg.images = v }
-    if let Some(v) = a.seed { cfg.seed = v }
-    if let Some(v) = a.width { cfg.width = v }
-    if let Some(v) = a.height { cfg.height = v }
-    if let Some(v) = a.classes { cfg.classes = v.into_iter().map(|s| s.trim().to_string()).collect() }
+    if let Some(v) = a.images {
+        cfg.images = v
+    }
+    if let Some(v) = a.seed {
+        cfg.seed = v
+    }
+    if let Some(v) = a.width {
+        cfg.width = v
+    }
+    if let Some(v) = a.height {
+        cfg.height = v
+    }
+    if let Some(v) = a.classes {
+        cfg.classes = v.into_iter().map(|s| s.trim().to_string()).collect()
+    }
+    if let Some(v) = a.layout {
+        cfg.layout = match v {
+            LayoutArg::Split => Layout::Split,
+            LayoutArg::Flat => Layout::Flat,
+        }
+    }
     let bar = progress("synth");
     let start = std::time::Instant::now();
-    let s = synthesize(&cfg, &a.out, a.force, &bar).with_context(|| format!("synthesising into {}", a.out.display()))?;
+    let s = synthesize(&cfg, &a.out, a.force, &bar)
+        .with_context(|| format!("synthesising into {}", a.out.display()))?;
     bar.finish_and_clear();
+    let splits = match cfg.layout {
+        Layout::Split => format!(
+            "{} train, {} val, {} test; ",
+            s.images[0], s.images[1], s.images[2]
+        ),
+        Layout::Flat => String::new(),
+    };
     println!(
-        "wrote {} images ({} train, {} val, {} test; {} background) with {} boxes to {} in {:.1} s",
+        "wrote {} images ({splits}{} background) with {} boxes to {} in {:.1} s",
         cfg.images,
-        s.images[0],
-        s.images[1],
-        s.images[2],
         s.backgrounds,
         s.boxes,
         a.out.display(),
         start.elapsed().as_secs_f64()
     );
-    let rows: Vec<Vec<String>> = cfg.classes.iter().zip(&s.boxes_per_class).map(|(n, k)| vec![n.clone(), k.to_string()]).collect();
+    let rows: Vec<Vec<String>> = cfg
+        .classes
+        .iter()
+        .zip(&s.boxes_per_class)
+        .map(|(n, k)| vec![n.clone(), k.to_string()])
+        .collect();
     print!("{}", table(&["class", "boxes"], &rows));
-    println!("dataset: {}", a.out.join("dataset.yaml").display());
+    match cfg.layout {
+        Layout::Split => println!("dataset: {}", a.out.join("dataset.yaml").display()),
+        Layout::Flat => println!("pool: {} (images/, labels/, classes.txt)", a.out.display()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -59,7 +88,12 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         .splits
         .iter()
         .map(|s| {
-            let mut r = vec![s.split.to_string(), s.images.to_string(), s.backgrounds.to_string(), s.boxes().to_string()];
+            let mut r = vec![
+                s.split.to_string(),
+                s.images.to_string(),
+                s.backgrounds.to_string(),
+                s.boxes().to_string(),
+            ];
             r.extend(s.boxes_per_class.iter().map(|k| k.to_string()));
             r
         })
@@ -72,15 +106,33 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{e}");
     }
     if report.is_ok() {
-        println!("{}: ok ({} warning(s))", a.data.display(), report.warnings.len());
+        println!(
+            "{}: ok ({} warning(s))",
+            a.data.display(),
+            report.warnings.len()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: {}: {} problem(s)", a.data.display(), report.errors.len());
+        eprintln!(
+            "error: {}: {} problem(s)",
+            a.data.display(),
+            report.errors.len()
+        );
         Ok(ExitCode::from(2))
     }
 }
 
 fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
+    if a.ratios.len() != 3 {
+        return Err(trident_data::Error::Option {
+            option: "--ratios",
+            message: format!(
+                "expected three fractions train,val,test; got {}",
+                a.ratios.len()
+            ),
+        }
+        .into());
+    }
     let opts = SplitOptions {
         images: a.images,
         labels: a.labels,
@@ -96,7 +148,8 @@ fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
         names: a.names,
     };
     let bar = progress("split");
-    let r = split_dataset(&opts, &bar).with_context(|| format!("splitting into {}", a.out.display()))?;
+    let r = split_dataset(&opts, &bar)
+        .with_context(|| format!("splitting into {}", a.out.display()))?;
     bar.finish_and_clear();
     let mut header = vec!["split", "images"];
     header.extend(r.names.iter().map(String::as_str));
@@ -111,7 +164,10 @@ fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
         .collect();
     print!("{}", table(&header, &rows));
     for (c, s) in &r.missing {
-        tracing::warn!("class `{}` has no image in the {s} split (too few images of it)", r.names[*c]);
+        tracing::warn!(
+            "class `{}` has no image in the {s} split (too few images of it)",
+            r.names[*c]
+        );
     }
     println!("dataset: {}", a.out.join("dataset.yaml").display());
     Ok(ExitCode::SUCCESS)

@@ -14,13 +14,24 @@ use crate::ui::{progress, table};
 pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     let ds = DatasetConfig::load(&a.data)?;
     let bar = progress("labels");
-    let truths = load_ground_truth(&ds, a.split, &bar).with_context(|| format!("loading the {} split of {}", a.split, a.data.display()))?;
+    let truths = load_ground_truth(&ds, a.split, &bar)
+        .with_context(|| format!("loading the {} split of {}", a.split, a.data.display()))?;
     bar.finish_and_clear();
     let preds = load_predictions(&a.predictions)?;
-    let index = match_predictions(&a.predictions.display().to_string(), &truths, &preds, ds.num_classes())?;
+    let index = match_predictions(
+        &a.predictions.display().to_string(),
+        &truths,
+        &preds,
+        ds.num_classes(),
+    )?;
     let start = std::time::Instant::now();
     let ev = evaluate(&truths, &preds, &index, &ds.names)?;
-    tracing::info!("evaluated {} predictions on {} images in {:.3} s", preds.len(), truths.len(), start.elapsed().as_secs_f64());
+    tracing::info!(
+        "evaluated {} predictions on {} images in {:.3} s",
+        preds.len(),
+        truths.len(),
+        start.elapsed().as_secs_f64()
+    );
     if let Some(dir) = &a.plots {
         for p in write_plots(&ev, dir)? {
             tracing::info!("wrote {}", p.display());
@@ -64,7 +75,20 @@ fn render(ev: &Evaluation) -> String {
             ap(c.ap50_95),
         ]);
     }
-    let mut out = table(&["class", "images", "instances", "preds", "P", "R", "F1", "mAP50", "mAP50-95"], &rows);
+    let mut out = table(
+        &[
+            "class",
+            "images",
+            "instances",
+            "preds",
+            "P",
+            "R",
+            "F1",
+            "mAP50",
+            "mAP50-95",
+        ],
+        &rows,
+    );
     out.push_str(&format!(
         "P, R and F1 at the best-F1 confidence {:.3} (IoU 0.5); mAP as COCO (IoU .50:.05:.95, 101-point, 100 detections per image and class)\n",
         ev.best_f1_conf

@@ -12,7 +12,11 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// A progress bar on stderr; indicatif hides it when stderr is not a terminal.
@@ -30,9 +34,19 @@ pub fn progress(message: &'static str) -> ProgressBar {
 /// 2 when the input is at fault (bad files, bad options), 1 for everything else.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        let input = cause.downcast_ref::<trident_core::Error>().map(|e| e.is_input_error())
-            .or_else(|| cause.downcast_ref::<trident_data::Error>().map(|e| e.is_input_error()))
-            .or_else(|| cause.downcast_ref::<trident_eval::Error>().map(|e| e.is_input_error()));
+        let input = cause
+            .downcast_ref::<trident_core::Error>()
+            .map(|e| e.is_input_error())
+            .or_else(|| {
+                cause
+                    .downcast_ref::<trident_data::Error>()
+                    .map(|e| e.is_input_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<trident_eval::Error>()
+                    .map(|e| e.is_input_error())
+            });
         if let Some(input) = input {
             return if input { 2 } else { 1 };
         }
@@ -43,13 +57,25 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
 /// A plain text table with right-aligned numeric columns.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |cells: Vec<&str>| {
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ")
     };

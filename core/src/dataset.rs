@@ -57,7 +57,9 @@ impl FromStr for Split {
             "train" => Ok(Split::Train),
             "val" | "valid" | "validation" => Ok(Split::Val),
             "test" => Ok(Split::Test),
-            other => Err(format!("unknown split `{other}` (expected train, val or test)")),
+            other => Err(format!(
+                "unknown split `{other}` (expected train, val or test)"
+            )),
         }
     }
 }
@@ -143,7 +145,10 @@ impl DatasetConfig {
                     if *key != expected {
                         return Err(Error::invalid(
                             field("names"),
-                            format!("class ids must be 0..{} without gaps; missing {expected}", m.len()),
+                            format!(
+                                "class ids must be 0..{} without gaps; missing {expected}",
+                                m.len()
+                            ),
                         ));
                     }
                 }
@@ -151,10 +156,20 @@ impl DatasetConfig {
             }
         };
         if names.is_empty() {
-            return Err(Error::invalid(field("names"), "at least one class name is required"));
+            return Err(Error::invalid(
+                field("names"),
+                "at least one class name is required",
+            ));
         }
-        if let Some(dup) = names.iter().enumerate().find_map(|(i, n)| names[..i].contains(n).then_some(n)) {
-            return Err(Error::invalid(field("names"), format!("class name `{dup}` appears twice")));
+        if let Some(dup) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+        {
+            return Err(Error::invalid(
+                field("names"),
+                format!("class name `{dup}` appears twice"),
+            ));
         }
         if let Some(nc) = raw.nc
             && nc != names.len()
@@ -164,14 +179,26 @@ impl DatasetConfig {
                 format!("nc = {nc} but `names` lists {} classes", names.len()),
             ));
         }
-        let base = yaml_path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = yaml_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let root = match raw.path.as_deref() {
             None | Some("") => base.clone(),
             Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
             Some(p) => base.join(p),
         };
+        // `path: .` is the common case; keep `./` out of every path we print.
+        let root: PathBuf = root
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
         let mut sources = BTreeMap::new();
-        for (split, src) in [(Split::Train, raw.train), (Split::Val, raw.val), (Split::Test, raw.test)] {
+        for (split, src) in [
+            (Split::Train, raw.train),
+            (Split::Val, raw.val),
+            (Split::Test, raw.test),
+        ] {
             let list = match src {
                 None => continue,
                 Some(Sources::One(s)) if s.trim().is_empty() => continue,
@@ -269,10 +296,14 @@ pub fn dataset_yaml(names: &[String], splits: &[Split]) -> String {
 
 fn yaml_scalar(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.'))
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' ' | '.'))
         && !s.starts_with([' ', '-', '.'])
         && !s.ends_with(' ')
-        && !matches!(s, "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "~")
+        && !matches!(
+            s,
+            "null" | "true" | "false" | "yes" | "no" | "on" | "off" | "~"
+        )
         && s.parse::<f64>().is_err();
     if plain {
         s.to_string()
@@ -342,9 +373,13 @@ mod tests {
     #[test]
     fn parses_names_as_map_or_list_and_resolves_paths() {
         let y = Path::new("/data/set/dataset.yaml");
-        let a = DatasetConfig::parse("path: .\ntrain: images/train\nval: images/val\nnames: {0: a, 1: b}\n", y).unwrap();
+        let a = DatasetConfig::parse(
+            "path: .\ntrain: images/train\nval: images/val\nnames: {0: a, 1: b}\n",
+            y,
+        )
+        .unwrap();
         assert_eq!(a.names, vec!["a", "b"]);
-        assert_eq!(a.root, PathBuf::from("/data/set/."));
+        assert_eq!(a.root, PathBuf::from("/data/set"));
         let b = DatasetConfig::parse("train: [t1, t2]\nval: v\ntest:\nnames: [x]\n", y).unwrap();
         assert_eq!(b.names, vec!["x"]);
         assert_eq!(b.splits(), vec![Split::Train, Split::Val]);

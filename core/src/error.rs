@@ -49,7 +49,9 @@ impl Error {
     /// opposed to a failure of the machine (a full disk, a permission problem on output).
     pub fn is_input_error(&self) -> bool {
         match self {
-            Error::Io { action, .. } => action.starts_with("cannot read") || *action == "cannot open",
+            Error::Io { action, .. } => {
+                action.starts_with("cannot read") || *action == "cannot open"
+            }
             Error::Yaml { .. } | Error::Json { .. } | Error::Invalid { .. } => true,
         }
     }

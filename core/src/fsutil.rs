@@ -16,7 +16,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(
             ".{}.",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ))
         .suffix(".tmp")
         .tempfile_in(parent)
@@ -57,16 +59,19 @@ impl StagingDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        std::fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create directory", &parent, e))?;
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::io("cannot create directory", &parent, e))?;
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "out".into());
         let staging = parent.join(format!(".{name}.tmp-{}", std::process::id()));
         if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(|e| Error::io("cannot remove", &staging, e))?;
+            std::fs::remove_dir_all(&staging)
+                .map_err(|e| Error::io("cannot remove", &staging, e))?;
         }
-        std::fs::create_dir(&staging).map_err(|e| Error::io("cannot create directory", &staging, e))?;
+        std::fs::create_dir(&staging)
+            .map_err(|e| Error::io("cannot create directory", &staging, e))?;
         Ok(Self {
             staging,
             target: target.to_path_buf(),
@@ -82,7 +87,8 @@ impl StagingDir {
     /// Replaces the destination with the staged folder.
     pub fn commit(mut self) -> Result<PathBuf> {
         if self.target.exists() {
-            std::fs::remove_dir_all(&self.target).map_err(|e| Error::io("cannot replace", &self.target, e))?;
+            std::fs::remove_dir_all(&self.target)
+                .map_err(|e| Error::io("cannot replace", &self.target, e))?;
         }
         std::fs::rename(&self.staging, &self.target)
             .map_err(|e| Error::io("cannot move output into place at", &self.target, e))?;

@@ -139,7 +139,10 @@ pub fn parse_labels(text: &str, num_classes: usize) -> ParsedLabels {
             continue;
         }
         let t = OUT_OF_FRAME_TOLERANCE;
-        if cx - w / 2.0 < -t || cx + w / 2.0 > 1.0 + t || cy - h / 2.0 < -t || cy + h / 2.0 > 1.0 + t
+        if cx - w / 2.0 < -t
+            || cx + w / 2.0 > 1.0 + t
+            || cy - h / 2.0 < -t
+            || cy + h / 2.0 > 1.0 + t
         {
             error(format!(
                 "box cx={cx} cy={cy} w={w} h={h} extends outside the image (x {:.4}..{:.4}, y {:.4}..{:.4})",

@@ -26,7 +26,10 @@ pub struct Letterbox {
 
 impl Letterbox {
     pub fn new(src_w: u32, src_h: u32, dst_w: u32, dst_h: u32) -> Self {
-        assert!(src_w > 0 && src_h > 0 && dst_w > 0 && dst_h > 0, "letterbox of an empty image");
+        assert!(
+            src_w > 0 && src_h > 0 && dst_w > 0 && dst_h > 0,
+            "letterbox of an empty image"
+        );
         let scale = (f64::from(dst_h) / f64::from(src_h)).min(f64::from(dst_w) / f64::from(src_w));
         // Python's round() rounds half to even; Ultralytics relies on it.
         let resized_w = ((f64::from(src_w) * scale).round_ties_even() as u32).clamp(1, dst_w);
@@ -48,15 +51,28 @@ impl Letterbox {
 
     /// Source-pixel box → model-input-pixel box.
     pub fn to_input(&self, b: &BoxXyxy) -> BoxXyxy {
-        let (s, l, t) = (self.scale, f64::from(self.pad_left), f64::from(self.pad_top));
+        let (s, l, t) = (
+            self.scale,
+            f64::from(self.pad_left),
+            f64::from(self.pad_top),
+        );
         BoxXyxy::new(b.x1 * s + l, b.y1 * s + t, b.x2 * s + l, b.y2 * s + t)
     }
 
     /// Model-input-pixel box → source-pixel box, clipped to the source frame.
     pub fn to_source(&self, b: &BoxXyxy) -> BoxXyxy {
-        let (s, l, t) = (self.scale, f64::from(self.pad_left), f64::from(self.pad_top));
-        BoxXyxy::new((b.x1 - l) / s, (b.y1 - t) / s, (b.x2 - l) / s, (b.y2 - t) / s)
-            .clamp(f64::from(self.src_w), f64::from(self.src_h))
+        let (s, l, t) = (
+            self.scale,
+            f64::from(self.pad_left),
+            f64::from(self.pad_top),
+        );
+        BoxXyxy::new(
+            (b.x1 - l) / s,
+            (b.y1 - t) / s,
+            (b.x2 - l) / s,
+            (b.y2 - t) / s,
+        )
+        .clamp(f64::from(self.src_w), f64::from(self.src_h))
     }
 }
 
@@ -137,10 +153,16 @@ mod tests {
     fn geometry_matches_ultralytics_for_a_wide_frame() {
         // 320x240 into 320x320: scale 1, 40 px bars top and bottom.
         let g = Letterbox::new(320, 240, 320, 320);
-        assert_eq!((g.resized_w, g.resized_h, g.pad_left, g.pad_top), (320, 240, 0, 40));
+        assert_eq!(
+            (g.resized_w, g.resized_h, g.pad_left, g.pad_top),
+            (320, 240, 0, 40)
+        );
         // 1920x1080 into 640x640: 640x360, top pad round(140 - 0.1) = 140.
         let g = Letterbox::new(1920, 1080, 640, 640);
-        assert_eq!((g.resized_w, g.resized_h, g.pad_left, g.pad_top), (640, 360, 0, 140));
+        assert_eq!(
+            (g.resized_w, g.resized_h, g.pad_left, g.pad_top),
+            (640, 360, 0, 140)
+        );
         // Odd padding goes to the bottom/right like Ultralytics: 101 → top 50.
         let g = Letterbox::new(100, 99, 100, 200);
         assert_eq!((g.resized_h, g.pad_top), (99, 50));
@@ -151,7 +173,12 @@ mod tests {
         let g = Letterbox::new(1280, 720, 640, 640);
         let b = BoxXyxy::new(100.0, 50.0, 400.0, 700.0);
         let back = g.to_source(&g.to_input(&b));
-        for (a, b) in [(back.x1, b.x1), (back.y1, b.y1), (back.x2, b.x2), (back.y2, b.y2)] {
+        for (a, b) in [
+            (back.x1, b.x1),
+            (back.y1, b.y1),
+            (back.x2, b.x2),
+            (back.y2, b.y2),
+        ] {
             assert!((a - b).abs() < 1e-9);
         }
     }
@@ -163,7 +190,11 @@ mod tests {
         for y in 0..2 {
             for x in 0..4 {
                 let p = (y * 4 + x) * 3;
-                if x < 2 { rgb[p] = 255 } else { rgb[p + 2] = 255 }
+                if x < 2 {
+                    rgb[p] = 255
+                } else {
+                    rgb[p + 2] = 255
+                }
             }
         }
         let plan = LetterboxPlan::new(4, 2, 4, 4);
@@ -180,7 +211,10 @@ mod tests {
     #[test]
     fn downscale_averages_neighbours() {
         // 4x1 → 2x1 (in a 2x2 box: scale 0.5, so 2x1 with one padding row below... or above).
-        let rgb: Vec<u8> = [0u8, 100, 200, 250].iter().flat_map(|&v| [v, v, v]).collect();
+        let rgb: Vec<u8> = [0u8, 100, 200, 250]
+            .iter()
+            .flat_map(|&v| [v, v, v])
+            .collect();
         let plan = LetterboxPlan::new(4, 1, 2, 2);
         let mut out = vec![0f32; 3 * 4];
         plan.run(&rgb, &mut out);

@@ -57,7 +57,12 @@ pub fn load_predictions(path: &Path) -> Result<Vec<Prediction>> {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
-        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        message: e
+            .to_string()
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 
@@ -83,18 +88,51 @@ mod tests {
 
     #[test]
     fn validation_rejects_negative_sizes_bad_scores_and_classes() {
-        let ok = Prediction { image: "a".into(), class: 1, score: 0.3, bbox: [0.0, 0.0, 5.0, 5.0] };
+        let ok = Prediction {
+            image: "a".into(),
+            class: 1,
+            score: 0.3,
+            bbox: [0.0, 0.0, 5.0, 5.0],
+        };
         assert!(ok.validate(2).is_ok());
-        assert!(Prediction { class: 2, ..ok.clone() }.validate(2).unwrap_err().contains("out of range"));
-        assert!(Prediction { score: 1.5, ..ok.clone() }.validate(2).is_err());
-        assert!(Prediction { bbox: [0.0, 0.0, -1.0, 5.0], ..ok.clone() }.validate(2).unwrap_err().contains("negative size"));
+        assert!(
+            Prediction {
+                class: 2,
+                ..ok.clone()
+            }
+            .validate(2)
+            .unwrap_err()
+            .contains("out of range")
+        );
+        assert!(
+            Prediction {
+                score: 1.5,
+                ..ok.clone()
+            }
+            .validate(2)
+            .is_err()
+        );
+        assert!(
+            Prediction {
+                bbox: [0.0, 0.0, -1.0, 5.0],
+                ..ok.clone()
+            }
+            .validate(2)
+            .unwrap_err()
+            .contains("negative size")
+        );
     }
 
     #[test]
     fn save_and_load_roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.json");
-        let preds = vec![Prediction { image: "x".into(), class: 0, score: 0.25, bbox: [1.5, 2.0, 3.0, 4.0] }];
+        let preds = vec![Prediction {
+            image: "x".into(),
+            class: 0,
+            score: 0.25,
+            bbox: [1.5, 2.0, 3.0, 4.0],
+        }];
         save_predictions(&p, &preds).unwrap();
         assert_eq!(load_predictions(&p).unwrap(), preds);
     }

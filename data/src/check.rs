@@ -56,12 +56,20 @@ impl CheckReport {
 /// files are collected in the report so that all of them can be fixed in one pass.
 pub fn check_dataset(yaml: &Path, progress: &ProgressBar) -> Result<CheckReport> {
     let ds = DatasetConfig::load(yaml)?;
-    let mut report = CheckReport { names: ds.names.clone(), splits: Vec::new(), errors: Vec::new(), warnings: Vec::new() };
+    let mut report = CheckReport {
+        names: ds.names.clone(),
+        splits: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     let mut per_split = Vec::new();
     for split in ds.splits() {
         match ds.list_images(split) {
             Ok(entries) => per_split.push((split, entries)),
-            Err(e) => report.errors.push(Finding { location: format!("split `{split}`"), message: e.to_string() }),
+            Err(e) => report.errors.push(Finding {
+                location: format!("split `{split}`"),
+                message: e.to_string(),
+            }),
         }
     }
     progress.set_length(per_split.iter().map(|(_, e)| e.len() as u64).sum());
@@ -95,7 +103,10 @@ fn check_split(
     if let Err(Error::Problems(p)) = crate::truth::check_unique_stems(entries) {
         report.errors.extend(p.into_iter().map(|m| {
             let (loc, msg) = m.split_once(": ").unwrap_or(("", &m));
-            Finding { location: loc.to_string(), message: msg.to_string() }
+            Finding {
+                location: loc.to_string(),
+                message: msg.to_string(),
+            }
         }));
     }
     let results: Vec<ImageResult> = entries
@@ -106,7 +117,12 @@ fn check_split(
             r
         })
         .collect();
-    let mut summary = SplitSummary { split, images: entries.len(), backgrounds: 0, boxes_per_class: vec![0; ds.num_classes()] };
+    let mut summary = SplitSummary {
+        split,
+        images: entries.len(),
+        backgrounds: 0,
+        boxes_per_class: vec![0; ds.num_classes()],
+    };
     for r in results {
         summary.backgrounds += usize::from(r.background);
         for c in r.classes {
@@ -118,13 +134,22 @@ fn check_split(
     // Label files that no image of the split refers to.
     let expected: HashSet<&Path> = entries.iter().map(|e| e.label.as_path()).collect();
     for src in ds.sources(split).iter().filter(|s| s.is_dir()) {
-        let Some(label_dir) = label_path_for(&src.join("x.jpg")).parent().map(Path::to_path_buf) else { continue };
+        let Some(label_dir) = label_path_for(&src.join("x.jpg"))
+            .parent()
+            .map(Path::to_path_buf)
+        else {
+            continue;
+        };
         let mut labels = Vec::new();
         collect_txt(&label_dir, &mut labels);
         labels.sort();
         for l in labels {
-            if !expected.contains(l.as_path()) && l.file_name().is_some_and(|n| n != "classes.txt") {
-                report.errors.push(Finding { location: l.display().to_string(), message: "label file has no matching image".into() });
+            if !expected.contains(l.as_path()) && l.file_name().is_some_and(|n| n != "classes.txt")
+            {
+                report.errors.push(Finding {
+                    location: l.display().to_string(),
+                    message: "label file has no matching image".into(),
+                });
             }
         }
     }
@@ -132,14 +157,22 @@ fn check_split(
 }
 
 fn check_image(e: &ImageEntry, num_classes: usize) -> ImageResult {
-    let mut r = ImageResult { background: false, classes: Vec::new(), errors: Vec::new(), warnings: Vec::new() };
+    let mut r = ImageResult {
+        background: false,
+        classes: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     // A full decode: truncated or corrupt files fail here rather than in the middle of training.
     if let Err(err) = image::ImageReader::open(&e.image)
         .map_err(image::ImageError::IoError)
         .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
         .and_then(|r| r.decode())
     {
-        r.errors.push(Finding { location: e.image.display().to_string(), message: format!("unreadable image: {err}") });
+        r.errors.push(Finding {
+            location: e.image.display().to_string(),
+            message: format!("unreadable image: {err}"),
+        });
     }
     match std::fs::read_to_string(&e.label) {
         Ok(text) => {
@@ -147,7 +180,10 @@ fn check_image(e: &ImageEntry, num_classes: usize) -> ImageResult {
             r.background = parsed.boxes.is_empty() && !parsed.has_errors();
             r.classes = parsed.boxes.iter().map(|b| b.class).collect();
             for i in parsed.issues {
-                let f = Finding { location: format!("{}:{}", e.label.display(), i.line), message: i.message };
+                let f = Finding {
+                    location: format!("{}:{}", e.label.display(), i.line),
+                    message: i.message,
+                };
                 match i.severity {
                     Severity::Error => r.errors.push(f),
                     Severity::Warning => r.warnings.push(f),
@@ -155,13 +191,18 @@ fn check_image(e: &ImageEntry, num_classes: usize) -> ImageResult {
             }
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => r.background = true,
-        Err(err) => r.errors.push(Finding { location: e.label.display().to_string(), message: format!("unreadable label file: {err}") }),
+        Err(err) => r.errors.push(Finding {
+            location: e.label.display().to_string(),
+            message: format!("unreadable label file: {err}"),
+        }),
     }
     r
 }
 
 fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let p = entry.path();
         if p.is_dir() {

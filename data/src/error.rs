@@ -21,7 +21,10 @@ pub enum Error {
     #[error("{} problem(s) in the input:\n{}", .0.len(), .0.join("\n"))]
     Problems(Vec<String>),
     #[error("invalid option {option}: {message}")]
-    Option { option: &'static str, message: String },
+    Option {
+        option: &'static str,
+        message: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -196,7 +196,10 @@ pub(crate) fn render(rng: &mut impl Rng, s: &SceneSettings, num_classes: usize) 
             let cx = rng.random_range(hx..(f64::from(s.width) - hx).max(hx + 1e-6));
             let cy = rng.random_range(hy..(f64::from(s.height) - hy).max(hy + 1e-6));
             let cand = BoxXywh::from_center(cx, cy, 2.0 * hx, 2.0 * hy);
-            if placed.iter().all(|b| b.to_xyxy().iou(&cand.to_xyxy()) < 0.3) {
+            if placed
+                .iter()
+                .all(|b| b.to_xyxy().iou(&cand.to_xyxy()) < 0.3)
+            {
                 spot = Some((cx, cy, cand));
                 break;
             }
@@ -215,7 +218,16 @@ pub(crate) fn render(rng: &mut impl Rng, s: &SceneSettings, num_classes: usize) 
         };
         let mirror = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
         let turbidity: f32 = rng.random_range(0.1..0.4);
-        if let Some(b) = draw_object(&mut px, w, h, arch, (cx, cy, hx, hy, mirror), &params, turbidity, &water) {
+        if let Some(b) = draw_object(
+            &mut px,
+            w,
+            h,
+            arch,
+            (cx, cy, hx, hy, mirror),
+            &params,
+            turbidity,
+            &water,
+        ) {
             objects.push((class, b));
         }
     }
@@ -255,7 +267,9 @@ pub(crate) fn render(rng: &mut impl Rng, s: &SceneSettings, num_classes: usize) 
     let rgb = px
         .iter()
         .flat_map(|p| {
-            let n: f32 = (rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5) * 2.0 * sigma;
+            let n: f32 = (rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5)
+                * 2.0
+                * sigma;
             p.map(|v| (v + n).clamp(0.0, 255.0) as u8)
         })
         .collect();
@@ -311,7 +325,12 @@ fn draw_object(
         }
     }
     (bx1 > bx0 && by1 > by0).then(|| {
-        BoxXywh::new(bx0 as f64, by0 as f64, (bx1 - bx0) as f64, (by1 - by0) as f64)
+        BoxXywh::new(
+            bx0 as f64,
+            by0 as f64,
+            (bx1 - bx0) as f64,
+            (by1 - by0) as f64,
+        )
     })
 }
 

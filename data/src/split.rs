@@ -60,8 +60,16 @@ struct Item {
 
 pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<SplitReport> {
     let total: f64 = opts.ratios.iter().sum();
-    if opts.ratios.iter().any(|r| !r.is_finite() || *r < 0.0) || opts.ratios[0] <= 0.0 || opts.ratios[1] <= 0.0 || total <= 0.0 {
-        return Err(Error::Option { option: "--ratios", message: "expected three non-negative fractions, train and val > 0, e.g. 0.7,0.15,0.15".into() });
+    if opts.ratios.iter().any(|r| !r.is_finite() || *r < 0.0)
+        || opts.ratios[0] <= 0.0
+        || opts.ratios[1] <= 0.0
+        || total <= 0.0
+    {
+        return Err(Error::Option {
+            option: "--ratios",
+            message: "expected three non-negative fractions, train and val > 0, e.g. 0.7,0.15,0.15"
+                .into(),
+        });
     }
     let ratios = opts.ratios.map(|r| r / total);
     let names = match &opts.names {
@@ -70,30 +78,57 @@ pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<Spli
     };
     let mut items = collect_items(opts, names.len())?;
     if items.is_empty() {
-        return Err(Error::Option { option: "--images", message: format!("no images found in {}", opts.images.display()) });
+        return Err(Error::Option {
+            option: "--images",
+            message: format!("no images found in {}", opts.images.display()),
+        });
     }
     items.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
     let assignment = stratify(&items, names.len(), &ratios);
 
     let staging = StagingDir::new(&opts.out, opts.force)?;
-    let used: Vec<Split> = Split::ALL.into_iter().enumerate().filter(|(i, _)| ratios[*i] > 0.0).map(|(_, s)| s).collect();
+    let used: Vec<Split> = Split::ALL
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| ratios[*i] > 0.0)
+        .map(|(_, s)| s)
+        .collect();
     for s in &used {
         for kind in ["images", "labels"] {
             let d = staging.path().join(kind).join(s.as_str());
-            std::fs::create_dir_all(&d).map_err(|e| trident_core::Error::io("cannot create directory", &d, e))?;
+            std::fs::create_dir_all(&d)
+                .map_err(|e| trident_core::Error::io("cannot create directory", &d, e))?;
         }
     }
     progress.set_length(items.len() as u64);
-    let mut report = SplitReport { names: names.clone(), images: [0; 3], images_with_class: std::array::from_fn(|_| vec![0; names.len()]), missing: Vec::new() };
+    let mut report = SplitReport {
+        names: names.clone(),
+        images: [0; 3],
+        images_with_class: std::array::from_fn(|_| vec![0; names.len()]),
+        missing: Vec::new(),
+    };
     let mut warned_copy = false;
     for (item, &s) in items.iter().zip(&assignment) {
         let split = Split::ALL[s];
-        let ext = item.image.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-        let dst = staging.path().join("images").join(split.as_str()).join(format!("{}.{ext}", item.stem));
+        let ext = item
+            .image
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dst = staging
+            .path()
+            .join("images")
+            .join(split.as_str())
+            .join(format!("{}.{ext}", item.stem));
         place_file(&item.image, &dst, opts.mode, &mut warned_copy)?;
         if let Some(label) = &item.label {
-            let dst = staging.path().join("labels").join(split.as_str()).join(format!("{}.txt", item.stem));
-            std::fs::copy(label, &dst).map_err(|e| trident_core::Error::io("cannot copy label to", &dst, e))?;
+            let dst = staging
+                .path()
+                .join("labels")
+                .join(split.as_str())
+                .join(format!("{}.txt", item.stem));
+            std::fs::copy(label, &dst)
+                .map_err(|e| trident_core::Error::io("cannot copy label to", &dst, e))?;
         }
         report.images[s] += 1;
         for &c in &item.classes {
@@ -102,7 +137,8 @@ pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<Spli
         progress.inc(1);
     }
     let yaml = staging.path().join("dataset.yaml");
-    std::fs::write(&yaml, dataset_yaml(&names, &used)).map_err(|e| trident_core::Error::io("cannot write", &yaml, e))?;
+    std::fs::write(&yaml, dataset_yaml(&names, &used))
+        .map_err(|e| trident_core::Error::io("cannot write", &yaml, e))?;
     staging.commit()?;
     for c in 0..names.len() {
         for (s, split) in Split::ALL.iter().enumerate() {
@@ -124,9 +160,16 @@ fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize>
         }
     }
     let mut want_total: Vec<f64> = ratios.iter().map(|r| r * n as f64).collect();
-    let mut want: Vec<Vec<f64>> = ratios.iter().map(|r| count.iter().map(|&k| r * k as f64).collect()).collect();
+    let mut want: Vec<Vec<f64>> = ratios
+        .iter()
+        .map(|r| count.iter().map(|&k| r * k as f64).collect())
+        .collect();
     let mut assigned: Vec<Option<usize>> = vec![None; n];
-    let take = |i: usize, s: usize, assigned: &mut Vec<Option<usize>>, want: &mut Vec<Vec<f64>>, want_total: &mut Vec<f64>| {
+    let take = |i: usize,
+                s: usize,
+                assigned: &mut Vec<Option<usize>>,
+                want: &mut Vec<Vec<f64>>,
+                want_total: &mut Vec<f64>| {
         assigned[i] = Some(s);
         want_total[s] -= 1.0;
         for &c in &items[i].classes {
@@ -157,8 +200,19 @@ fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize>
     }
     // Iterative stratification over the rest, rarest remaining class first.
     loop {
-        let remaining = |c: usize, assigned: &Vec<Option<usize>>| (0..n).filter(|&i| assigned[i].is_none() && items[i].classes.contains(&c)).count();
-        let Some(c) = (0..num_classes).map(|c| (remaining(c, &assigned), c)).filter(|(k, _)| *k > 0).min().map(|(_, c)| c) else { break };
+        let remaining = |c: usize, assigned: &Vec<Option<usize>>| {
+            (0..n)
+                .filter(|&i| assigned[i].is_none() && items[i].classes.contains(&c))
+                .count()
+        };
+        let Some(c) = (0..num_classes)
+            .map(|c| (remaining(c, &assigned), c))
+            .filter(|(k, _)| *k > 0)
+            .min()
+            .map(|(_, c)| c)
+        else {
+            break;
+        };
         for i in 0..n {
             if assigned[i].is_none() && items[i].classes.contains(&c) {
                 let s = best_split(&active, |s| (want[s][c], want_total[s]));
@@ -173,7 +227,10 @@ fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize>
             take(i, s, &mut assigned, &mut want, &mut want_total);
         }
     }
-    assigned.into_iter().map(|a| a.expect("every item assigned")).collect()
+    assigned
+        .into_iter()
+        .map(|a| a.expect("every item assigned"))
+        .collect()
 }
 
 /// The split with the largest remaining demand; ties go to the earlier split.
@@ -189,7 +246,8 @@ fn best_split(active: &[usize], key: impl Fn(usize) -> (f64, f64)) -> usize {
 
 fn collect_items(opts: &SplitOptions, num_classes: usize) -> Result<Vec<Item>> {
     let mut images = Vec::new();
-    collect_images(&opts.images, &mut images).map_err(|e| trident_core::Error::io("cannot read directory", &opts.images, e))?;
+    collect_images(&opts.images, &mut images)
+        .map_err(|e| trident_core::Error::io("cannot read directory", &opts.images, e))?;
     images.sort();
     let mut items = Vec::new();
     let mut problems = Vec::new();
@@ -197,15 +255,26 @@ fn collect_items(opts: &SplitOptions, num_classes: usize) -> Result<Vec<Item>> {
     for image in images {
         let rel = image.strip_prefix(&opts.images).unwrap_or(&image);
         let label = opts.labels.join(rel).with_extension("txt");
-        let stem = image.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some(prev) = stems.insert(stem.clone(), image.clone()) {
-            problems.push(format!("{}: name `{stem}` is also used by {}; names must be unique", image.display(), prev.display()));
+            problems.push(format!(
+                "{}: name `{stem}` is also used by {}; names must be unique",
+                image.display(),
+                prev.display()
+            ));
         }
         let mut classes = BTreeSet::new();
         let label = match std::fs::read_to_string(&label) {
             Ok(text) => {
                 let parsed = parse_labels(&text, num_classes);
-                for i in parsed.issues.iter().filter(|i| i.severity == trident_core::labels::Severity::Error) {
+                for i in parsed
+                    .issues
+                    .iter()
+                    .filter(|i| i.severity == trident_core::labels::Severity::Error)
+                {
                     problems.push(format!("{}:{}: {}", label.display(), i.line, i.message));
                 }
                 classes.extend(parsed.boxes.iter().map(|b| b.class));
@@ -214,9 +283,18 @@ fn collect_items(opts: &SplitOptions, num_classes: usize) -> Result<Vec<Item>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(trident_core::Error::io("cannot read", &label, e).into()),
         };
-        items.push(Item { image, label, stem, classes });
+        items.push(Item {
+            image,
+            label,
+            stem,
+            classes,
+        });
     }
-    if problems.is_empty() { Ok(items) } else { Err(Error::Problems(problems)) }
+    if problems.is_empty() {
+        Ok(items)
+    } else {
+        Err(Error::Problems(problems))
+    }
 }
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -236,16 +314,28 @@ fn read_classes_txt(labels: &Path) -> Result<Vec<String>> {
     for dir in [Some(labels), labels.parent()].into_iter().flatten() {
         let p = dir.join("classes.txt");
         if p.is_file() {
-            let names: Vec<String> = trident_core::error::read_to_string(&p)?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            let names: Vec<String> = trident_core::error::read_to_string(&p)?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
             if names.is_empty() {
-                return Err(trident_core::Error::invalid(p.display().to_string(), "no class names in the file").into());
+                return Err(trident_core::Error::invalid(
+                    p.display().to_string(),
+                    "no class names in the file",
+                )
+                .into());
             }
             return Ok(names);
         }
     }
     Err(Error::Option {
         option: "--names",
-        message: format!("class names are needed: pass --names a,b,c or put classes.txt in {}", labels.display()),
+        message: format!(
+            "class names are needed: pass --names a,b,c or put classes.txt in {}",
+            labels.display()
+        ),
     })
 }
 
@@ -254,13 +344,17 @@ fn place_file(src: &Path, dst: &Path, mode: FileMode, warned: &mut bool) -> Resu
     match mode {
         FileMode::Copy => std::fs::copy(src, dst).map(|_| ()).map_err(io)?,
         FileMode::Symlink => {
-            let abs = std::fs::canonicalize(src).map_err(|e| trident_core::Error::io("cannot read", src, e))?;
+            let abs = std::fs::canonicalize(src)
+                .map_err(|e| trident_core::Error::io("cannot read", src, e))?;
             symlink(&abs, dst).map_err(io)?
         }
         FileMode::Link => {
             if std::fs::hard_link(src, dst).is_err() {
                 if !*warned {
-                    tracing::warn!("hard links are not possible from {} to the output; copying instead", src.display());
+                    tracing::warn!(
+                        "hard links are not possible from {} to the output; copying instead",
+                        src.display()
+                    );
                     *warned = true;
                 }
                 std::fs::copy(src, dst).map_err(io)?;
@@ -285,7 +379,12 @@ mod tests {
     use super::*;
 
     fn item(classes: &[usize]) -> Item {
-        Item { image: PathBuf::new(), label: None, stem: String::new(), classes: classes.iter().copied().collect() }
+        Item {
+            image: PathBuf::new(),
+            label: None,
+            stem: String::new(),
+            classes: classes.iter().copied().collect(),
+        }
     }
 
     #[test]
@@ -295,7 +394,10 @@ mod tests {
         items.extend((0..3).map(|_| item(&[2])));
         let a = stratify(&items, 3, &[0.7, 0.15, 0.15]);
         for s in 0..3 {
-            assert!((0..items.len()).any(|i| a[i] == s && items[i].classes.contains(&2)), "class 2 missing from split {s}");
+            assert!(
+                (0..items.len()).any(|i| a[i] == s && items[i].classes.contains(&2)),
+                "class 2 missing from split {s}"
+            );
         }
         let n_train = a.iter().filter(|&&s| s == 0).count();
         assert!((68..=72).contains(&n_train), "train has {n_train} of 100");
@@ -303,7 +405,9 @@ mod tests {
 
     #[test]
     fn zero_ratio_split_gets_nothing() {
-        let items: Vec<Item> = (0..20).map(|i| item(if i % 4 == 0 { &[] } else { &[0] })).collect();
+        let items: Vec<Item> = (0..20)
+            .map(|i| item(if i % 4 == 0 { &[] } else { &[0] }))
+            .collect();
         let a = stratify(&items, 1, &[0.8, 0.2, 0.0]);
         assert!(a.iter().all(|&s| s < 2));
     }

@@ -33,6 +33,17 @@ pub struct SynthConfig {
     /// Fractions of images for train, val and test.
     pub split_ratios: [f64; 3],
     pub jpeg_quality: u8,
+    /// `split` (Ultralytics layout with dataset.yaml) or `flat` (one `images/` + `labels/` pool
+    /// with `classes.txt`, the input of `trident data split`).
+    pub layout: Layout,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Split,
+    Flat,
 }
 
 impl Default for SynthConfig {
@@ -49,6 +60,7 @@ impl Default for SynthConfig {
             blur_probability: 0.15,
             split_ratios: [0.7, 0.15, 0.15],
             jpeg_quality: 90,
+            layout: Layout::Split,
         }
     }
 }
@@ -60,13 +72,24 @@ impl SynthConfig {
         serde_saphyr::from_str(&text).map_err(|e| {
             Error::Core(trident_core::Error::Yaml {
                 path: path.to_path_buf(),
-                message: e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string(),
+                message: e
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .to_string(),
             })
         })
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |option, message: &str| Err(Error::Option { option, message: message.into() });
+        let bad = |option, message: &str| {
+            Err(Error::Option {
+                option,
+                message: message.into(),
+            })
+        };
         if self.images == 0 {
             return bad("images", "must be at least 1");
         }
@@ -79,8 +102,14 @@ impl SynthConfig {
         if !(0.0 < self.min_size && self.min_size <= self.max_size && self.max_size <= 1.0) {
             return bad("min_size/max_size", "need 0 < min_size <= max_size <= 1");
         }
-        if self.split_ratios.iter().any(|r| *r < 0.0) || self.split_ratios[0] <= 0.0 || self.split_ratios[1] <= 0.0 {
-            return bad("split_ratios", "train and val must be positive, test non-negative");
+        if self.split_ratios.iter().any(|r| *r < 0.0)
+            || self.split_ratios[0] <= 0.0
+            || self.split_ratios[1] <= 0.0
+        {
+            return bad(
+                "split_ratios",
+                "train and val must be positive, test non-negative",
+            );
         }
         if !(0.0..=1.0).contains(&self.blur_probability) {
             return bad("blur_probability", "must be in [0, 1]");
@@ -102,16 +131,32 @@ pub struct SynthSummary {
 }
 
 /// Generates the dataset into `out` (atomically: a staging folder renamed at the end).
-pub fn synthesize(cfg: &SynthConfig, out: &Path, force: bool, progress: &ProgressBar) -> Result<SynthSummary> {
+pub fn synthesize(
+    cfg: &SynthConfig,
+    out: &Path,
+    force: bool,
+    progress: &ProgressBar,
+) -> Result<SynthSummary> {
     cfg.validate()?;
     let staging = StagingDir::new(out, force)?;
     let root = staging.path();
     let splits = assign_splits(cfg);
-    let used_splits: Vec<Split> = Split::ALL.into_iter().filter(|s| splits.contains(s)).collect();
+    let used_splits: Vec<Split> = Split::ALL
+        .into_iter()
+        .filter(|s| splits.contains(s))
+        .collect();
+    let subdir = |s: Split| {
+        if cfg.layout == Layout::Flat {
+            ""
+        } else {
+            s.as_str()
+        }
+    };
     for s in &used_splits {
         for kind in ["images", "labels"] {
-            let d = root.join(kind).join(s.as_str());
-            std::fs::create_dir_all(&d).map_err(|e| trident_core::Error::io("cannot create directory", &d, e))?;
+            let d = root.join(kind).join(subdir(*s));
+            std::fs::create_dir_all(&d)
+                .map_err(|e| trident_core::Error::io("cannot create directory", &d, e))?;
         }
     }
     let settings = SceneSettings {
@@ -130,32 +175,46 @@ pub fn synthesize(cfg: &SynthConfig, out: &Path, force: bool, progress: &Progres
             let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
             rng.set_stream(i as u64);
             let scene = render(&mut rng, &settings, cfg.classes.len());
-            let split = splits[i].as_str();
+            let split = subdir(splits[i]);
             let stem = format!("scene_{i:06}");
             let img_path = root.join("images").join(split).join(format!("{stem}.jpg"));
-            let img = image::RgbImage::from_raw(cfg.width, cfg.height, scene.rgb).expect("buffer size");
+            let img =
+                image::RgbImage::from_raw(cfg.width, cfg.height, scene.rgb).expect("buffer size");
             let mut bytes = Vec::new();
             image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, cfg.jpeg_quality)
                 .encode_image(&img)
-                .map_err(|e| Error::Encode { path: img_path.clone(), source: e })?;
-            std::fs::write(&img_path, bytes).map_err(|e| trident_core::Error::io("cannot write", &img_path, e))?;
+                .map_err(|e| Error::Encode {
+                    path: img_path.clone(),
+                    source: e,
+                })?;
+            std::fs::write(&img_path, bytes)
+                .map_err(|e| trident_core::Error::io("cannot write", &img_path, e))?;
             let mut text = String::new();
             for (class, b) in &scene.objects {
                 text.push_str(&LabelBox::from_pixels(*class, b, cfg.width, cfg.height).to_line());
                 text.push('\n');
             }
             let label_path = root.join("labels").join(split).join(format!("{stem}.txt"));
-            std::fs::write(&label_path, text).map_err(|e| trident_core::Error::io("cannot write", &label_path, e))?;
+            std::fs::write(&label_path, text)
+                .map_err(|e| trident_core::Error::io("cannot write", &label_path, e))?;
             progress.inc(1);
             Ok(scene.objects.iter().map(|(c, _)| *c).collect())
         })
         .collect::<Result<_>>()?;
-    let yaml = root.join("dataset.yaml");
-    std::fs::write(&yaml, dataset_yaml(&cfg.classes, &used_splits))
-        .map_err(|e| trident_core::Error::io("cannot write", &yaml, e))?;
+    let (meta, text) = match cfg.layout {
+        Layout::Split => (
+            root.join("dataset.yaml"),
+            dataset_yaml(&cfg.classes, &used_splits),
+        ),
+        Layout::Flat => (root.join("classes.txt"), cfg.classes.join("\n") + "\n"),
+    };
+    std::fs::write(&meta, text).map_err(|e| trident_core::Error::io("cannot write", &meta, e))?;
     staging.commit()?;
 
-    let mut summary = SynthSummary { boxes_per_class: vec![0; cfg.classes.len()], ..Default::default() };
+    let mut summary = SynthSummary {
+        boxes_per_class: vec![0; cfg.classes.len()],
+        ..Default::default()
+    };
     for (i, classes) in per_image.iter().enumerate() {
         summary.images[Split::ALL.iter().position(|s| *s == splits[i]).unwrap_or(0)] += 1;
         summary.boxes += classes.len();

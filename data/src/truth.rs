@@ -12,7 +12,11 @@ use crate::error::{Error, Result};
 /// A missing label file is a background image. Any bad label line or unreadable image fails the
 /// whole load with every problem listed as `path:line: message`; `trident data check` gives the
 /// full report.
-pub fn load_ground_truth(ds: &DatasetConfig, split: Split, progress: &ProgressBar) -> Result<Vec<ImageTruth>> {
+pub fn load_ground_truth(
+    ds: &DatasetConfig,
+    split: Split,
+    progress: &ProgressBar,
+) -> Result<Vec<ImageTruth>> {
     let entries = ds.list_images(split)?;
     check_unique_stems(&entries)?;
     progress.set_length(entries.len() as u64);
@@ -32,7 +36,11 @@ pub fn load_ground_truth(ds: &DatasetConfig, split: Split, progress: &ProgressBa
             Err(p) => problems.extend(p),
         }
     }
-    if problems.is_empty() { Ok(truths) } else { Err(Error::Problems(problems)) }
+    if problems.is_empty() {
+        Ok(truths)
+    } else {
+        Err(Error::Problems(problems))
+    }
 }
 
 fn load_one(e: &ImageEntry, num_classes: usize) -> std::result::Result<ImageTruth, Vec<String>> {
@@ -49,12 +57,26 @@ fn load_one(e: &ImageEntry, num_classes: usize) -> std::result::Result<ImageTrut
                     .map(|i| format!("{}:{}: {}", e.label.display(), i.line, i.message))
                     .collect());
             }
-            parsed.boxes.iter().map(|b| (b.class, b.to_pixels(width, height))).collect()
+            parsed
+                .boxes
+                .iter()
+                .map(|b| (b.class, b.to_pixels(width, height)))
+                .collect()
         }
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => return Err(vec![format!("{}: cannot read label file: {err}", e.label.display())]),
+        Err(err) => {
+            return Err(vec![format!(
+                "{}: cannot read label file: {err}",
+                e.label.display()
+            )]);
+        }
     };
-    Ok(ImageTruth { stem: e.stem.clone(), width, height, boxes })
+    Ok(ImageTruth {
+        stem: e.stem.clone(),
+        width,
+        height,
+        boxes,
+    })
 }
 
 /// Prediction files key images by file stem, so stems must be unique within a split.
@@ -71,5 +93,9 @@ pub(crate) fn check_unique_stems(entries: &[ImageEntry]) -> Result<()> {
             ));
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(Error::Problems(problems)) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Problems(problems))
+    }
 }

@@ -27,11 +27,15 @@ pub(crate) struct ClassEval {
 
 impl ClassEval {
     pub fn ap(&self, t: usize) -> Option<f64> {
-        self.precision.as_ref().map(|p| p[t].iter().sum::<f64>() / R as f64)
+        self.precision
+            .as_ref()
+            .map(|p| p[t].iter().sum::<f64>() / R as f64)
     }
 
     pub fn ap50_95(&self) -> Option<f64> {
-        self.precision.as_ref().map(|p| p.iter().flatten().sum::<f64>() / (T * R) as f64)
+        self.precision
+            .as_ref()
+            .map(|p| p.iter().flatten().sum::<f64>() / (T * R) as f64)
     }
 }
 
@@ -49,13 +53,23 @@ fn iou_xywh(d: &[f64; 4], g: &[f64; 4]) -> f64 {
     inter / (d[2] * d[3] + g[2] * g[3] - inter)
 }
 
-pub(crate) fn evaluate_class(class: usize, truths: &[ImageTruth], preds: &[Prediction], index: &PredictionIndex) -> ClassEval {
+pub(crate) fn evaluate_class(
+    class: usize,
+    truths: &[ImageTruth],
+    preds: &[Prediction],
+    index: &PredictionIndex,
+) -> ClassEval {
     let thr = iou_thresholds();
     let mut n_gt = 0;
     let mut dets: Vec<(f64, [bool; T])> = Vec::new();
     let mut ious: Vec<f64> = Vec::new();
     for (img, truth) in truths.iter().enumerate() {
-        let gts: Vec<[f64; 4]> = truth.boxes.iter().filter(|(c, _)| *c == class).map(|(_, b)| b.to_array()).collect();
+        let gts: Vec<[f64; 4]> = truth
+            .boxes
+            .iter()
+            .filter(|(c, _)| *c == class)
+            .map(|(_, b)| b.to_array())
+            .collect();
         let mut order = index.by_image_class[img][class].clone();
         if gts.is_empty() && order.is_empty() {
             continue;
@@ -115,7 +129,11 @@ fn accumulate(dets: &[(f64, [bool; T])], n_gt: usize) -> Vec<[f64; R]> {
     for (t, q) in out.iter_mut().enumerate() {
         let (mut tp, mut fp) = (0.0f64, 0.0f64);
         for (i, d) in dets.iter().enumerate() {
-            if d.1[t] { tp += 1.0 } else { fp += 1.0 }
+            if d.1[t] {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
             rc[i] = tp / n_gt as f64;
             pr[i] = tp / (fp + tp + f64::EPSILON);
         }
@@ -141,17 +159,36 @@ mod tests {
     use trident_core::BoxXywh;
 
     fn truth(stem: &str, boxes: &[(usize, [f64; 4])]) -> ImageTruth {
-        ImageTruth { stem: stem.into(), width: 100, height: 100, boxes: boxes.iter().map(|(c, b)| (*c, BoxXywh::new(b[0], b[1], b[2], b[3]))).collect() }
+        ImageTruth {
+            stem: stem.into(),
+            width: 100,
+            height: 100,
+            boxes: boxes
+                .iter()
+                .map(|(c, b)| (*c, BoxXywh::new(b[0], b[1], b[2], b[3])))
+                .collect(),
+        }
     }
 
     fn pred(image: &str, class: usize, score: f64, bbox: [f64; 4]) -> Prediction {
-        Prediction { image: image.into(), class, score, bbox }
+        Prediction {
+            image: image.into(),
+            class,
+            score,
+            bbox,
+        }
     }
 
     #[test]
     fn perfect_predictions_give_ap_one_and_a_false_positive_above_them_lowers_it() {
-        let truths = vec![truth("a", &[(0, [10.0, 10.0, 20.0, 20.0])]), truth("b", &[(0, [50.0, 50.0, 30.0, 30.0])])];
-        let mut preds = vec![pred("a", 0, 0.9, [10.0, 10.0, 20.0, 20.0]), pred("b", 0, 0.8, [50.0, 50.0, 30.0, 30.0])];
+        let truths = vec![
+            truth("a", &[(0, [10.0, 10.0, 20.0, 20.0])]),
+            truth("b", &[(0, [50.0, 50.0, 30.0, 30.0])]),
+        ];
+        let mut preds = vec![
+            pred("a", 0, 0.9, [10.0, 10.0, 20.0, 20.0]),
+            pred("b", 0, 0.8, [50.0, 50.0, 30.0, 30.0]),
+        ];
         let idx = crate::match_predictions("p", &truths, &preds, 1).unwrap();
         let e = evaluate_class(0, &truths, &preds, &idx);
         assert_eq!(e.ap(0), Some(1.0));
@@ -181,7 +218,12 @@ mod tests {
         let preds = vec![pred("a", 0, 0.9, [15.0, 10.0, 20.0, 20.0])];
         let idx = crate::match_predictions("p", &truths, &preds, 1).unwrap();
         let e = evaluate_class(0, &truths, &preds, &idx);
-        assert_eq!(e.matched[0], [true, true, true, false, false, false, false, false, false, false]);
+        assert_eq!(
+            e.matched[0],
+            [
+                true, true, true, false, false, false, false, false, false, false
+            ]
+        );
         assert!((e.ap50_95().unwrap() - 0.3).abs() < 1e-12);
     }
 }

@@ -27,14 +27,22 @@ pub fn ground_truth(truths: &[ImageTruth], names: &[String]) -> Value {
             }));
         }
     }
-    let categories: Vec<Value> = names.iter().enumerate().map(|(i, n)| json!({"id": i, "name": n})).collect();
+    let categories: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": i, "name": n}))
+        .collect();
     json!({"images": images, "annotations": annotations, "categories": categories})
 }
 
 /// The COCO results document: a list of `{image_id, category_id, bbox, score}`.
 /// Predictions for stems not in `truths` are left out (the evaluator rejects them first).
 pub fn results(truths: &[ImageTruth], preds: &[Prediction]) -> Value {
-    let ids: std::collections::HashMap<&str, usize> = truths.iter().enumerate().map(|(i, t)| (t.stem.as_str(), i + 1)).collect();
+    let ids: std::collections::HashMap<&str, usize> = truths
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.stem.as_str(), i + 1))
+        .collect();
     Value::Array(
         preds
             .iter()

@@ -21,13 +21,20 @@ pub fn match_predictions(
     preds: &[Prediction],
     num_classes: usize,
 ) -> Result<PredictionIndex> {
-    let stems: HashMap<&str, usize> = truths.iter().enumerate().map(|(i, t)| (t.stem.as_str(), i)).collect();
+    let stems: HashMap<&str, usize> = truths
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.stem.as_str(), i))
+        .collect();
     let mut index = vec![vec![Vec::new(); num_classes]; truths.len()];
     let mut problems = Vec::new();
     for (k, p) in preds.iter().enumerate() {
         let item = || format!("item {k} (image \"{}\")", p.image);
         let Some(&img) = stems.get(p.image.as_str()) else {
-            problems.push(format!("{}: unknown image: no image with this file stem in the split", item()));
+            problems.push(format!(
+                "{}: unknown image: no image with this file stem in the split",
+                item()
+            ));
             continue;
         };
         if let Err(m) = p.validate(num_classes) {
@@ -37,7 +44,9 @@ pub fn match_predictions(
         index[img][p.class].push(k);
     }
     if problems.is_empty() {
-        Ok(PredictionIndex { by_image_class: index })
+        Ok(PredictionIndex {
+            by_image_class: index,
+        })
     } else {
         const SHOWN: usize = 50;
         let extra = problems.len().saturating_sub(SHOWN);
@@ -45,6 +54,9 @@ pub fn match_predictions(
         if extra > 0 {
             problems.push(format!("... and {extra} more"));
         }
-        Err(Error::Predictions { file: file.to_string(), problems })
+        Err(Error::Predictions {
+            file: file.to_string(),
+            problems,
+        })
     }
 }

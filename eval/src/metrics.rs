@@ -65,27 +65,61 @@ pub struct Curves {
 }
 
 /// Evaluates predictions (already checked by [`crate::match_predictions`]) against ground truth.
-pub fn evaluate(truths: &[ImageTruth], preds: &[Prediction], index: &PredictionIndex, names: &[String]) -> Result<Evaluation> {
-    let per_class: Vec<ClassEval> = (0..names.len()).into_par_iter().map(|c| evaluate_class(c, truths, preds, index)).collect();
-    let valid: Vec<usize> = (0..names.len()).filter(|&c| per_class[c].n_gt > 0).collect();
+pub fn evaluate(
+    truths: &[ImageTruth],
+    preds: &[Prediction],
+    index: &PredictionIndex,
+    names: &[String],
+) -> Result<Evaluation> {
+    let per_class: Vec<ClassEval> = (0..names.len())
+        .into_par_iter()
+        .map(|c| evaluate_class(c, truths, preds, index))
+        .collect();
+    let valid: Vec<usize> = (0..names.len())
+        .filter(|&c| per_class[c].n_gt > 0)
+        .collect();
     if valid.is_empty() {
-        return Err(Error::Core(trident_core::Error::invalid("ground truth", "the split has no labelled objects; there is nothing to evaluate against")));
+        return Err(Error::Core(trident_core::Error::invalid(
+            "ground truth",
+            "the split has no labelled objects; there is nothing to evaluate against",
+        )));
     }
-    let conf: Vec<f64> = (0..F1_GRID).map(|i| i as f64 / (F1_GRID - 1) as f64).collect();
-    let mut curves = Curves { conf: conf.clone(), ..Default::default() };
+    let conf: Vec<f64> = (0..F1_GRID)
+        .map(|i| i as f64 / (F1_GRID - 1) as f64)
+        .collect();
+    let mut curves = Curves {
+        conf: conf.clone(),
+        ..Default::default()
+    };
     for e in &per_class {
-        curves.pr50.push(e.precision.as_ref().map(|p| p[0].to_vec()));
-        let (p, r, f) = if e.n_gt > 0 { f1_curves(e, &conf) } else { Default::default() };
+        curves
+            .pr50
+            .push(e.precision.as_ref().map(|p| p[0].to_vec()));
+        let (p, r, f) = if e.n_gt > 0 {
+            f1_curves(e, &conf)
+        } else {
+            Default::default()
+        };
         curves.precision.push(p);
         curves.recall.push(r);
         curves.f1.push(f);
     }
     // Best operating point: the confidence of maximal mean F1 over classes with ground truth.
-    let mean_at = |curve: &Vec<Vec<f64>>, i: usize| valid.iter().map(|&c| curve[c][i]).sum::<f64>() / valid.len() as f64;
-    let best = (0..F1_GRID).fold(0, |b, i| if mean_at(&curves.f1, i) > mean_at(&curves.f1, b) { i } else { b });
+    let mean_at = |curve: &Vec<Vec<f64>>, i: usize| {
+        valid.iter().map(|&c| curve[c][i]).sum::<f64>() / valid.len() as f64
+    };
+    let best = (0..F1_GRID).fold(0, |b, i| {
+        if mean_at(&curves.f1, i) > mean_at(&curves.f1, b) {
+            i
+        } else {
+            b
+        }
+    });
     let best_conf = conf[best];
 
-    let mean = |f: &dyn Fn(&ClassEval) -> Option<f64>| valid.iter().filter_map(|&c| f(&per_class[c])).sum::<f64>() / valid.len() as f64;
+    let mean = |f: &dyn Fn(&ClassEval) -> Option<f64>| {
+        valid.iter().filter_map(|&c| f(&per_class[c])).sum::<f64>() / valid.len() as f64
+    };
     let class_metrics = per_class
         .iter()
         .enumerate()
@@ -141,7 +175,11 @@ fn f1_curves(e: &ClassEval, conf: &[f64]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let r = tp / e.n_gt as f64;
         ps.push(p);
         rs.push(r);
-        fs.push(if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 });
+        fs.push(if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        });
     }
     (ps, rs, fs)
 }
@@ -154,23 +192,52 @@ mod tests {
     #[test]
     fn operating_point_sits_between_true_and_false_positive_scores() {
         let truths: Vec<ImageTruth> = (0..4)
-            .map(|i| ImageTruth { stem: format!("i{i}"), width: 100, height: 100, boxes: vec![(0, BoxXywh::new(10.0, 10.0, 30.0, 30.0))] })
+            .map(|i| ImageTruth {
+                stem: format!("i{i}"),
+                width: 100,
+                height: 100,
+                boxes: vec![(0, BoxXywh::new(10.0, 10.0, 30.0, 30.0))],
+            })
             .collect();
-        let mut preds: Vec<Prediction> = (0..4).map(|i| Prediction { image: format!("i{i}"), class: 0, score: 0.8, bbox: [10.0, 10.0, 30.0, 30.0] }).collect();
+        let mut preds: Vec<Prediction> = (0..4)
+            .map(|i| Prediction {
+                image: format!("i{i}"),
+                class: 0,
+                score: 0.8,
+                bbox: [10.0, 10.0, 30.0, 30.0],
+            })
+            .collect();
         // Low-scored false positives: the best threshold must exclude them.
-        preds.extend((0..4).map(|i| Prediction { image: format!("i{i}"), class: 0, score: 0.3, bbox: [60.0, 60.0, 20.0, 20.0] }));
+        preds.extend((0..4).map(|i| Prediction {
+            image: format!("i{i}"),
+            class: 0,
+            score: 0.3,
+            bbox: [60.0, 60.0, 20.0, 20.0],
+        }));
         let names = vec!["a".to_string()];
         let idx = crate::match_predictions("p", &truths, &preds, 1).unwrap();
         let ev = evaluate(&truths, &preds, &idx, &names).unwrap();
-        assert!(ev.best_f1_conf > 0.3 && ev.best_f1_conf <= 0.8, "{}", ev.best_f1_conf);
+        assert!(
+            ev.best_f1_conf > 0.3 && ev.best_f1_conf <= 0.8,
+            "{}",
+            ev.best_f1_conf
+        );
         assert_eq!((ev.precision, ev.recall, ev.f1), (1.0, 1.0, 1.0));
-        assert_eq!((ev.per_class[0].tp, ev.per_class[0].fp, ev.per_class[0].fn_), (4, 0, 0));
+        assert_eq!(
+            (ev.per_class[0].tp, ev.per_class[0].fp, ev.per_class[0].fn_),
+            (4, 0, 0)
+        );
         assert_eq!(ev.map50, 1.0);
     }
 
     #[test]
     fn a_split_without_labels_cannot_be_evaluated() {
-        let truths = vec![ImageTruth { stem: "a".into(), width: 10, height: 10, boxes: vec![] }];
+        let truths = vec![ImageTruth {
+            stem: "a".into(),
+            width: 10,
+            height: 10,
+            boxes: vec![],
+        }];
         let idx = crate::match_predictions("p", &truths, &[], 1).unwrap();
         assert!(evaluate(&truths, &[], &idx, &["a".into()]).is_err());
     }

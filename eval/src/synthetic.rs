@@ -25,12 +25,23 @@ pub struct NoiseModel {
 
 impl Default for NoiseModel {
     fn default() -> Self {
-        NoiseModel { jitter: 0.08, miss_rate: 0.1, confusion_rate: 0.05, duplicate_rate: 0.15, false_positives_per_image: 1.0 }
+        NoiseModel {
+            jitter: 0.08,
+            miss_rate: 0.1,
+            confusion_rate: 0.05,
+            duplicate_rate: 0.15,
+            false_positives_per_image: 1.0,
+        }
     }
 }
 
 /// Predictions for every image of `truths`, deterministic for `seed`.
-pub fn noisy_predictions(truths: &[ImageTruth], num_classes: usize, noise: &NoiseModel, seed: u64) -> Vec<Prediction> {
+pub fn noisy_predictions(
+    truths: &[ImageTruth],
+    num_classes: usize,
+    noise: &NoiseModel,
+    seed: u64,
+) -> Vec<Prediction> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Vec::new();
     for t in truths {
@@ -59,7 +70,12 @@ pub fn noisy_predictions(truths: &[ImageTruth], num_classes: usize, noise: &Nois
                     *class
                 };
                 let score = (0.25 + 0.74 * q - if copy > 0 { 0.2 } else { 0.0 }).clamp(0.01, 0.99);
-                out.push(Prediction { image: t.stem.clone(), class: cls, score: round6(score), bbox: [x1, y1, x2 - x1, y2 - y1].map(round2) });
+                out.push(Prediction {
+                    image: t.stem.clone(),
+                    class: cls,
+                    score: round6(score),
+                    bbox: [x1, y1, x2 - x1, y2 - y1].map(round2),
+                });
             }
         }
         // Poisson-distributed background false positives.
@@ -71,7 +87,12 @@ pub fn noisy_predictions(truths: &[ImageTruth], num_classes: usize, noise: &Nois
             let x = rng.random_range(0.0..iw - w);
             let y = rng.random_range(0.0..ih - h);
             let score = rng.random_range(0.01..0.6);
-            out.push(Prediction { image: t.stem.clone(), class: rng.random_range(0..num_classes), score: round6(score), bbox: [x, y, w, h].map(round2) });
+            out.push(Prediction {
+                image: t.stem.clone(),
+                class: rng.random_range(0..num_classes),
+                score: round6(score),
+                bbox: [x, y, w, h].map(round2),
+            });
             p *= rng.random::<f64>();
         }
     }

@@ -52,16 +52,26 @@ fn register_font() {
 pub fn line_chart(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<(), Error> {
     register_font();
     let mut rgb = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    draw(&mut rgb, chart, series).map_err(|e| Error::Draw { path: path.display().to_string(), message: e.to_string() })?;
+    draw(&mut rgb, chart, series).map_err(|e| Error::Draw {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, rgb).expect("buffer matches chart size");
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| Error::Draw { path: path.display().to_string(), message: e.to_string() })?;
+        .map_err(|e| Error::Draw {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
     trident_core::fsutil::write_atomic(path, &png)?;
     Ok(())
 }
 
-fn draw(rgb: &mut [u8], chart: &Chart<'_>, series: &[Series]) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(
+    rgb: &mut [u8],
+    chart: &Chart<'_>,
+    series: &[Series],
+) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(rgb, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut ctx = ChartBuilder::on(&root)
@@ -69,7 +79,10 @@ fn draw(rgb: &mut [u8], chart: &Chart<'_>, series: &[Series]) -> Result<(), Box<
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(56)
-        .build_cartesian_2d(chart.x_range.0..chart.x_range.1, chart.y_range.0..chart.y_range.1)?;
+        .build_cartesian_2d(
+            chart.x_range.0..chart.x_range.1,
+            chart.y_range.0..chart.y_range.1,
+        )?;
     ctx.configure_mesh()
         .x_desc(chart.x_label)
         .y_desc(chart.y_label)
@@ -77,7 +90,11 @@ fn draw(rgb: &mut [u8], chart: &Chart<'_>, series: &[Series]) -> Result<(), Box<
         .axis_desc_style((FONT, 16))
         .draw()?;
     for (i, s) in series.iter().enumerate() {
-        let colour = if s.emphasis { BLUE.to_rgba() } else { Palette99::pick(i).mix(0.8) };
+        let colour = if s.emphasis {
+            BLUE.to_rgba()
+        } else {
+            Palette99::pick(i).mix(0.8)
+        };
         let width = if s.emphasis { 3 } else { 1 };
         let style = ShapeStyle::from(colour).stroke_width(width);
         ctx.draw_series(LineSeries::new(s.points.iter().copied(), style))?
@@ -104,8 +121,18 @@ mod tests {
     fn writes_a_png_with_drawn_pixels() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.png");
-        let s = Series { name: "diag".into(), points: vec![(0.0, 0.0), (1.0, 1.0)], emphasis: true };
-        let chart = Chart { title: "t", x_label: "x", y_label: "y", x_range: (0.0, 1.0), y_range: (0.0, 1.0) };
+        let s = Series {
+            name: "diag".into(),
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+            emphasis: true,
+        };
+        let chart = Chart {
+            title: "t",
+            x_label: "x",
+            y_label: "y",
+            x_range: (0.0, 1.0),
+            y_range: (0.0, 1.0),
+        };
         line_chart(&p, &chart, &[s]).unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), SIZE);

@@ -5,7 +5,10 @@ use std::process::Command;
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+        .to_path_buf()
 }
 
 /// The venv interpreter holding the reference packages (`TRIDENT_PYTHON` overrides).
@@ -17,14 +20,33 @@ pub fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = workspace_root().join(".venv/bin/python");
-    assert!(p.exists(), "{} is missing: run `cargo xtask setup` (it creates the test venv with pycocotools, ensemble-boxes, onnx)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo xtask setup` (it creates the test venv with pycocotools, ensemble-boxes, onnx)",
+        p.display()
+    );
     p
 }
 
 /// Runs a script from `tests/python/` with the venv interpreter and parses its stdout as JSON.
 pub fn run_reference(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let path = workspace_root().join("tests/python").join(script);
-    let out = Command::new(python()).arg(&path).args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
-    assert!(out.status.success(), "{} failed:\n{}", path.display(), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{} printed no JSON ({e}):\n{}", path.display(), String::from_utf8_lossy(&out.stdout)))
+    let out = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{} failed:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}):\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }

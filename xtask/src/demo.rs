@@ -1,0 +1,177 @@
+//! `cargo xtask demo`: the main job. Builds the release binaries and runs every stage that
+//! exists so far on built-in synthetic data, printing each command, then a summary table.
+//!
+//! Stages: synthesise a raw pool of images and labels → stratified split → dataset check →
+//! a baseline prediction file (ground truth with realistic detector noise) → evaluation with
+//! plots. Later stages (train, export, calibrate, package, edge run) extend this list.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::ProgressBar;
+use trident_core::dataset::{DatasetConfig, Split};
+use trident_core::prediction::save_predictions;
+use trident_data::truth::load_ground_truth;
+use trident_eval::synthetic::{NoiseModel, noisy_predictions};
+
+use crate::{cmd, exec, root};
+
+struct Stage {
+    name: &'static str,
+    result: String,
+    seconds: f64,
+}
+
+pub fn run() -> Result<()> {
+    let total = Instant::now();
+    let mut stages = Vec::new();
+    let t = Instant::now();
+    run_cmd(cmd("cargo").args(["build", "--release", "-p", "trident", "-p", "trident-edge"]))?;
+    stages.push(Stage {
+        name: "build",
+        result: "trident, trident-edge (release)".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let demo = root().join("demo");
+    std::fs::create_dir_all(&demo)?;
+    let bin = root().join("target/release");
+    let trident = |args: &[&str]| {
+        let mut c = Command::new(bin.join("trident"));
+        c.current_dir(root()).args(args);
+        c
+    };
+
+    let t = Instant::now();
+    run_cmd(&mut trident(&[
+        "data",
+        "synth",
+        "--out",
+        "demo/pool",
+        "--layout",
+        "flat",
+        "--images",
+        "600",
+        "--seed",
+        "0",
+        "--force",
+    ]))?;
+    stages.push(Stage {
+        name: "data synth",
+        result: "600 underwater scenes, 3 species (flat pool)".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    run_cmd(&mut trident(&[
+        "data",
+        "split",
+        "--images",
+        "demo/pool/images",
+        "--labels",
+        "demo/pool/labels",
+        "--out",
+        "demo/dataset",
+        "--ratios",
+        "0.7,0.15,0.15",
+        "--seed",
+        "0",
+        "--force",
+    ]))?;
+    stages.push(Stage {
+        name: "data split",
+        result: "stratified 70/15/15 → demo/dataset".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    run_cmd(&mut trident(&[
+        "data",
+        "check",
+        "--data",
+        "demo/dataset/dataset.yaml",
+    ]))?;
+    stages.push(Stage {
+        name: "data check",
+        result: "no problems".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    let preds_path = demo.join("baseline_val.json");
+    let n = write_baseline(&demo.join("dataset/dataset.yaml"), &preds_path)?;
+    stages.push(Stage {
+        name: "baseline",
+        result: format!("{n} noisy predictions (jitter, misses, duplicates, false positives)"),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    let eval_args = [
+        "eval",
+        "--data",
+        "demo/dataset/dataset.yaml",
+        "--split",
+        "val",
+        "--predictions",
+        "demo/baseline_val.json",
+        "--plots",
+        "demo/eval_plots",
+    ];
+    run_cmd(&mut trident(&eval_args))?;
+    let out = trident(&[&eval_args[..], &["--json"]].concat()).output()?;
+    let ev: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading `trident eval --json` output")?;
+    let num = |k: &str| ev[k].as_f64().unwrap_or(f64::NAN);
+    stages.push(Stage {
+        name: "eval",
+        result: format!(
+            "mAP50 {:.3}, mAP50-95 {:.3}, F1 {:.3} at conf {:.2}; plots in demo/eval_plots",
+            num("map50"),
+            num("map50_95"),
+            num("f1"),
+            num("best_f1_conf")
+        ),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    let version = Command::new(bin.join("trident-edge"))
+        .arg("--version")
+        .output()?;
+    stages.push(Stage {
+        name: "edge runtime",
+        result: String::from_utf8_lossy(&version.stdout).trim().to_string(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    println!("\n== trident demo summary ==");
+    let w = stages.iter().map(|s| s.name.len()).max().unwrap_or(5);
+    println!("{:<w$}  {:>8}  result", "stage", "seconds");
+    for s in &stages {
+        println!("{:<w$}  {:>8.1}  {}", s.name, s.seconds, s.result);
+    }
+    println!("{:<w$}  {:>8.1}", "total", total.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn run_cmd(c: &mut Command) -> Result<()> {
+    println!();
+    exec(c)
+}
+
+/// Ground truth with a realistic detector's mistakes: what an untrained pipeline check expects.
+fn write_baseline(yaml: &Path, out: &Path) -> Result<usize> {
+    let ds = DatasetConfig::load(yaml)?;
+    let truths = load_ground_truth(&ds, Split::Val, &ProgressBar::hidden())?;
+    let preds = noisy_predictions(&truths, ds.num_classes(), &NoiseModel::default(), 0);
+    save_predictions(out, &preds)?;
+    println!(
+        "\nwrote {} baseline predictions to {}",
+        preds.len(),
+        out.display()
+    );
+    Ok(preds.len())
+}

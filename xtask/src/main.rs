@@ -1,0 +1,103 @@
+//! Project automation, cargo-xtask style: `cargo xtask setup|demo|test|bench`.
+//!
+//! Rust rather than a Makefile or shell scripts: it runs wherever cargo does, needs nothing
+//! installed first, and the demo can call the library crates directly. Every command runs
+//! `setup` first, which is idempotent and takes seconds on a ready machine.
+
+mod demo;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup   install what the project needs (apt packages, .venv, aarch64 target, zig); idempotent
+  demo    setup, build, then run the pipeline on synthetic data and print a summary
+  test    setup, then rustfmt check, clippy -D warnings and the whole test suite
+  bench   setup, then the benchmarks (evaluation speed vs pycocotools)";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run(),
+        Some("demo") => setup::run().and_then(|_| demo::run()),
+        Some("test") => setup::run().and_then(|_| test()),
+        Some("bench") => setup::run().and_then(|_| bench()),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The repository root (xtask/ lives in it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ is in the repository root")
+        .to_path_buf()
+}
+
+/// A command run from the repository root with the venv's tools (zig, cargo-zigbuild) on PATH.
+pub fn cmd(program: &str) -> Command {
+    let mut c = Command::new(program);
+    c.current_dir(root());
+    let venv_bin = root().join(".venv/bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![venv_bin];
+    paths.extend(std::env::split_paths(&path));
+    c.env(
+        "PATH",
+        std::env::join_paths(paths).expect("PATH entries are valid"),
+    );
+    c
+}
+
+/// Runs a command, echoing it, failing on a non-zero exit.
+pub fn exec(c: &mut Command) -> Result<()> {
+    let shown = format!(
+        "{} {}",
+        c.get_program().to_string_lossy(),
+        c.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    eprintln!("$ {shown}");
+    let status = c
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed with {status}");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    exec(cmd("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    exec(cmd("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    exec(cmd("cargo").args(["test", "--workspace"]))
+}
+
+fn bench() -> Result<()> {
+    exec(cmd("cargo").args(["bench", "-p", "trident-e2e"]))
+}
