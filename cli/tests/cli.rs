@@ -396,15 +396,29 @@ fn eval_rejects_bad_predictions_naming_each_item() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("broken.json:3:"), "{}", stderr(&o));
 
-    // Missing image for an existing label, and a missing prediction file.
+    // A missing prediction file.
+    let none = dir.path().join("none.json");
+    let o = trident(&[
+        "eval",
+        "--data",
+        yaml.to_str().unwrap(),
+        "--predictions",
+        none.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("none.json"), "{}", stderr(&o));
+
+    // A missing image: its ground truth would silently vanish from the metrics.
+    let empty = write(dir.path(), "empty.json", "[]");
     std::fs::remove_file(ds.join("images/val").join(format!("{stem}.jpg"))).unwrap();
     let o = trident(&[
         "eval",
         "--data",
         yaml.to_str().unwrap(),
         "--predictions",
-        dir.path().join("none.json").to_str().unwrap(),
+        empty.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("none.json"), "{}", stderr(&o));
+    let expected = format!("{stem}.txt: label file has no matching image");
+    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
 }

@@ -1,11 +1,10 @@
 //! `trident data check`: every file and label line of a dataset, with a summary.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indicatif::ProgressBar;
 use rayon::prelude::*;
-use trident_core::dataset::{DatasetConfig, ImageEntry, Split, label_path_for};
+use trident_core::dataset::{DatasetConfig, ImageEntry, Split};
 use trident_core::labels::{Severity, parse_labels};
 
 use crate::error::{Error, Result};
@@ -131,27 +130,11 @@ fn check_split(
         report.errors.extend(r.errors);
         report.warnings.extend(r.warnings);
     }
-    // Label files that no image of the split refers to.
-    let expected: HashSet<&Path> = entries.iter().map(|e| e.label.as_path()).collect();
-    for src in ds.sources(split).iter().filter(|s| s.is_dir()) {
-        let Some(label_dir) = label_path_for(&src.join("x.jpg"))
-            .parent()
-            .map(Path::to_path_buf)
-        else {
-            continue;
-        };
-        let mut labels = Vec::new();
-        collect_txt(&label_dir, &mut labels);
-        labels.sort();
-        for l in labels {
-            if !expected.contains(l.as_path()) && l.file_name().is_some_and(|n| n != "classes.txt")
-            {
-                report.errors.push(Finding {
-                    location: l.display().to_string(),
-                    message: "label file has no matching image".into(),
-                });
-            }
-        }
+    for l in crate::truth::orphan_labels(ds, split, entries) {
+        report.errors.push(Finding {
+            location: l.display().to_string(),
+            message: "label file has no matching image".into(),
+        });
     }
     summary
 }
@@ -197,18 +180,4 @@ fn check_image(e: &ImageEntry, num_classes: usize) -> ImageResult {
         }),
     }
     r
-}
-
-fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            collect_txt(&p, out);
-        } else if p.extension().is_some_and(|e| e == "txt") {
-            out.push(p);
-        }
-    }
 }

@@ -1,8 +1,11 @@
 //! Ground truth in pixels for evaluation, calibration and training.
 
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
 use indicatif::ProgressBar;
 use rayon::prelude::*;
-use trident_core::dataset::{DatasetConfig, ImageEntry, ImageTruth, Split};
+use trident_core::dataset::{DatasetConfig, ImageEntry, ImageTruth, Split, label_path_for};
 use trident_core::labels::parse_labels;
 
 use crate::error::{Error, Result};
@@ -19,6 +22,16 @@ pub fn load_ground_truth(
 ) -> Result<Vec<ImageTruth>> {
     let entries = ds.list_images(split)?;
     check_unique_stems(&entries)?;
+    let orphans = orphan_labels(ds, split, &entries);
+    if !orphans.is_empty() {
+        // Ground truth whose image is missing would silently drop out of every metric.
+        return Err(Error::Problems(
+            orphans
+                .iter()
+                .map(|p| format!("{}: label file has no matching image", p.display()))
+                .collect(),
+        ));
+    }
     progress.set_length(entries.len() as u64);
     let results: Vec<std::result::Result<ImageTruth, Vec<String>>> = entries
         .par_iter()
@@ -77,6 +90,45 @@ fn load_one(e: &ImageEntry, num_classes: usize) -> std::result::Result<ImageTrut
         height,
         boxes,
     })
+}
+
+/// Label files under a split's label folders that no image of the split refers to.
+pub(crate) fn orphan_labels(
+    ds: &DatasetConfig,
+    split: Split,
+    entries: &[ImageEntry],
+) -> Vec<PathBuf> {
+    let expected: HashSet<&Path> = entries.iter().map(|e| e.label.as_path()).collect();
+    let mut orphans = Vec::new();
+    for src in ds.sources(split).iter().filter(|s| s.is_dir()) {
+        let Some(label_dir) = label_path_for(&src.join("x.jpg"))
+            .parent()
+            .map(Path::to_path_buf)
+        else {
+            continue;
+        };
+        let mut labels = Vec::new();
+        collect_txt(&label_dir, &mut labels);
+        orphans.extend(labels.into_iter().filter(|l| {
+            !expected.contains(l.as_path()) && l.file_name().is_some_and(|n| n != "classes.txt")
+        }));
+    }
+    orphans.sort();
+    orphans
+}
+
+fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            collect_txt(&p, out);
+        } else if p.extension().is_some_and(|e| e == "txt") {
+            out.push(p);
+        }
+    }
 }
 
 /// Prediction files key images by file stem, so stems must be unique within a split.
