@@ -126,17 +126,7 @@ impl DatasetConfig {
 
     /// Parses YAML text; `yaml_path` anchors relative paths and names the file in errors.
     pub fn parse(text: &str, yaml_path: &Path) -> Result<Self> {
-        let raw: RawDataset = serde_saphyr::from_str(text).map_err(|e| Error::Yaml {
-            path: yaml_path.to_path_buf(),
-            // The first line carries "line L column C: what"; the rest is a source snippet.
-            message: e
-                .to_string()
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ")
-                .to_string(),
-        })?;
+        let raw: RawDataset = crate::yaml::parse_yaml(text, yaml_path)?;
         let field = |name: &str| format!("{}: field `{name}`", yaml_path.display());
         let names = match raw.names {
             Names::List(v) => v,

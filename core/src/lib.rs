@@ -12,6 +12,7 @@ pub mod geometry;
 pub mod labels;
 pub mod letterbox;
 pub mod prediction;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use geometry::{BoxXywh, BoxXyxy};

@@ -68,19 +68,7 @@ impl Default for SynthConfig {
 impl SynthConfig {
     /// Reads a YAML config; fields left out keep their defaults.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = trident_core::error::read_to_string(path)?;
-        serde_saphyr::from_str(&text).map_err(|e| {
-            Error::Core(trident_core::Error::Yaml {
-                path: path.to_path_buf(),
-                message: e
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_start_matches("error: ")
-                    .to_string(),
-            })
-        })
+        Ok(trident_core::yaml::load_yaml(path)?)
     }
 
     pub fn validate(&self) -> Result<()> {

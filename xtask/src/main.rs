@@ -67,14 +67,7 @@ pub fn cmd(program: &str) -> Command {
 
 /// Runs a command, echoing it, failing on a non-zero exit.
 pub fn exec(c: &mut Command) -> Result<()> {
-    let shown = format!(
-        "{} {}",
-        c.get_program().to_string_lossy(),
-        c.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let shown = describe(c);
     eprintln!("$ {shown}");
     let status = c
         .status()
@@ -83,6 +76,12 @@ pub fn exec(c: &mut Command) -> Result<()> {
         bail!("`{shown}` failed with {status}");
     }
     Ok(())
+}
+
+/// The command line as a person would type it.
+pub fn describe(c: &Command) -> String {
+    let args: Vec<_> = c.get_args().map(|a| a.to_string_lossy()).collect();
+    format!("{} {}", c.get_program().to_string_lossy(), args.join(" "))
 }
 
 fn test() -> Result<()> {

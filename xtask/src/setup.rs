@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{cmd, exec, root};
+use crate::{cmd, describe, exec, root};
 
 const APT_PACKAGES: &[&str] = &[
     "pkg-config",
@@ -85,14 +85,7 @@ fn apt() -> Result<()> {
 
 /// Runs a chatty installer, showing its output only when it fails.
 fn quiet(c: &mut std::process::Command) -> Result<()> {
-    let shown = format!(
-        "{} {}",
-        c.get_program().to_string_lossy(),
-        c.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let shown = describe(c);
     eprintln!("$ {shown}");
     let out = c
         .output()
