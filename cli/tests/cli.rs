@@ -266,6 +266,19 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// `trident eval --data YAML --predictions PREDS [extra…]`.
+fn eval(yaml: &Path, preds: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "eval",
+        "--data",
+        yaml.to_str().unwrap(),
+        "--predictions",
+        preds.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    trident(&args)
+}
+
 #[test]
 fn eval_prints_metrics_json_and_plots_for_good_predictions() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,18 +303,18 @@ fn eval_prints_metrics_json_and_plots_for_good_predictions() {
         &serde_json::to_string(&preds).unwrap(),
     );
     let plots = dir.path().join("plots");
-    let o = trident(&[
-        "eval",
-        "--data",
-        ds.join("dataset.yaml").to_str().unwrap(),
-        "--split",
-        "val",
-        "--predictions",
-        pf.to_str().unwrap(),
-        "--json",
-        "--plots",
-        plots.to_str().unwrap(),
-    ]);
+    let yaml = ds.join("dataset.yaml");
+    let o = eval(
+        &yaml,
+        &pf,
+        &[
+            "--split",
+            "val",
+            "--json",
+            "--plots",
+            plots.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for key in [
@@ -321,13 +334,7 @@ fn eval_prints_metrics_json_and_plots_for_good_predictions() {
         let img = image::open(plots.join(png)).unwrap();
         assert!(img.width() > 100);
     }
-    let o = trident(&[
-        "eval",
-        "--data",
-        ds.join("dataset.yaml").to_str().unwrap(),
-        "--predictions",
-        pf.to_str().unwrap(),
-    ]);
+    let o = eval(&yaml, &pf, &[]);
     assert!(o.status.success());
     assert!(
         stdout(&o).contains("mAP50-95") && stdout(&o).contains("lionfish"),
@@ -359,13 +366,7 @@ fn eval_rejects_bad_predictions_naming_each_item() {
 {{"image": "{stem}", "class": 1, "score": 0.5, "bbox": [1, 2, -3, 4]}}]"#
     );
     let pf = write(dir.path(), "bad.json", &bad);
-    let o = trident(&[
-        "eval",
-        "--data",
-        yaml.to_str().unwrap(),
-        "--predictions",
-        pf.to_str().unwrap(),
-    ]);
+    let o = eval(&yaml, &pf, &[]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
@@ -386,38 +387,20 @@ fn eval_rejects_bad_predictions_naming_each_item() {
         "broken.json",
         "[\n  {\"image\": \"x\", \"class\": 0,\n   \"score\": 0.5 \"bbox\": [1,2,3,4]}\n]",
     );
-    let o = trident(&[
-        "eval",
-        "--data",
-        yaml.to_str().unwrap(),
-        "--predictions",
-        pf.to_str().unwrap(),
-    ]);
+    let o = eval(&yaml, &pf, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("broken.json:3:"), "{}", stderr(&o));
 
     // A missing prediction file.
     let none = dir.path().join("none.json");
-    let o = trident(&[
-        "eval",
-        "--data",
-        yaml.to_str().unwrap(),
-        "--predictions",
-        none.to_str().unwrap(),
-    ]);
+    let o = eval(&yaml, &none, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("none.json"), "{}", stderr(&o));
 
     // A missing image: its ground truth would silently vanish from the metrics.
     let empty = write(dir.path(), "empty.json", "[]");
     std::fs::remove_file(ds.join("images/val").join(format!("{stem}.jpg"))).unwrap();
-    let o = trident(&[
-        "eval",
-        "--data",
-        yaml.to_str().unwrap(),
-        "--predictions",
-        empty.to_str().unwrap(),
-    ]);
+    let o = eval(&yaml, &empty, &[]);
     assert_eq!(o.status.code(), Some(2));
     let expected = format!("{stem}.txt: label file has no matching image");
     assert!(stderr(&o).contains(&expected), "{}", stderr(&o));

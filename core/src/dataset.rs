@@ -327,7 +327,8 @@ pub fn is_image_file(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Appends every image file under `dir` (recursively) to `out`.
+pub fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read directory", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("cannot read directory", dir, e))?;

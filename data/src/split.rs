@@ -11,7 +11,7 @@ use indicatif::ProgressBar;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use trident_core::dataset::{Split, dataset_yaml, is_image_file};
+use trident_core::dataset::{Split, collect_images, dataset_yaml};
 use trident_core::fsutil::StagingDir;
 use trident_core::labels::parse_labels;
 
@@ -246,8 +246,7 @@ fn best_split(active: &[usize], key: impl Fn(usize) -> (f64, f64)) -> usize {
 
 fn collect_items(opts: &SplitOptions, num_classes: usize) -> Result<Vec<Item>> {
     let mut images = Vec::new();
-    collect_images(&opts.images, &mut images)
-        .map_err(|e| trident_core::Error::io("cannot read directory", &opts.images, e))?;
+    collect_images(&opts.images, &mut images)?;
     images.sort();
     let mut items = Vec::new();
     let mut problems = Vec::new();
@@ -295,18 +294,6 @@ fn collect_items(opts: &SplitOptions, num_classes: usize) -> Result<Vec<Item>> {
     } else {
         Err(Error::Problems(problems))
     }
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            collect_images(&p, out)?;
-        } else if is_image_file(&p) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// `classes.txt` (one name per line, the YOLO label-tool convention) in the labels folder or its parent.

@@ -108,13 +108,8 @@ pub fn evaluate(
     let mean_at = |curve: &Vec<Vec<f64>>, i: usize| {
         valid.iter().map(|&c| curve[c][i]).sum::<f64>() / valid.len() as f64
     };
-    let best = (0..F1_GRID).fold(0, |b, i| {
-        if mean_at(&curves.f1, i) > mean_at(&curves.f1, b) {
-            i
-        } else {
-            b
-        }
-    });
+    let mean_f1: Vec<f64> = (0..F1_GRID).map(|i| mean_at(&curves.f1, i)).collect();
+    let best = (0..F1_GRID).fold(0, |b, i| if mean_f1[i] > mean_f1[b] { i } else { b });
     let best_conf = conf[best];
 
     let mean = |f: &dyn Fn(&ClassEval) -> Option<f64>| {
