@@ -28,6 +28,10 @@ pub enum Command {
     },
     /// Evaluate a prediction file against a dataset split (COCO mAP, best-F1 operating point).
     Eval(EvalArgs),
+    /// Train the ensemble variants (or one) of the YOLO-style detector with libtorch.
+    Train(TrainArgs),
+    /// Run a checkpoint over images and write a prediction file for `trident eval`.
+    Predict(PredictArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,4 +137,77 @@ pub struct EvalArgs {
     /// Write PR and F1–confidence curves (PNG) into this folder.
     #[arg(long)]
     pub plots: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training config with the variants (see configs/training.yaml).
+    #[arg(long, default_value = "configs/training.yaml")]
+    pub config: PathBuf,
+    /// Train only this variant (default: all of them, one after another).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Dataset YAML (overrides the config's `data`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    #[arg(long)]
+    pub imgsz: Option<u32>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Model preset: tiny, nano or small.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Wall-clock budget per variant in minutes; the schedule is fitted to it and the best
+    /// checkpoint is kept when it runs out.
+    #[arg(long)]
+    pub time: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// libtorch threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Output folder for this run (default: runs/<config name>); variants go in subfolders.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue each variant from its last.safetensors (weights, optimizer, EMA, epoch).
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace an existing run in the output folder.
+    #[arg(long)]
+    pub exist_ok: bool,
+    /// Fail on unreadable images or bad label lines instead of skipping and counting them.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by `trident train` (best.safetensors or last.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// An image or a folder of images (searched recursively).
+    #[arg(long)]
+    pub source: PathBuf,
+    /// Prediction file to write (JSON, the format `trident eval` reads).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Confidence threshold (default: the checkpoint's variant floor; use 0.001 for mAP).
+    #[arg(long)]
+    pub conf: Option<f32>,
+    /// IoU threshold of the non-maximum suppression.
+    #[arg(long, default_value_t = 0.7)]
+    pub iou: f32,
+    /// Maximum detections per image.
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }

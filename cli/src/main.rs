@@ -5,6 +5,8 @@
 mod cli;
 mod data;
 mod eval;
+mod predict;
+mod train;
 mod ui;
 
 use std::process::ExitCode;
@@ -27,5 +29,7 @@ fn run(command: cli::Command) -> anyhow::Result<ExitCode> {
     match command {
         cli::Command::Data { command } => data::run(command),
         cli::Command::Eval(args) => eval::run(args),
+        cli::Command::Train(args) => train::run(args),
+        cli::Command::Predict(args) => predict::run(args),
     }
 }

@@ -31,6 +31,18 @@ pub fn progress(message: &'static str) -> ProgressBar {
     bar
 }
 
+/// A progress bar for a training epoch: the message carries the running losses and throughput.
+pub fn epoch_progress(len: u64, message: String) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:25}] {pos}/{len} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
 /// 2 when the input is at fault (bad files, bad options), 1 for everything else.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -45,6 +57,11 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
             .or_else(|| {
                 cause
                     .downcast_ref::<trident_eval::Error>()
+                    .map(|e| e.is_input_error())
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<trident_trainer::Error>()
                     .map(|e| e.is_input_error())
             });
         if let Some(input) = input {

@@ -11,6 +11,8 @@ pub mod fsutil;
 pub mod geometry;
 pub mod labels;
 pub mod letterbox;
+pub mod model_spec;
+pub mod postprocess;
 pub mod prediction;
 pub mod yaml;
 

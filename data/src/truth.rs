@@ -132,7 +132,7 @@ fn collect_txt(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Prediction files key images by file stem, so stems must be unique within a split.
-pub(crate) fn check_unique_stems(entries: &[ImageEntry]) -> Result<()> {
+pub fn check_unique_stems(entries: &[ImageEntry]) -> Result<()> {
     let mut seen = std::collections::HashMap::new();
     let mut problems = Vec::new();
     for e in entries {

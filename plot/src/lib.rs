@@ -50,33 +50,63 @@ fn register_font() {
 
 /// Draws `series` as lines and writes the PNG to `path` atomically.
 pub fn line_chart(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<(), Error> {
+    render(path, SIZE, |root| draw(root, chart, series))
+}
+
+/// Several charts in a grid of `columns` panels per row (e.g. training curves), one PNG.
+pub fn chart_grid(
+    path: &Path,
+    columns: usize,
+    panels: &[(Chart<'_>, Vec<Series>)],
+) -> Result<(), Error> {
+    let columns = columns.clamp(1, panels.len().max(1));
+    let rows = panels.len().div_ceil(columns).max(1);
+    let size = (PANEL.0 * columns as u32, PANEL.1 * rows as u32);
+    render(path, size, |root| {
+        for (area, (chart, series)) in root.split_evenly((rows, columns)).iter().zip(panels) {
+            draw(area, chart, series)?;
+        }
+        Ok(())
+    })
+}
+
+const PANEL: (u32, u32) = (520, 380);
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    paint: impl FnOnce(&Area<'_>) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), Error> {
     register_font();
-    let mut rgb = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    draw(&mut rgb, chart, series).map_err(|e| Error::Draw {
+    let draw_error = |e: &dyn std::fmt::Display| Error::Draw {
         path: path.display().to_string(),
         message: e.to_string(),
-    })?;
-    let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, rgb).expect("buffer matches chart size");
+    };
+    let mut rgb = vec![255u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_error(&e))?;
+        paint(&root).map_err(|e| draw_error(&e))?;
+        root.present().map_err(|e| draw_error(&e))?;
+    }
+    let img = image::RgbImage::from_raw(size.0, size.1, rgb).expect("buffer matches chart size");
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .map_err(|e| Error::Draw {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| draw_error(&e))?;
     trident_core::fsutil::write_atomic(path, &png)?;
     Ok(())
 }
 
 fn draw(
-    rgb: &mut [u8],
+    root: &Area<'_>,
     chart: &Chart<'_>,
     series: &[Series],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let root = BitMapBackend::with_buffer(rgb, SIZE).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut ctx = ChartBuilder::on(&root)
-        .caption(chart.title, (FONT, 24))
-        .margin(16)
+    let mut ctx = ChartBuilder::on(root)
+        .caption(chart.title, (FONT, 22))
+        .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(56)
         .build_cartesian_2d(
@@ -109,7 +139,6 @@ fn draw(
             .position(SeriesLabelPosition::LowerLeft)
             .draw()?;
     }
-    root.present()?;
     Ok(())
 }
 

@@ -1,0 +1,176 @@
+//! The background batch loader: one producer thread assembles batches with rayon while the
+//! training step runs, two batches ahead.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+use super::CachedSplit;
+use super::augment::{Augmentation, Augmented, augment, sample_rng};
+use crate::loss::Targets;
+
+/// A batch as plain memory, assembled off the training thread.
+pub struct HostBatch {
+    pub size: u32,
+    /// `[B, 3, size, size]` in 0–1.
+    pub images: Vec<f32>,
+    /// Per image: class, x1, y1, x2, y2 in input pixels.
+    pub boxes: Vec<Vec<(usize, [f32; 4])>>,
+}
+
+impl HostBatch {
+    pub fn len(&self) -> usize {
+        self.boxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.boxes.is_empty()
+    }
+
+    pub fn instances(&self) -> usize {
+        self.boxes.iter().map(Vec::len).sum()
+    }
+
+    /// Moves the batch to `device`: images `[B, 3, S, S]` and padded targets.
+    pub fn to_device(&self, device: Device) -> (Tensor, Targets) {
+        let b = self.len() as i64;
+        let s = i64::from(self.size);
+        let images = Tensor::from_slice(&self.images)
+            .view([b, 3, s, s])
+            .to_device(device);
+        let m = self.boxes.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut boxes = vec![0f32; self.len() * m * 4];
+        let mut labels = vec![0i64; self.len() * m];
+        let mut mask = vec![0f32; self.len() * m];
+        for (i, img) in self.boxes.iter().enumerate() {
+            for (j, (c, b)) in img.iter().enumerate() {
+                let k = i * m + j;
+                boxes[k * 4..k * 4 + 4].copy_from_slice(b);
+                labels[k] = *c as i64;
+                mask[k] = 1.0;
+            }
+        }
+        let m = m as i64;
+        let targets = Targets {
+            boxes: Tensor::from_slice(&boxes).view([b, m, 4]).to_device(device),
+            labels: Tensor::from_slice(&labels).view([b, m]).to_device(device),
+            mask: Tensor::from_slice(&mask)
+                .view([b, m])
+                .to_kind(Kind::Float)
+                .to_device(device),
+        };
+        (images, targets)
+    }
+}
+
+/// Settings of one epoch's loader.
+#[derive(Clone, Debug)]
+pub struct EpochPlan {
+    pub seed: u64,
+    pub epoch: u64,
+    pub batch: usize,
+    pub size: u32,
+    pub augmentation: Augmentation,
+    pub mosaic: bool,
+}
+
+/// Batches of one epoch, produced in the background in a seed-determined order.
+pub struct EpochLoader {
+    rx: Receiver<HostBatch>,
+    handle: Option<JoinHandle<()>>,
+    pub batches: usize,
+}
+
+impl EpochLoader {
+    pub fn start(data: Arc<CachedSplit>, plan: EpochPlan) -> Self {
+        let mut order: Vec<usize> = (0..data.samples.len()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            plan.seed.wrapping_add(plan.epoch.wrapping_mul(0x9e37_79b9)),
+        ));
+        let batches = order.len().div_ceil(plan.batch);
+        let (tx, rx) = sync_channel(2);
+        let handle = std::thread::Builder::new()
+            .name("trident-loader".into())
+            .spawn(move || {
+                for (k, chunk) in order.chunks(plan.batch).enumerate() {
+                    let first = (k * plan.batch) as u64;
+                    let samples: Vec<Augmented> = chunk
+                        .par_iter()
+                        .enumerate()
+                        .map(|(j, &idx)| {
+                            let mut rng = sample_rng(plan.seed, plan.epoch, first + j as u64);
+                            augment(
+                                &data,
+                                idx,
+                                plan.size,
+                                &plan.augmentation,
+                                plan.mosaic,
+                                &mut rng,
+                            )
+                        })
+                        .collect();
+                    if tx.send(collate(&samples, plan.size)).is_err() {
+                        return; // the consumer stopped early (time budget, Ctrl-C)
+                    }
+                }
+            })
+            .expect("spawn loader thread");
+        EpochLoader {
+            rx,
+            handle: Some(handle),
+            batches,
+        }
+    }
+}
+
+impl Iterator for EpochLoader {
+    type Item = HostBatch;
+    fn next(&mut self) -> Option<HostBatch> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for EpochLoader {
+    fn drop(&mut self) {
+        // Unblock the producer, then wait for it so no thread outlives the epoch.
+        let (_, dummy) = sync_channel(0);
+        drop(std::mem::replace(&mut self.rx, dummy));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn collate(samples: &[Augmented], size: u32) -> HostBatch {
+    let plane = (size * size) as usize;
+    let mut images = vec![0f32; samples.len() * 3 * plane];
+    images
+        .par_chunks_mut(3 * plane)
+        .zip(samples)
+        .for_each(|(dst, a)| {
+            for (p, px) in a.pixels.chunks_exact(3).enumerate() {
+                for c in 0..3 {
+                    dst[c * plane + p] = f32::from(px[c]) / 255.0;
+                }
+            }
+        });
+    HostBatch {
+        size,
+        images,
+        boxes: samples
+            .iter()
+            .map(|a| {
+                a.boxes
+                    .iter()
+                    .map(|(c, b)| (*c, [b.x1 as f32, b.y1 as f32, b.x2 as f32, b.y2 as f32]))
+                    .collect()
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,201 @@
+//! What a training run leaves beside its checkpoints: `metrics.csv`, `curves.png` and
+//! `metadata.json` (provenance and final metrics).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use trident_plot::{Chart, Series, chart_grid};
+
+use crate::error::{Error, Result};
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub box_loss: f64,
+    pub cls_loss: f64,
+    pub dfl_loss: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub map50: f64,
+    pub map50_95: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+    pub epoch_s: f64,
+    pub elapsed_s: f64,
+}
+
+const HEADER: &str = "epoch,train/box_loss,train/cls_loss,train/dfl_loss,metrics/precision,metrics/recall,\
+metrics/mAP50,metrics/mAP50-95,lr,images_per_s,epoch_s,elapsed_s";
+
+pub fn write_metrics_csv(path: &Path, rows: &[EpochRecord]) -> Result<()> {
+    let mut text = String::from(HEADER);
+    text.push('\n');
+    for r in rows {
+        let _ = writeln!(
+            text,
+            "{},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{:.6},{:.2},{:.2},{:.1}",
+            r.epoch,
+            r.box_loss,
+            r.cls_loss,
+            r.dfl_loss,
+            r.precision,
+            r.recall,
+            r.map50,
+            r.map50_95,
+            r.lr,
+            r.images_per_s,
+            r.epoch_s,
+            r.elapsed_s
+        );
+    }
+    trident_core::fsutil::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// Reads back `metrics.csv` (for `--resume`, so curves continue).
+pub fn read_metrics_csv(path: &Path) -> Result<Vec<EpochRecord>> {
+    let text = trident_core::error::read_to_string(path)?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let bad = || Error::Dataset(format!("{}:{}: not a metrics row", path.display(), i + 1));
+        let v: Vec<f64> = line
+            .split(',')
+            .map(|c| c.trim().parse::<f64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad())?;
+        if v.len() != 12 {
+            return Err(bad());
+        }
+        rows.push(EpochRecord {
+            epoch: v[0] as usize,
+            box_loss: v[1],
+            cls_loss: v[2],
+            dfl_loss: v[3],
+            precision: v[4],
+            recall: v[5],
+            map50: v[6],
+            map50_95: v[7],
+            lr: v[8],
+            images_per_s: v[9],
+            epoch_s: v[10],
+            elapsed_s: v[11],
+        });
+    }
+    Ok(rows)
+}
+
+/// Losses, validation metrics and learning rate per epoch, one PNG.
+pub fn write_curves(path: &Path, rows: &[EpochRecord]) -> Result<()> {
+    let series = |name: &str, f: &dyn Fn(&EpochRecord) -> f64| Series {
+        name: name.to_string(),
+        points: rows.iter().map(|r| (r.epoch as f64, f(r))).collect(),
+        emphasis: true,
+    };
+    let last = rows.last().map_or(1.0, |r| r.epoch as f64).max(2.0);
+    let range = |ss: &[&Series]| {
+        let max = ss
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .fold(0.0f64, f64::max);
+        (0.0, if max > 0.0 { max * 1.1 } else { 1.0 })
+    };
+    let chart = |t: &'static str, y: &'static str, yr| Chart {
+        title: t,
+        x_label: "epoch",
+        y_label: y,
+        x_range: (1.0, last),
+        y_range: yr,
+    };
+    let boxl = series("box", &|r| r.box_loss);
+    let cls = series("cls", &|r| r.cls_loss);
+    let dfl = series("dfl", &|r| r.dfl_loss);
+    let m50 = series("mAP50", &|r| r.map50);
+    let mut m5095 = series("mAP50-95", &|r| r.map50_95);
+    m5095.emphasis = false;
+    let p = series("precision", &|r| r.precision);
+    let mut rc = series("recall", &|r| r.recall);
+    rc.emphasis = false;
+    let lr = series("lr", &|r| r.lr);
+    let panels = vec![
+        (
+            chart("train/box_loss", "loss", range(&[&boxl])),
+            vec![boxl.clone()],
+        ),
+        (
+            chart("train/cls_loss", "loss", range(&[&cls])),
+            vec![cls.clone()],
+        ),
+        (
+            chart("train/dfl_loss", "loss", range(&[&dfl])),
+            vec![dfl.clone()],
+        ),
+        (chart("val mAP", "mAP", (0.0, 1.0)), vec![m50, m5095]),
+        (chart("val precision / recall", "", (0.0, 1.0)), vec![p, rc]),
+        (
+            chart("learning rate", "lr", range(&[&lr])),
+            vec![lr.clone()],
+        ),
+    ];
+    chart_grid(path, 3, &panels)?;
+    Ok(())
+}
+
+/// Build facts recorded in `metadata.json`.
+pub struct BuildInfo {
+    pub trident: &'static str,
+    pub git_revision: &'static str,
+    pub tch: &'static str,
+    pub libtorch: &'static str,
+}
+
+pub const BUILD: BuildInfo = BuildInfo {
+    trident: env!("CARGO_PKG_VERSION"),
+    git_revision: env!("TRIDENT_GIT_REVISION"),
+    tch: env!("TRIDENT_TCH_VERSION"),
+    libtorch: env!("TRIDENT_LIBTORCH_VERSION"),
+};
+
+/// Peak resident memory of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_round_trips_and_curves_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<EpochRecord> = (1..=3)
+            .map(|e| EpochRecord {
+                epoch: e,
+                box_loss: 2.0 / e as f64,
+                cls_loss: 1.5 / e as f64,
+                dfl_loss: 1.2,
+                precision: 0.2 * e as f64,
+                recall: 0.25 * e as f64,
+                map50: 0.3 * e as f64,
+                map50_95: 0.1 * e as f64,
+                lr: 0.001,
+                images_per_s: 40.0,
+                epoch_s: 20.0,
+                elapsed_s: 20.0 * e as f64,
+            })
+            .collect();
+        let csv = dir.path().join("metrics.csv");
+        write_metrics_csv(&csv, &rows).unwrap();
+        let back = read_metrics_csv(&csv).unwrap();
+        assert_eq!(back.len(), 3);
+        assert!((back[2].map50 - 0.9).abs() < 1e-5);
+        let png = dir.path().join("curves.png");
+        write_curves(&png, &rows).unwrap();
+        assert!(image::image_dimensions(&png).unwrap().0 > 1000);
+    }
+}

@@ -1,0 +1,640 @@
+//! The training loop of one variant.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+use tch::{Device, Kind, nn};
+use trident_core::dataset::{DatasetConfig, Split};
+use trident_core::model_spec::ModelSpec;
+use trident_eval::Evaluation;
+
+use crate::checkpoint::{self, Checkpoint, CheckpointMeta, TrainingState, named};
+use crate::config::TrainSettings;
+use crate::data::loader::{EpochLoader, EpochPlan};
+use crate::data::{CachedSplit, dataset_hash};
+use crate::error::{Error, Result};
+use crate::loss::{LossParts, detection_loss};
+use crate::model::Detector;
+use crate::optim::{Ema, Optimizer, StepSettings, lr_factor};
+use crate::report::{self, BUILD, EpochRecord};
+use crate::validate::ValSet;
+
+/// One variant's training run.
+pub struct TrainJob<'a> {
+    pub variant: String,
+    pub settings: TrainSettings,
+    pub dataset: PathBuf,
+    /// `runs/<name>/<variant>`.
+    pub out_dir: PathBuf,
+    pub resume: bool,
+    /// Replace an existing run in `out_dir`.
+    pub exist_ok: bool,
+    /// Fail on unreadable images or bad labels instead of skipping them.
+    pub strict: bool,
+    /// Set by Ctrl-C: stop after the current batch, keep the last completed epoch.
+    pub stop: &'a AtomicBool,
+    /// Makes a progress bar of the given length with a message (hidden when quiet).
+    pub progress: &'a dyn Fn(u64, String) -> ProgressBar,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Completed,
+    EarlyStopping,
+    TimeBudget,
+    Interrupted,
+}
+
+/// What a finished (or stopped) run produced.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    pub variant: String,
+    pub out_dir: PathBuf,
+    pub best: PathBuf,
+    pub last: PathBuf,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub best_record: Option<EpochRecord>,
+    /// Validation of the best checkpoint at its own confidence floor.
+    pub at_floor: Option<FloorMetrics>,
+    pub stop_reason: StopReason,
+    pub wall_s: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub device: String,
+}
+
+/// Precision and recall of a model when only detections at or above its floor are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FloorMetrics {
+    pub conf_floor: f32,
+    pub precision: f64,
+    pub recall: f64,
+}
+
+/// Resolves `auto | cpu | cuda | cuda:N` against what libtorch sees.
+pub fn select_device(name: &str) -> Result<Device> {
+    let cuda = tch::Cuda::is_available();
+    match name {
+        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
+        "cpu" => Ok(Device::Cpu),
+        _ if name == "cuda" || name.starts_with("cuda:") => {
+            if !cuda {
+                return Err(Error::Device(format!(
+                    "--device {name}: libtorch sees no CUDA device (no GPU, or a CPU-only libtorch); use --device cpu"
+                )));
+            }
+            let index: usize = name
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .map_err(|_| {
+                    Error::Device(format!("--device {name}: expected cuda or cuda:<index>"))
+                })?;
+            let count = tch::Cuda::device_count() as usize;
+            if index >= count {
+                return Err(Error::Device(format!(
+                    "--device {name}: only {count} CUDA device(s)"
+                )));
+            }
+            Ok(Device::Cuda(index))
+        }
+        _ => Err(Error::Device(format!(
+            "--device {name}: expected auto, cpu, cuda or cuda:<index>"
+        ))),
+    }
+}
+
+struct Run<'a> {
+    job: &'a TrainJob<'a>,
+    s: &'a TrainSettings,
+    spec: ModelSpec,
+    device: Device,
+    vs: nn::VarStore,
+    model: Detector,
+    ema_vs: nn::VarStore,
+    ema_model: Detector,
+    opt: Optimizer,
+    ema: Ema,
+    history: Vec<EpochRecord>,
+    state: TrainingState,
+}
+
+pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
+    let started = Instant::now();
+    let s = &job.settings;
+    let device = select_device(&s.device)?;
+    let threads = if s.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        s.threads
+    };
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(s.seed as i64);
+
+    let ds = DatasetConfig::load(&job.dataset)?;
+    if !ds.has_split(Split::Val) {
+        return Err(Error::Dataset(format!(
+            "{}: no `val` split; training validates every epoch (run `trident data split` first)",
+            ds.yaml_path.display()
+        )));
+    }
+    let spec = ModelSpec::preset(&s.model, ds.names.clone(), s.imgsz)?;
+    prepare_out_dir(job)?;
+
+    let pb = (job.progress)(0, format!("{} cache train", job.variant));
+    let train_data = Arc::new(CachedSplit::load(
+        &ds,
+        Split::Train,
+        Some(s.imgsz),
+        job.strict,
+        &pb,
+    )?);
+    pb.finish_and_clear();
+    let pb = (job.progress)(0, format!("{} cache val", job.variant));
+    let val = ValSet::load(&ds, Split::Val, s.imgsz, job.strict, &pb)?;
+    pb.finish_and_clear();
+    tracing::info!(
+        "{}: {} train images ({} background, {} objects, {} skipped), {} val images, {} classes, model {} ({} parameters), device {device:?}, {threads} threads",
+        job.variant,
+        train_data.samples.len(),
+        train_data.background,
+        train_data.instances,
+        train_data.skipped.len(),
+        val.len(),
+        spec.num_classes(),
+        s.model,
+        spec.parameter_count()
+    );
+
+    let vs = nn::VarStore::new(device);
+    let model = Detector::new(&vs.root(), &spec);
+    let mut ema_vs = nn::VarStore::new(device);
+    let ema_model = Detector::new(&ema_vs.root(), &spec);
+    ema_vs.freeze();
+    let trainable: std::collections::HashMap<String, tch::Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    let opt = Optimizer::new(s.optimizer, &trainable, s.weight_decay);
+    let ema = Ema::new(&vs.variables(), &ema_vs.variables());
+    let config_json = serde_json::to_value(s).expect("settings serialise");
+    let mut run = Run {
+        job,
+        s,
+        spec,
+        device,
+        vs,
+        model,
+        ema_vs,
+        ema_model,
+        opt,
+        ema,
+        history: Vec::new(),
+        state: TrainingState {
+            epoch: 0,
+            step: 0,
+            ema_updates: 0,
+            best_fitness: f64::NEG_INFINITY,
+            best_epoch: 0,
+            planned_epochs: s.epochs,
+            elapsed_s: 0.0,
+            config: config_json,
+        },
+    };
+    if job.resume {
+        run.resume()?;
+    }
+    let (stop_reason, best_eval) = run.epochs(&train_data, &val)?;
+
+    let best = job.out_dir.join("best.safetensors");
+    let last = job.out_dir.join("last.safetensors");
+    let at_floor = best_eval.as_ref().map(|ev| floor_metrics(ev, s.conf_floor));
+    let best_record = run
+        .history
+        .iter()
+        .find(|r| r.epoch == run.state.best_epoch)
+        .cloned();
+    let outcome = TrainOutcome {
+        variant: job.variant.clone(),
+        out_dir: job.out_dir.clone(),
+        best,
+        last,
+        epochs: run.state.epoch,
+        best_epoch: run.state.best_epoch,
+        best_record,
+        at_floor,
+        stop_reason,
+        wall_s: started.elapsed().as_secs_f64(),
+        peak_rss_mib: report::peak_rss_mib(),
+        device: format!("{device:?}"),
+    };
+    let hash = dataset_hash(&ds, &[Split::Train, Split::Val])?;
+    write_metadata(
+        &run,
+        &outcome,
+        &ds,
+        &hash,
+        &train_data,
+        &val,
+        threads,
+        best_eval.as_ref(),
+    )?;
+    Ok(outcome)
+}
+
+fn prepare_out_dir(job: &TrainJob<'_>) -> Result<()> {
+    let last = job.out_dir.join("last.safetensors");
+    if job.resume {
+        if !last.exists() {
+            return Err(Error::checkpoint(
+                &last,
+                "--resume: there is no last checkpoint to resume from",
+            ));
+        }
+    } else if last.exists() && !job.exist_ok {
+        return Err(Error::config(
+            job.out_dir.display().to_string(),
+            "already holds a training run; pass --resume to continue it, --exist-ok to replace it, or another --out",
+        ));
+    }
+    std::fs::create_dir_all(&job.out_dir)
+        .map_err(|e| trident_core::Error::io("cannot create", &job.out_dir, e))?;
+    Ok(())
+}
+
+/// Precision and recall at the variant's floor, from the validation curves.
+fn floor_metrics(ev: &Evaluation, floor: f32) -> FloorMetrics {
+    let i = ev
+        .curves
+        .conf
+        .partition_point(|&c| c < f64::from(floor))
+        .min(ev.curves.conf.len().saturating_sub(1));
+    let valid: Vec<usize> = (0..ev.per_class.len())
+        .filter(|&c| ev.per_class[c].instances > 0)
+        .collect();
+    let mean = |curve: &Vec<Vec<f64>>| {
+        valid
+            .iter()
+            .map(|&c| curve[c].get(i).copied().unwrap_or(0.0))
+            .sum::<f64>()
+            / valid.len().max(1) as f64
+    };
+    FloorMetrics {
+        conf_floor: floor,
+        precision: mean(&ev.curves.precision),
+        recall: mean(&ev.curves.recall),
+    }
+}
+
+impl Run<'_> {
+    fn resume(&mut self) -> Result<()> {
+        let path = self.job.out_dir.join("last.safetensors");
+        let ck = Checkpoint::open(&path)?;
+        let Some(state) = ck.meta.training.clone() else {
+            return Err(Error::checkpoint(
+                &path,
+                "has no training state (a `best` checkpoint cannot be resumed)",
+            ));
+        };
+        if ck.meta.spec != self.spec {
+            return Err(Error::checkpoint(
+                &path,
+                "was trained with another model spec (model preset, imgsz or classes differ); --resume needs the same settings",
+            ));
+        }
+        ck.restore("train.", &self.vs.variables())?;
+        ck.restore("", &self.ema_vs.variables())?;
+        ck.restore("train.optim.", &self.opt.state_map())?;
+        self.opt.step = state.step;
+        self.ema.updates = state.ema_updates;
+        let mut state = state;
+        // Without a time budget `--epochs` may extend a run on resume; with one, the plan holds.
+        if self.s.time.is_none() {
+            state.planned_epochs = self.s.epochs;
+        }
+        self.state = state;
+        let csv = self.job.out_dir.join("metrics.csv");
+        if csv.exists() {
+            self.history = report::read_metrics_csv(&csv)?;
+            self.history.retain(|r| r.epoch <= self.state.epoch);
+        }
+        tracing::info!(
+            "{}: resuming after epoch {} from {}",
+            self.job.variant,
+            self.state.epoch,
+            path.display()
+        );
+        Ok(())
+    }
+
+    fn epochs(
+        &mut self,
+        data: &Arc<CachedSplit>,
+        val: &ValSet,
+    ) -> Result<(StopReason, Option<Evaluation>)> {
+        let s = self.s;
+        let session = Instant::now();
+        let elapsed_before = self.state.elapsed_s;
+        let budget_s = s.time.map(|m| m * 60.0);
+        let nb = data.samples.len().div_ceil(s.batch);
+        let warmup = (s.warmup_epochs * nb as f64).round() as u64;
+        let mut best_eval = None;
+        let mut epochs_this_session = 0usize;
+        let names = self.spec.names.clone();
+        while self.state.epoch < self.state.planned_epochs {
+            let epoch = self.state.epoch;
+            let epoch_start = Instant::now();
+            let plan = EpochPlan {
+                seed: s.seed,
+                epoch: epoch as u64,
+                batch: s.batch,
+                size: s.imgsz,
+                augmentation: s.augment.resolve().expect("validated"),
+                mosaic: epoch + s.close_mosaic < self.state.planned_epochs,
+            };
+            let loader = EpochLoader::start(Arc::clone(data), plan);
+            let pb = (self.job.progress)(
+                nb as u64,
+                format!(
+                    "{} {}/{}",
+                    self.job.variant,
+                    epoch + 1,
+                    self.state.planned_epochs
+                ),
+            );
+            let mut sums = LossParts::default();
+            let (mut seen, mut batches) = (0usize, 0usize);
+            let (mut interrupted, mut time_up) = (false, false);
+            let mut lr_now = 0.0;
+            for (i, batch) in loader.enumerate() {
+                let step = self.opt.step;
+                let lf = lr_factor(epoch, self.state.planned_epochs, s.lrf, s.cos_lr);
+                let target = s.lr0 * lf;
+                let settings = if step < warmup {
+                    let x = step as f64 / warmup as f64;
+                    StepSettings {
+                        lr: target * x,
+                        lr_bias: s.warmup_bias_lr + (target - s.warmup_bias_lr) * x,
+                        momentum: s.warmup_momentum + (s.momentum - s.warmup_momentum) * x,
+                    }
+                } else {
+                    StepSettings {
+                        lr: target,
+                        lr_bias: target,
+                        momentum: s.momentum,
+                    }
+                };
+                lr_now = settings.lr;
+                let (mut x, mut targets) = batch.to_device(self.device);
+                if s.multi_scale {
+                    (x, targets) = multi_scale(x, targets, s.imgsz, s.seed, epoch, i);
+                }
+                let amp = self.device.is_cuda();
+                let (loss, parts) = tch::autocast(amp, || {
+                    let feats = self.model.forward_t(&x, true);
+                    let feats: Vec<_> = feats.iter().map(|f| f.to_kind(Kind::Float)).collect();
+                    detection_loss(&feats, &targets, &self.spec)
+                });
+                if !parts.total().is_finite() {
+                    pb.abandon();
+                    return Err(Error::NonFiniteLoss {
+                        epoch: epoch + 1,
+                        batch: i + 1,
+                        value: parts.total(),
+                        box_loss: parts.box_loss,
+                        cls_loss: parts.cls_loss,
+                        dfl_loss: parts.dfl_loss,
+                    });
+                }
+                self.opt.zero_grad();
+                loss.backward();
+                self.opt.clip_grad_norm(s.grad_clip);
+                self.opt.apply(settings);
+                self.ema.update();
+                batches += 1;
+                seen += batch.len();
+                sums.box_loss += parts.box_loss;
+                sums.cls_loss += parts.cls_loss;
+                sums.dfl_loss += parts.dfl_loss;
+                let n = batches as f64;
+                pb.set_message(format!(
+                    "{} {}/{} box {:.3} cls {:.3} dfl {:.3} {:.1} img/s",
+                    self.job.variant,
+                    epoch + 1,
+                    self.state.planned_epochs,
+                    sums.box_loss / n,
+                    sums.cls_loss / n,
+                    sums.dfl_loss / n,
+                    seen as f64 / epoch_start.elapsed().as_secs_f64()
+                ));
+                pb.inc(1);
+                if self.job.stop.load(Ordering::Relaxed) {
+                    interrupted = true;
+                    break;
+                }
+                if budget_s.is_some_and(|b| elapsed_before + session.elapsed().as_secs_f64() > b) {
+                    time_up = true; // validate and save what we have
+                    break;
+                }
+            }
+            pb.finish_and_clear();
+            if interrupted {
+                tracing::warn!(
+                    "{}: interrupted in epoch {}; {} holds the last completed epoch ({}) and --resume continues from it",
+                    self.job.variant,
+                    epoch + 1,
+                    self.job.out_dir.join("last.safetensors").display(),
+                    self.state.epoch
+                );
+                return Ok((StopReason::Interrupted, best_eval));
+            }
+            let train_s = epoch_start.elapsed().as_secs_f64();
+            let (ev, _) = val.evaluate(&self.ema_model, self.device, s.batch * 2, &names)?;
+            let n = batches.max(1) as f64;
+            epochs_this_session += 1;
+            self.state.epoch = epoch + 1;
+            self.state.step = self.opt.step;
+            self.state.ema_updates = self.ema.updates;
+            self.state.elapsed_s = elapsed_before + session.elapsed().as_secs_f64();
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                box_loss: sums.box_loss / n,
+                cls_loss: sums.cls_loss / n,
+                dfl_loss: sums.dfl_loss / n,
+                precision: ev.precision,
+                recall: ev.recall,
+                map50: ev.map50,
+                map50_95: ev.map50_95,
+                lr: lr_now,
+                images_per_s: seen as f64 / train_s,
+                epoch_s: epoch_start.elapsed().as_secs_f64(),
+                elapsed_s: self.state.elapsed_s,
+            };
+            let improved = ev.map50_95 > self.state.best_fitness;
+            if improved {
+                self.state.best_fitness = ev.map50_95;
+                self.state.best_epoch = epoch + 1;
+            }
+            tracing::info!(
+                "{} epoch {}/{}: box {:.3} cls {:.3} dfl {:.3} | P {:.3} R {:.3} mAP50 {:.3} mAP50-95 {:.3}{} | {:.1} img/s, {:.1} s",
+                self.job.variant,
+                epoch + 1,
+                self.state.planned_epochs,
+                record.box_loss,
+                record.cls_loss,
+                record.dfl_loss,
+                ev.precision,
+                ev.recall,
+                ev.map50,
+                ev.map50_95,
+                if improved { " (best)" } else { "" },
+                record.images_per_s,
+                record.epoch_s
+            );
+            self.history.push(record.clone());
+            // Plan the schedule to the time budget from the measured epoch time (Ultralytics'
+            // `time=`): validation included, so the last epoch ends inside the budget.
+            let mut reason = time_up.then_some(StopReason::TimeBudget);
+            if let Some(budget) = budget_s {
+                let per_epoch = session.elapsed().as_secs_f64() / epochs_this_session as f64;
+                let fits = ((budget - elapsed_before) / per_epoch).floor().max(0.0) as usize;
+                let before = self.state.epoch - epochs_this_session;
+                self.state.planned_epochs = (before + fits).max(self.state.epoch);
+                if self.state.epoch >= self.state.planned_epochs {
+                    reason = Some(StopReason::TimeBudget);
+                }
+            }
+            if s.patience > 0 && self.state.epoch - self.state.best_epoch >= s.patience {
+                reason = Some(StopReason::EarlyStopping);
+            }
+            self.save(improved, &ev)?;
+            if improved {
+                best_eval = Some(ev);
+            }
+            if let Some(r) = reason {
+                return Ok((r, best_eval));
+            }
+        }
+        Ok((StopReason::Completed, best_eval))
+    }
+
+    /// Writes `best` (when improved) then `last`, then the run's CSV and curves.
+    fn save(&self, improved: bool, ev: &Evaluation) -> Result<()> {
+        let dir = &self.job.out_dir;
+        let metrics = serde_json::json!({
+            "map50": ev.map50, "map50_95": ev.map50_95, "precision": ev.precision,
+            "recall": ev.recall, "best_f1_conf": ev.best_f1_conf,
+        });
+        let mut meta = CheckpointMeta {
+            spec: self.spec.clone(),
+            variant: Some(self.job.variant.clone()),
+            conf_floor: self.s.conf_floor,
+            epoch: self.state.epoch,
+            metrics: Some(metrics),
+            training: None,
+        };
+        let deployable = named("", &self.ema_vs.variables());
+        if improved {
+            checkpoint::save(&dir.join("best.safetensors"), &deployable, &meta)?;
+        }
+        meta.training = Some(self.state.clone());
+        let mut all = deployable;
+        all.extend(named("train.", &self.vs.variables()));
+        all.extend(
+            self.opt
+                .state()
+                .into_iter()
+                .map(|(k, v)| (format!("train.optim.{k}"), v)),
+        );
+        checkpoint::save(&dir.join("last.safetensors"), &all, &meta)?;
+        self.spec.save(&dir.join("model.yaml"))?;
+        report::write_metrics_csv(&dir.join("metrics.csv"), &self.history)?;
+        report::write_curves(&dir.join("curves.png"), &self.history)?;
+        Ok(())
+    }
+}
+
+/// Rescales a batch to a random size in 0.5–1.5 × imgsz (a multiple of 32), seed-determined.
+fn multi_scale(
+    x: tch::Tensor,
+    t: crate::loss::Targets,
+    imgsz: u32,
+    seed: u64,
+    epoch: usize,
+    batch: usize,
+) -> (tch::Tensor, crate::loss::Targets) {
+    use rand::Rng;
+    let mut rng = crate::data::augment::sample_rng(seed ^ 0x6d73, epoch as u64, batch as u64);
+    let lo = (imgsz / 2 / 32).max(2) * 32;
+    let hi = (imgsz * 3 / 2 / 32) * 32;
+    let size = rng.random_range(lo / 32..=hi / 32) * 32;
+    if size == imgsz {
+        return (x, t);
+    }
+    let r = f64::from(size) / f64::from(imgsz);
+    let x = x.upsample_bilinear2d([i64::from(size), i64::from(size)], false, None, None);
+    let t = crate::loss::Targets {
+        boxes: t.boxes * r,
+        ..t
+    };
+    (x, t)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_metadata(
+    run: &Run<'_>,
+    outcome: &TrainOutcome,
+    ds: &DatasetConfig,
+    hash: &str,
+    train: &CachedSplit,
+    val: &ValSet,
+    threads: usize,
+    best_eval: Option<&Evaluation>,
+) -> Result<()> {
+    let doc = serde_json::json!({
+        "variant": outcome.variant,
+        "trident_version": BUILD.trident,
+        "git_revision": BUILD.git_revision,
+        "tch_version": BUILD.tch,
+        "libtorch_version": BUILD.libtorch,
+        "device": outcome.device,
+        "threads": threads,
+        "seed": run.s.seed,
+        "config": run.s,
+        "spec": run.spec,
+        "parameters": run.spec.parameter_count(),
+        "dataset": {
+            "yaml": absolute(&ds.yaml_path),
+            "sha256": hash,
+            "names": ds.names,
+            "train_images": train.samples.len(),
+            "train_skipped": train.skipped,
+            "val_images": val.len(),
+            "val_skipped": val.skipped,
+        },
+        "epochs_completed": outcome.epochs,
+        "best_epoch": outcome.best_epoch,
+        "stop_reason": outcome.stop_reason,
+        "wall_time_s": outcome.wall_s,
+        "training_time_s": run.state.elapsed_s,
+        "peak_rss_mib": outcome.peak_rss_mib,
+        "final_metrics": outcome.best_record,
+        "at_conf_floor": outcome.at_floor,
+        "per_class": best_eval.map(|e| &e.per_class),
+    });
+    let text = serde_json::to_string_pretty(&doc).expect("json values serialise");
+    trident_core::fsutil::write_atomic(&outcome.out_dir.join("metadata.json"), text.as_bytes())?;
+    Ok(())
+}
+
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
