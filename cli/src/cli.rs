@@ -168,9 +168,13 @@ pub struct TrainArgs {
     pub time: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    /// libtorch threads (default: all cores).
+    /// libtorch threads per variant (default: the cores divided among the concurrent jobs).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Variants trained at the same time, each in its own process (default: one per core, up to
+    /// the number of variants, on CPU; one on CUDA).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Output folder for this run (default: runs/<config name>); variants go in subfolders.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -183,6 +187,9 @@ pub struct TrainArgs {
     /// Fail on unreadable images or bad label lines instead of skipping and counting them.
     #[arg(long)]
     pub strict: bool,
+    /// Do not print the side-by-side table (used by concurrent jobs).
+    #[arg(long, hide = true)]
+    pub no_summary: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,8 +31,15 @@ pub fn progress(message: &'static str) -> ProgressBar {
     bar
 }
 
+/// Set in the environment of child processes whose progress bars would garble the terminal.
+pub const NO_PROGRESS: &str = "TRIDENT_NO_PROGRESS";
+
 /// A progress bar for a training epoch: the message carries the running losses and throughput.
 pub fn epoch_progress(len: u64, message: String) -> ProgressBar {
+    // Concurrent training jobs share the terminal: their bars stay hidden (see train.rs).
+    if std::env::var_os(NO_PROGRESS).is_some() {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:25}] {pos}/{len} eta {eta}")

@@ -405,3 +405,90 @@ fn eval_rejects_bad_predictions_naming_each_item() {
     let expected = format!("{stem}.txt: label file has no matching image");
     assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
 }
+
+#[test]
+fn train_predict_eval_chain_and_training_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), "ds", 24, 9);
+    let yaml = data.join("dataset.yaml");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/training.yaml");
+    let runs = dir.path().join("runs");
+    let base = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--data",
+            yaml.to_str().unwrap(),
+            "--out",
+            runs.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--imgsz",
+            "96",
+            "--batch",
+            "8",
+            "--device",
+            "cpu",
+        ];
+        a.extend_from_slice(extra);
+        trident(&a)
+    };
+
+    let o = base(&["--variant", "wide_angle"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("high_recall, balanced, high_precision"),
+        "{}",
+        stderr(&o)
+    );
+    let o = base(&["--imgsz", "100"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("imgsz"), "{}", stderr(&o));
+
+    let o = base(&["--variant", "high_precision"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("high_precision") && stdout(&o).contains("mAP50"),
+        "{}",
+        stdout(&o)
+    );
+    let best = runs.join("high_precision/best.safetensors");
+    assert!(best.exists());
+
+    let preds = dir.path().join("preds.json");
+    let o = trident(&[
+        "predict",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--source",
+        data.join("images/val").to_str().unwrap(),
+        "--out",
+        preds.to_str().unwrap(),
+        "--conf",
+        "0.001",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = eval(&yaml, &preds, &["--json"]);
+    assert!(
+        o.status.success(),
+        "the prediction file is what eval reads: {}",
+        stderr(&o)
+    );
+
+    // A corrupt checkpoint is named; nothing is written.
+    let bad = write(dir.path(), "bad.safetensors", "garbage");
+    let out = dir.path().join("never.json");
+    let o = trident(&[
+        "predict",
+        "--checkpoint",
+        bad.to_str().unwrap(),
+        "--source",
+        data.join("images/val").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.safetensors"), "{}", stderr(&o));
+    assert!(!out.exists());
+}

@@ -151,7 +151,7 @@ impl ModelSpec {
         if self.reg_max < 2 {
             return bad("reg_max", format!("{} is below 2", self.reg_max));
         }
-        if self.input_size < 32 || self.input_size % 32 != 0 {
+        if self.input_size < 32 || !self.input_size.is_multiple_of(32) {
             return bad(
                 "input_size",
                 format!(

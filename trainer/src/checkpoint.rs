@@ -168,6 +168,27 @@ impl Checkpoint {
         SafeTensors::deserialize(&self.bytes).expect("validated in open")
     }
 
+    /// Every tensor as flat float32 values by name (for comparisons and tools).
+    pub fn tensors_f32(&self) -> Result<HashMap<String, Vec<f32>>> {
+        let st = self.tensors();
+        let mut out = HashMap::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(Error::checkpoint(
+                    &self.path,
+                    format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+                ));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            out.insert(name, values);
+        }
+        Ok(out)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.tensors().tensor(name).is_ok()
     }

@@ -99,7 +99,7 @@ impl TrainSettings {
     pub fn validate(&self, location: &str) -> Result<()> {
         let bad =
             |field: &str, msg: String| Err(Error::config(format!("{location}: {field}"), msg));
-        if self.imgsz < 64 || self.imgsz % 32 != 0 {
+        if self.imgsz < 64 || !self.imgsz.is_multiple_of(32) {
             return bad(
                 "imgsz",
                 format!("{} is not a multiple of 32 of at least 64", self.imgsz),
@@ -112,7 +112,7 @@ impl TrainSettings {
             return bad("epochs", "must be at least 1".into());
         }
         if let Some(t) = self.time
-            && !(t > 0.0)
+            && (t.is_nan() || t <= 0.0)
         {
             return bad("time", format!("{t} minutes is not a positive budget"));
         }

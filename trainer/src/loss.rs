@@ -293,4 +293,23 @@ mod tests {
             vec![0.0; 3]
         );
     }
+
+    #[test]
+    fn an_anchor_claimed_by_two_boxes_goes_to_the_one_it_overlaps_most() {
+        // One anchor at (8, 8) inside two boxes; the prediction matches the second box.
+        let anchors = Tensor::from_slice(&[8.0f32, 8.0]).view([1, 2]);
+        let targets = Targets {
+            boxes: boxes(&[[0.0, 0.0, 32.0, 32.0], [4.0, 4.0, 12.0, 12.0]]).view([1, 2, 4]),
+            labels: Tensor::from_slice(&[0i64, 1]).view([1, 2]),
+            mask: Tensor::from_slice(&[1.0f32, 1.0]).view([1, 2]),
+        };
+        let pred = boxes(&[[4.0, 4.0, 12.0, 12.0]]).view([1, 1, 4]);
+        let scores = Tensor::full([1, 1, 2], 0.5, (Kind::Float, Device::Cpu));
+        let a = assign(&scores, &pred, &anchors, &targets, 2);
+        assert_eq!(a.foreground.double_value(&[0, 0]), 1.0);
+        let s: Vec<f32> = Vec::try_from(a.scores.get(0).get(0)).unwrap();
+        assert!(s[0] == 0.0 && s[1] > 0.9, "{s:?}");
+        let b: Vec<f32> = Vec::try_from(a.boxes.get(0).get(0)).unwrap();
+        assert_eq!(b, vec![4.0, 4.0, 12.0, 12.0]);
+    }
 }

@@ -15,6 +15,9 @@ use crate::error::{Error, Result};
 use crate::model::Detector;
 use crate::validate::decode_batch;
 
+/// An image ready for the model: its stem, letterbox geometry and CHW input.
+type Prepared = (String, Letterbox, Vec<f32>);
+
 pub struct Predictor {
     pub meta: CheckpointMeta,
     pub device: Device,
@@ -65,7 +68,7 @@ impl Predictor {
         let mut summary = PredictSummary::default();
         let mut preds = Vec::new();
         for chunk in images.chunks(batch.max(1)) {
-            let loaded: Vec<std::result::Result<(String, Letterbox, Vec<f32>), String>> = chunk
+            let loaded: Vec<std::result::Result<Prepared, String>> = chunk
                 .par_iter()
                 .map(|p| {
                     let img = image::open(p)

@@ -16,6 +16,9 @@ use crate::data::load_sample;
 use crate::error::{Error, Result};
 use crate::model::Detector;
 
+/// One validation image: ground truth, letterbox geometry and 8-bit CHW input.
+type ValImage = (ImageTruth, Letterbox, Vec<u8>);
+
 /// A validation split, letterboxed once to the model input and kept as bytes.
 pub struct ValSet {
     pub size: u32,
@@ -38,25 +41,24 @@ impl ValSet {
         let entries = ds.list_images(split)?;
         trident_data::truth::check_unique_stems(&entries)?;
         progress.set_length(entries.len() as u64);
-        let loaded: Vec<std::result::Result<(ImageTruth, Letterbox, Vec<u8>), Vec<String>>> =
-            entries
-                .par_iter()
-                .map(|e| {
-                    let s = load_sample(e, ds.num_classes(), None)?;
-                    let plan = LetterboxPlan::new(s.image.width, s.image.height, size, size);
-                    let mut chw = vec![0f32; (3 * size * size) as usize];
-                    plan.run(&s.image.pixels, &mut chw);
-                    progress.inc(1);
-                    let truth = ImageTruth {
-                        stem: s.stem,
-                        width: s.image.width,
-                        height: s.image.height,
-                        boxes: s.boxes.iter().map(|(c, b)| (*c, b.to_xywh())).collect(),
-                    };
-                    let bytes = chw.iter().map(|v| (v * 255.0).round() as u8).collect();
-                    Ok((truth, plan.geometry, bytes))
-                })
-                .collect();
+        let loaded: Vec<std::result::Result<ValImage, Vec<String>>> = entries
+            .par_iter()
+            .map(|e| {
+                let s = load_sample(e, ds.num_classes(), None)?;
+                let plan = LetterboxPlan::new(s.image.width, s.image.height, size, size);
+                let mut chw = vec![0f32; (3 * size * size) as usize];
+                plan.run(&s.image.pixels, &mut chw);
+                progress.inc(1);
+                let truth = ImageTruth {
+                    stem: s.stem,
+                    width: s.image.width,
+                    height: s.image.height,
+                    boxes: s.boxes.iter().map(|(c, b)| (*c, b.to_xywh())).collect(),
+                };
+                let bytes = chw.iter().map(|v| (v * 255.0).round() as u8).collect();
+                Ok((truth, plan.geometry, bytes))
+            })
+            .collect();
         let mut set = ValSet {
             size,
             truths: Vec::new(),
