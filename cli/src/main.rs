@@ -15,8 +15,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    ui::init_logging(args.verbose, args.quiet);
-    match run(args.command) {
+    // Training reports each epoch on an info line: on by default for `train`.
+    let training = matches!(args.command, cli::Command::Train(_));
+    ui::init_logging(args.verbose.max(u8::from(training)), args.quiet);
+    match run(args.command, args.quiet) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -25,11 +27,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: cli::Command) -> anyhow::Result<ExitCode> {
+fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
     match command {
         cli::Command::Data { command } => data::run(command),
         cli::Command::Eval(args) => eval::run(args),
-        cli::Command::Train(args) => train::run(args),
+        cli::Command::Train(args) => train::run(args, quiet),
         cli::Command::Predict(args) => predict::run(args),
     }
 }

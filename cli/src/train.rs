@@ -16,7 +16,7 @@ use trident_trainer::train::{TrainJob, select_device, train};
 use crate::cli::TrainArgs;
 use crate::ui::{NO_PROGRESS, epoch_progress, table};
 
-pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let config = TrainingConfig::load(&a.config)?;
     let dataset = a.data.clone().or(config.data.clone()).with_context(|| {
         format!(
@@ -68,7 +68,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(if on_cuda { 1 } else { cores })
         .clamp(1, settings.len());
     if jobs > 1 {
-        run_concurrently(&a, &settings, jobs, cores, &stop)?;
+        run_concurrently(&a, &settings, jobs, cores, quiet, &stop)?;
     } else {
         for (name, s) in &settings {
             let job = TrainJob {
@@ -142,6 +142,7 @@ fn run_concurrently(
     settings: &[(String, TrainSettings)],
     jobs: usize,
     cores: usize,
+    quiet: bool,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the trident executable")?;
@@ -156,6 +157,9 @@ fn run_concurrently(
             let Some(name) = queue.pop() else { break };
             let mut c = Command::new(&exe);
             c.args(child_args(a, name, threads)).env(NO_PROGRESS, "1");
+            if quiet {
+                c.arg("--quiet");
+            }
             let child = c
                 .spawn()
                 .with_context(|| format!("starting the `{name}` training process"))?;

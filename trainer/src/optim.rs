@@ -155,6 +155,21 @@ impl Optimizer {
         });
     }
 
+    /// Multiplies every gradient by `factor`; false when any gradient is not finite.
+    pub fn scale_grads(&mut self, factor: f64) -> bool {
+        tch::no_grad(|| {
+            let mut finite = true;
+            for p in &self.params {
+                let mut g = p.tensor.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(factor);
+                    finite &= g.isfinite().all().int64_value(&[]) == 1;
+                }
+            }
+            finite
+        })
+    }
+
     /// Optimizer state tensors by slot and parameter name, for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
@@ -170,6 +185,53 @@ impl Optimizer {
     /// The state tensors as a map (for [`crate::checkpoint::Checkpoint::restore`]).
     pub fn state_map(&self) -> HashMap<String, Tensor> {
         self.state().into_iter().collect()
+    }
+}
+
+/// Dynamic loss scaling for float16 autocast on CUDA (PyTorch's `GradScaler` defaults): the loss
+/// is multiplied by `scale` so small gradients survive float16; gradients are divided back before
+/// clipping; a step whose gradients overflowed is skipped and the scale halved; after 2,000 good
+/// steps the scale doubles. Disabled, it is the identity.
+pub struct LossScaler {
+    pub enabled: bool,
+    pub scale: f64,
+    good_steps: u32,
+}
+
+impl LossScaler {
+    pub fn new(enabled: bool) -> Self {
+        LossScaler {
+            enabled,
+            scale: 65_536.0,
+            good_steps: 0,
+        }
+    }
+
+    pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
+        if self.enabled {
+            loss * self.scale
+        } else {
+            loss.shallow_clone()
+        }
+    }
+
+    /// Unscales the gradients; false when the step must be skipped (overflow).
+    pub fn unscale(&mut self, opt: &mut Optimizer) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        if opt.scale_grads(1.0 / self.scale) {
+            self.good_steps += 1;
+            if self.good_steps == 2000 {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+            true
+        } else {
+            self.scale = (self.scale / 2.0).max(1.0);
+            self.good_steps = 0;
+            false
+        }
     }
 }
 
@@ -285,6 +347,32 @@ mod tests {
         (w.square().sum(Kind::Float) / 2.0).backward(); // g = w, norm 50
         assert!((opt.clip_grad_norm(10.0) - 50.0).abs() < 1e-3);
         assert!((w.grad().norm().double_value(&[]) - 10.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn loss_scaler_unscales_and_skips_overflowing_steps() {
+        let w = Tensor::from_slice(&[2.0f32])
+            .view([1, 1])
+            .set_requires_grad(true);
+        let vars: HashMap<String, Tensor> = [("w.weight".to_string(), w.shallow_clone())].into();
+        let mut opt = Optimizer::new(OptimizerKind::Sgd, &vars, 0.0);
+        let mut scaler = LossScaler::new(true);
+        scaler.scale_loss(&w.square().sum(Kind::Float)).backward();
+        assert!(scaler.unscale(&mut opt));
+        assert!(
+            (w.grad().double_value(&[0, 0]) - 4.0).abs() < 1e-3,
+            "unscaled gradient is 2w"
+        );
+
+        opt.zero_grad();
+        (w.sum(Kind::Float) * f64::INFINITY).backward();
+        let before = scaler.scale;
+        assert!(!scaler.unscale(&mut opt), "an overflowing step is skipped");
+        assert_eq!(scaler.scale, before / 2.0);
+        assert!(
+            LossScaler::new(false).unscale(&mut opt),
+            "disabled: identity"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use trident_plot::{Chart, Series, chart_grid};
 
+use trident_eval::Evaluation;
+
 use crate::error::{Error, Result};
 
 /// One row of `metrics.csv`.
@@ -141,6 +143,38 @@ pub fn write_curves(path: &Path, rows: &[EpochRecord]) -> Result<()> {
     ];
     chart_grid(path, 3, &panels)?;
     Ok(())
+}
+
+/// Precision and recall of a model when only detections at or above its floor are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FloorMetrics {
+    pub conf_floor: f32,
+    pub precision: f64,
+    pub recall: f64,
+}
+
+/// Precision and recall at the variant's floor, from the validation curves.
+pub fn floor_metrics(ev: &Evaluation, floor: f32) -> FloorMetrics {
+    let i = ev
+        .curves
+        .conf
+        .partition_point(|&c| c < f64::from(floor))
+        .min(ev.curves.conf.len().saturating_sub(1));
+    let valid: Vec<usize> = (0..ev.per_class.len())
+        .filter(|&c| ev.per_class[c].instances > 0)
+        .collect();
+    let mean = |curve: &Vec<Vec<f64>>| {
+        valid
+            .iter()
+            .map(|&c| curve[c].get(i).copied().unwrap_or(0.0))
+            .sum::<f64>()
+            / valid.len().max(1) as f64
+    };
+    FloorMetrics {
+        conf_floor: floor,
+        precision: mean(&ev.curves.precision),
+        recall: mean(&ev.curves.recall),
+    }
 }
 
 /// Build facts recorded in `metadata.json`.

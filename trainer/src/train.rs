@@ -19,9 +19,11 @@ use crate::data::{CachedSplit, dataset_hash};
 use crate::error::{Error, Result};
 use crate::loss::{LossParts, detection_loss};
 use crate::model::Detector;
-use crate::optim::{Ema, Optimizer, StepSettings, lr_factor};
-use crate::report::{self, BUILD, EpochRecord};
+use crate::optim::{Ema, LossScaler, Optimizer, StepSettings, lr_factor};
+use crate::report::{self, BUILD, EpochRecord, FloorMetrics};
 use crate::validate::ValSet;
+
+pub use crate::device::select_device;
 
 /// One variant's training run.
 pub struct TrainJob<'a> {
@@ -68,46 +70,6 @@ pub struct TrainOutcome {
     pub device: String,
 }
 
-/// Precision and recall of a model when only detections at or above its floor are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct FloorMetrics {
-    pub conf_floor: f32,
-    pub precision: f64,
-    pub recall: f64,
-}
-
-/// Resolves `auto | cpu | cuda | cuda:N` against what libtorch sees.
-pub fn select_device(name: &str) -> Result<Device> {
-    let cuda = tch::Cuda::is_available();
-    match name {
-        "auto" => Ok(if cuda { Device::Cuda(0) } else { Device::Cpu }),
-        "cpu" => Ok(Device::Cpu),
-        _ if name == "cuda" || name.starts_with("cuda:") => {
-            if !cuda {
-                return Err(Error::Device(format!(
-                    "--device {name}: libtorch sees no CUDA device (no GPU, or a CPU-only libtorch); use --device cpu"
-                )));
-            }
-            let index: usize = name
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
-                .map_err(|_| {
-                    Error::Device(format!("--device {name}: expected cuda or cuda:<index>"))
-                })?;
-            let count = tch::Cuda::device_count() as usize;
-            if index >= count {
-                return Err(Error::Device(format!(
-                    "--device {name}: only {count} CUDA device(s)"
-                )));
-            }
-            Ok(Device::Cuda(index))
-        }
-        _ => Err(Error::Device(format!(
-            "--device {name}: expected auto, cpu, cuda or cuda:<index>"
-        ))),
-    }
-}
-
 struct Run<'a> {
     job: &'a TrainJob<'a>,
     s: &'a TrainSettings,
@@ -118,6 +80,7 @@ struct Run<'a> {
     ema_vs: nn::VarStore,
     ema_model: Detector,
     opt: Optimizer,
+    scaler: LossScaler,
     ema: Ema,
     history: Vec<EpochRecord>,
     state: TrainingState,
@@ -193,6 +156,7 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         ema_vs,
         ema_model,
         opt,
+        scaler: LossScaler::new(device.is_cuda()),
         ema,
         history: Vec::new(),
         state: TrainingState {
@@ -213,7 +177,9 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
 
     let best = job.out_dir.join("best.safetensors");
     let last = job.out_dir.join("last.safetensors");
-    let at_floor = best_eval.as_ref().map(|ev| floor_metrics(ev, s.conf_floor));
+    let at_floor = best_eval
+        .as_ref()
+        .map(|ev| report::floor_metrics(ev, s.conf_floor));
     let best_record = run
         .history
         .iter()
@@ -247,6 +213,21 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
     Ok(outcome)
 }
 
+/// A NaN or infinite loss ends training (the last good checkpoint stays on disk).
+fn check_finite(parts: &LossParts, epoch: usize, batch: usize) -> Result<()> {
+    if parts.total().is_finite() {
+        return Ok(());
+    }
+    Err(Error::NonFiniteLoss {
+        epoch,
+        batch,
+        value: parts.total(),
+        box_loss: parts.box_loss,
+        cls_loss: parts.cls_loss,
+        dfl_loss: parts.dfl_loss,
+    })
+}
+
 fn prepare_out_dir(job: &TrainJob<'_>) -> Result<()> {
     let last = job.out_dir.join("last.safetensors");
     if job.resume {
@@ -265,30 +246,6 @@ fn prepare_out_dir(job: &TrainJob<'_>) -> Result<()> {
     std::fs::create_dir_all(&job.out_dir)
         .map_err(|e| trident_core::Error::io("cannot create", &job.out_dir, e))?;
     Ok(())
-}
-
-/// Precision and recall at the variant's floor, from the validation curves.
-fn floor_metrics(ev: &Evaluation, floor: f32) -> FloorMetrics {
-    let i = ev
-        .curves
-        .conf
-        .partition_point(|&c| c < f64::from(floor))
-        .min(ev.curves.conf.len().saturating_sub(1));
-    let valid: Vec<usize> = (0..ev.per_class.len())
-        .filter(|&c| ev.per_class[c].instances > 0)
-        .collect();
-    let mean = |curve: &Vec<Vec<f64>>| {
-        valid
-            .iter()
-            .map(|&c| curve[c].get(i).copied().unwrap_or(0.0))
-            .sum::<f64>()
-            / valid.len().max(1) as f64
-    };
-    FloorMetrics {
-        conf_floor: floor,
-        precision: mean(&ev.curves.precision),
-        recall: mean(&ev.curves.recall),
-    }
 }
 
 impl Run<'_> {
@@ -392,7 +349,8 @@ impl Run<'_> {
                 lr_now = settings.lr;
                 let (mut x, mut targets) = batch.to_device(self.device);
                 if s.multi_scale {
-                    (x, targets) = multi_scale(x, targets, s.imgsz, s.seed, epoch, i);
+                    (x, targets) =
+                        crate::data::loader::multi_scale(x, targets, s.imgsz, s.seed, epoch, i);
                 }
                 let amp = self.device.is_cuda();
                 let (loss, parts) = tch::autocast(amp, || {
@@ -400,22 +358,22 @@ impl Run<'_> {
                     let feats: Vec<_> = feats.iter().map(|f| f.to_kind(Kind::Float)).collect();
                     detection_loss(&feats, &targets, &self.spec)
                 });
-                if !parts.total().is_finite() {
+                if let Err(e) = check_finite(&parts, epoch + 1, i + 1) {
                     pb.abandon();
-                    return Err(Error::NonFiniteLoss {
-                        epoch: epoch + 1,
-                        batch: i + 1,
-                        value: parts.total(),
-                        box_loss: parts.box_loss,
-                        cls_loss: parts.cls_loss,
-                        dfl_loss: parts.dfl_loss,
-                    });
+                    return Err(e);
                 }
                 self.opt.zero_grad();
-                loss.backward();
-                self.opt.clip_grad_norm(s.grad_clip);
-                self.opt.apply(settings);
-                self.ema.update();
+                self.scaler.scale_loss(&loss).backward();
+                if self.scaler.unscale(&mut self.opt) {
+                    self.opt.clip_grad_norm(s.grad_clip);
+                    self.opt.apply(settings);
+                    self.ema.update();
+                } else {
+                    tracing::debug!(
+                        "float16 gradient overflow: step skipped, loss scale now {}",
+                        self.scaler.scale
+                    );
+                }
                 batches += 1;
                 seen += batch.len();
                 sums.box_loss += parts.box_loss;
@@ -559,32 +517,6 @@ impl Run<'_> {
     }
 }
 
-/// Rescales a batch to a random size in 0.5–1.5 × imgsz (a multiple of 32), seed-determined.
-fn multi_scale(
-    x: tch::Tensor,
-    t: crate::loss::Targets,
-    imgsz: u32,
-    seed: u64,
-    epoch: usize,
-    batch: usize,
-) -> (tch::Tensor, crate::loss::Targets) {
-    use rand::Rng;
-    let mut rng = crate::data::augment::sample_rng(seed ^ 0x6d73, epoch as u64, batch as u64);
-    let lo = (imgsz / 2 / 32).max(2) * 32;
-    let hi = (imgsz * 3 / 2 / 32) * 32;
-    let size = rng.random_range(lo / 32..=hi / 32) * 32;
-    if size == imgsz {
-        return (x, t);
-    }
-    let r = f64::from(size) / f64::from(imgsz);
-    let x = x.upsample_bilinear2d([i64::from(size), i64::from(size)], false, None, None);
-    let t = crate::loss::Targets {
-        boxes: t.boxes * r,
-        ..t
-    };
-    (x, t)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn write_metadata(
     run: &Run<'_>,
@@ -637,4 +569,28 @@ fn absolute(p: &Path) -> String {
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_finite_loss_is_an_error_naming_where_and_what() {
+        let ok = LossParts {
+            box_loss: 1.0,
+            cls_loss: 0.5,
+            dfl_loss: 0.2,
+        };
+        assert!(check_finite(&ok, 1, 1).is_ok());
+        let bad = LossParts {
+            cls_loss: f64::NAN,
+            ..ok
+        };
+        let e = check_finite(&bad, 4, 17).unwrap_err().to_string();
+        assert!(
+            e.contains("epoch 4, batch 17") && e.contains("last good checkpoint"),
+            "{e}"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use trident_core::postprocess::{NmsOptions, decode};
 use trident_core::prediction::Prediction;
 use trident_eval::Evaluation;
 
-use crate::data::load_sample;
+use crate::data::{keep_loaded, load_sample};
 use crate::error::{Error, Result};
 use crate::model::Detector;
 
@@ -59,36 +59,18 @@ impl ValSet {
                 Ok((truth, plan.geometry, bytes))
             })
             .collect();
+        let (images, skipped) = keep_loaded(loaded, strict, split, "validation")?;
         let mut set = ValSet {
             size,
-            truths: Vec::new(),
-            letterboxes: Vec::new(),
-            inputs: Vec::new(),
-            skipped: Vec::new(),
+            truths: Vec::with_capacity(images.len()),
+            letterboxes: Vec::with_capacity(images.len()),
+            inputs: Vec::with_capacity(images.len()),
+            skipped,
         };
-        let mut problems = Vec::new();
-        for r in loaded {
-            match r {
-                Ok((t, l, i)) => {
-                    set.truths.push(t);
-                    set.letterboxes.push(l);
-                    set.inputs.push(i);
-                }
-                Err(p) => {
-                    set.skipped.push(p[0].clone());
-                    problems.extend(p);
-                }
-            }
-        }
-        if strict && !problems.is_empty() {
-            return Err(Error::Dataset(format!(
-                "{} problem(s) in split `{split}` (--strict):\n{}",
-                problems.len(),
-                problems.join("\n")
-            )));
-        }
-        for p in &problems {
-            tracing::warn!("validation: skipped {p}");
+        for (t, l, i) in images {
+            set.truths.push(t);
+            set.letterboxes.push(l);
+            set.inputs.push(i);
         }
         if set.truths.iter().all(|t| t.boxes.is_empty()) {
             return Err(Error::Dataset(format!(

@@ -309,3 +309,33 @@ fn bad_datasets_and_settings_are_refused_with_their_location() {
         "{e}"
     );
 }
+
+#[test]
+fn trains_on_other_class_counts_and_portrait_frames_without_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        images: 12,
+        seed: 21,
+        width: 96,
+        height: 176,
+        classes: (0..7).map(|i| format!("species{i}")).collect(),
+        max_objects: 4,
+        split_ratios: [0.75, 0.25, 0.0],
+        ..SynthConfig::default()
+    };
+    let root = dir.path().join("data");
+    synthesize(&cfg, &root, true, &ProgressBar::hidden()).unwrap();
+    let stop = AtomicBool::new(false);
+    let s = TrainSettings {
+        epochs: 1,
+        imgsz: 160,
+        ..settings()
+    };
+    let out = dir.path().join("run");
+    train(&job(&root.join("dataset.yaml"), &out, s, &stop, &hidden)).unwrap();
+    let predictor = Predictor::load(&out.join("last.safetensors"), tch::Device::Cpu).unwrap();
+    assert_eq!(predictor.meta.spec.num_classes(), 7);
+    assert_eq!(predictor.meta.spec.input_size, 160);
+    let y = predictor.forward(&tch::Tensor::zeros([1, 3, 160, 160], (tch::Kind::Float, tch::Device::Cpu)));
+    assert_eq!(y.size(), [1, 4 + 7, 400 + 100 + 25]);
+}

@@ -207,22 +207,19 @@ fn warp(src: &RgbImage, map: &Affine, size: u32) -> Vec<u8> {
             f64::from(src.pixels[((y * sw + x) * 3) as usize + c])
         }
     };
+    // Output pixel → source coordinate: its integer part and fraction, or None outside.
+    let source = |o: usize, t: f64, limit: i64| {
+        let f = (o as f64 - t) * inv;
+        (f > -1.0 && f < limit as f64).then(|| (f.floor() as i64, f - f.floor()))
+    };
     for oy in 0..n {
-        let fy = (oy as f64 - map.ty) * inv;
-        if fy <= -1.0 || fy >= sh as f64 {
+        let Some((y0, wy)) = source(oy, map.ty, sh) else {
             continue;
-        }
-        let y0 = fy.floor();
-        let wy = fy - y0;
-        let y0 = y0 as i64;
+        };
         for ox in 0..n {
-            let fx = (ox as f64 - map.tx) * inv;
-            if fx <= -1.0 || fx >= sw as f64 {
+            let Some((x0, wx)) = source(ox, map.tx, sw) else {
                 continue;
-            }
-            let x0 = fx.floor();
-            let wx = fx - x0;
-            let x0 = x0 as i64;
+            };
             for c in 0..3 {
                 let top = px(x0, y0, c) * (1.0 - wx) + px(x0 + 1, y0, c) * wx;
                 let bot = px(x0, y0 + 1, c) * (1.0 - wx) + px(x0 + 1, y0 + 1, c) * wx;

@@ -147,6 +147,32 @@ impl Drop for EpochLoader {
     }
 }
 
+/// Rescales a batch to a random size in 0.5–1.5 × imgsz (a multiple of 32), seed-determined.
+pub fn multi_scale(
+    x: tch::Tensor,
+    t: crate::loss::Targets,
+    imgsz: u32,
+    seed: u64,
+    epoch: usize,
+    batch: usize,
+) -> (tch::Tensor, crate::loss::Targets) {
+    use rand::Rng;
+    let mut rng = crate::data::augment::sample_rng(seed ^ 0x6d73, epoch as u64, batch as u64);
+    let lo = (imgsz / 2 / 32).max(2) * 32;
+    let hi = (imgsz * 3 / 2 / 32) * 32;
+    let size = rng.random_range(lo / 32..=hi / 32) * 32;
+    if size == imgsz {
+        return (x, t);
+    }
+    let r = f64::from(size) / f64::from(imgsz);
+    let x = x.upsample_bilinear2d([i64::from(size), i64::from(size)], false, None, None);
+    let t = crate::loss::Targets {
+        boxes: t.boxes * r,
+        ..t
+    };
+    (x, t)
+}
+
 fn collate(samples: &[Augmented], size: u32) -> HostBatch {
     let plane = (size * size) as usize;
     let mut images = vec![0f32; samples.len() * 3 * plane];

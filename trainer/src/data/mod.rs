@@ -71,36 +71,13 @@ impl CachedSplit {
                 r
             })
             .collect();
-        let mut out = CachedSplit {
-            samples: Vec::with_capacity(results.len()),
-            skipped: Vec::new(),
-            background: 0,
-            instances: 0,
+        let (samples, skipped) = keep_loaded(results, strict, split, "train")?;
+        let out = CachedSplit {
+            background: samples.iter().filter(|s| s.boxes.is_empty()).count(),
+            instances: samples.iter().map(|s| s.boxes.len()).sum(),
+            samples,
+            skipped,
         };
-        let mut problems = Vec::new();
-        for r in results {
-            match r {
-                Ok(s) => {
-                    out.background += usize::from(s.boxes.is_empty());
-                    out.instances += s.boxes.len();
-                    out.samples.push(s);
-                }
-                Err(p) => {
-                    out.skipped.push(p[0].clone());
-                    problems.extend(p);
-                }
-            }
-        }
-        if strict && !problems.is_empty() {
-            return Err(Error::Dataset(format!(
-                "{} problem(s) in split `{split}` (--strict):\n{}",
-                problems.len(),
-                problems.join("\n")
-            )));
-        }
-        for p in &problems {
-            tracing::warn!("skipped: {p}");
-        }
         if out.samples.is_empty() {
             return Err(Error::Dataset(format!(
                 "{}: no readable images in split `{split}` ({} skipped)",
@@ -110,6 +87,38 @@ impl CachedSplit {
         }
         Ok(out)
     }
+}
+
+/// Splits per-image load results into what loaded and what was skipped (the first problem of
+/// each skipped image). With `strict` any problem fails the whole split, every problem listed.
+pub(crate) fn keep_loaded<T>(
+    results: Vec<std::result::Result<T, Vec<Skip>>>,
+    strict: bool,
+    split: Split,
+    stage: &str,
+) -> Result<(Vec<T>, Vec<String>)> {
+    let mut kept = Vec::with_capacity(results.len());
+    let (mut skipped, mut problems) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            Ok(t) => kept.push(t),
+            Err(p) => {
+                skipped.push(p[0].clone());
+                problems.extend(p);
+            }
+        }
+    }
+    if strict && !problems.is_empty() {
+        return Err(Error::Dataset(format!(
+            "{} problem(s) in split `{split}` (--strict):\n{}",
+            problems.len(),
+            problems.join("\n")
+        )));
+    }
+    for p in &problems {
+        tracing::warn!("{stage}: skipped {p}");
+    }
+    Ok((kept, skipped))
 }
 
 pub(crate) fn load_sample(
