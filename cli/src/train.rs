@@ -156,7 +156,10 @@ fn run_concurrently(
         while running.len() < jobs && !stop.load(Ordering::SeqCst) {
             let Some(name) = queue.pop() else { break };
             let mut c = Command::new(&exe);
-            c.args(child_args(a, name, threads)).env(NO_PROGRESS, "1");
+            c.args(child_args(a, name, threads))
+                .env(NO_PROGRESS, "1")
+                // Augmentation and decoding threads too keep to the job's share of the cores.
+                .env("RAYON_NUM_THREADS", threads.to_string());
             if quiet {
                 c.arg("--quiet");
             }

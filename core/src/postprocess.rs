@@ -109,27 +109,37 @@ pub fn nms(mut candidates: Vec<Detection>, opts: &NmsOptions) -> Vec<Detection> 
     // Stable sort keeps anchor order among ties, as torchvision's does in practice.
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     candidates.truncate(opts.max_candidates);
-    let mut kept: Vec<Detection> = Vec::new();
-    let mut suppressed = vec![false; candidates.len()];
-    for i in 0..candidates.len() {
-        if suppressed[i] {
-            continue;
+    // Suppression never crosses classes (unless agnostic), so each class is its own greedy pass:
+    // the same result as one pass over everything, without comparing boxes of other classes.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, d) in candidates.iter().enumerate() {
+        let g = if opts.agnostic { 0 } else { d.class };
+        if groups.len() <= g {
+            groups.resize(g + 1, Vec::new());
         }
-        let d = candidates[i];
-        kept.push(d);
-        if kept.len() == opts.max_det {
-            break;
-        }
-        for (j, other) in candidates.iter().enumerate().skip(i + 1) {
-            if !suppressed[j]
-                && (opts.agnostic || other.class == d.class)
-                && d.bbox.iou(&other.bbox) > f64::from(opts.iou)
+        groups[g].push(i);
+    }
+    let mut kept: Vec<usize> = Vec::new();
+    for group in &groups {
+        let mut survivors: Vec<usize> = Vec::new();
+        for &i in group {
+            if survivors.len() == opts.max_det {
+                break;
+            }
+            let b = &candidates[i].bbox;
+            if survivors
+                .iter()
+                .all(|&k| candidates[k].bbox.iou(b) <= f64::from(opts.iou))
             {
-                suppressed[j] = true;
+                survivors.push(i);
             }
         }
+        kept.extend(survivors);
     }
-    kept
+    // Indices are in descending score order already; merge the classes back into that order.
+    kept.sort_unstable();
+    kept.truncate(opts.max_det);
+    kept.into_iter().map(|i| candidates[i]).collect()
 }
 
 #[cfg(test)]

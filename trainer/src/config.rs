@@ -134,6 +134,26 @@ impl TrainSettings {
                 format!("{} is not in [0, 1]", self.conf_floor),
             );
         }
+        if let Some(a) = self.augment.resolve() {
+            let probability = |v: f64| (0.0..=1.0).contains(&v);
+            let problem = if !(0.0..1.0).contains(&a.scale) {
+                Some(format!("scale {} is not in [0, 1)", a.scale))
+            } else if !(0.0..=0.5).contains(&a.translate) {
+                Some(format!("translate {} is not in [0, 0.5]", a.translate))
+            } else if !probability(a.fliplr) || !probability(a.mosaic) {
+                Some("fliplr and mosaic are probabilities in [0, 1]".into())
+            } else if !(0.0..=0.5).contains(&a.hsv_h)
+                || !probability(a.hsv_s)
+                || !probability(a.hsv_v)
+            {
+                Some("hsv_h must be in [0, 0.5], hsv_s and hsv_v in [0, 1]".into())
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return bad("augment", p);
+            }
+        }
         if self.augment.resolve().is_none() {
             return bad(
                 "augment",
@@ -300,6 +320,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("augment"), "{e}");
+        let e = load("variants:\n  a:\n    augment: {hsv_h: 0, hsv_s: 0, hsv_v: 0, translate: 0.1, scale: 1.5, fliplr: 0.5, mosaic: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("variant `a`: augment") && e.contains("scale 1.5"),
+            "{e}"
+        );
         let e = load("variants: {}\n").unwrap_err().to_string();
         assert!(e.contains("at least one variant"), "{e}");
     }

@@ -158,15 +158,16 @@ impl Optimizer {
     /// Multiplies every gradient by `factor`; false when any gradient is not finite.
     pub fn scale_grads(&mut self, factor: f64) -> bool {
         tch::no_grad(|| {
-            let mut finite = true;
+            let mut checks = Vec::new();
             for p in &self.params {
                 let mut g = p.tensor.grad();
                 if g.defined() {
                     let _ = g.g_mul_scalar_(factor);
-                    finite &= g.isfinite().all().int64_value(&[]) == 1;
+                    checks.push(g.isfinite().all().view([1]));
                 }
             }
-            finite
+            // One device synchronisation for all parameters.
+            checks.is_empty() || Tensor::cat(&checks, 0).all().int64_value(&[]) == 1
         })
     }
 

@@ -173,7 +173,16 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
     if job.resume {
         run.resume()?;
     }
-    let (stop_reason, best_eval) = run.epochs(&train_data, &val)?;
+    let (stop_reason, mut best_eval) = run.epochs(&train_data, &val)?;
+    let best_path = job.out_dir.join("best.safetensors");
+    if best_eval.is_none() && best_path.exists() {
+        // The best epoch predates this session (a resume): evaluate it once for the report.
+        Checkpoint::open(&best_path)?.restore("", &run.ema_vs.variables())?;
+        best_eval = Some(
+            val.evaluate(&run.ema_model, device, s.batch * 2, &run.spec.names)?
+                .0,
+        );
+    }
 
     let best = job.out_dir.join("best.safetensors");
     let last = job.out_dir.join("last.safetensors");
@@ -211,6 +220,28 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         best_eval.as_ref(),
     )?;
     Ok(outcome)
+}
+
+/// Settings that differ between a run's recorded config and the current one, other than those a
+/// resume may change.
+fn changed_settings(recorded: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
+    const MAY_CHANGE: [&str; 4] = ["epochs", "time", "threads", "device"];
+    let (Some(a), Some(b)) = (recorded.as_object(), current.as_object()) else {
+        return vec!["config".into()];
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !MAY_CHANGE.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k} {} → {}",
+                a.get(k).unwrap_or(&serde_json::Value::Null),
+                b.get(k).unwrap_or(&serde_json::Value::Null)
+            )
+        })
+        .collect()
 }
 
 /// A NaN or infinite loss ends training (the last good checkpoint stays on disk).
@@ -264,12 +295,23 @@ impl Run<'_> {
                 "was trained with another model spec (model preset, imgsz or classes differ); --resume needs the same settings",
             ));
         }
+        let changed = changed_settings(&state.config, &self.state.config);
+        if !changed.is_empty() {
+            return Err(Error::checkpoint(
+                &path,
+                format!(
+                    "--resume with settings other than the run's: {} (only epochs, time, threads and device may change)",
+                    changed.join(", ")
+                ),
+            ));
+        }
         ck.restore("train.", &self.vs.variables())?;
         ck.restore("", &self.ema_vs.variables())?;
         ck.restore("train.optim.", &self.opt.state_map())?;
         self.opt.step = state.step;
         self.ema.updates = state.ema_updates;
         let mut state = state;
+        state.config = self.state.config.clone();
         // Without a time budget `--epochs` may extend a run on resume; with one, the plan holds.
         if self.s.time.is_none() {
             state.planned_epochs = self.s.epochs;
@@ -433,7 +475,9 @@ impl Run<'_> {
                 epoch_s: epoch_start.elapsed().as_secs_f64(),
                 elapsed_s: self.state.elapsed_s,
             };
-            let improved = ev.map50_95 > self.state.best_fitness;
+            // While nothing is detected yet (fitness 0) the best epoch keeps moving, so patience
+            // only counts from the first epoch that found something (as Ultralytics does).
+            let improved = ev.map50_95 > self.state.best_fitness || self.state.best_fitness <= 0.0;
             if improved {
                 self.state.best_fitness = ev.map50_95;
                 self.state.best_epoch = epoch + 1;
@@ -481,7 +525,8 @@ impl Run<'_> {
         Ok((StopReason::Completed, best_eval))
     }
 
-    /// Writes `best` (when improved) then `last`, then the run's CSV and curves.
+    /// Writes the run's CSV and curves, then `best` (when improved), then `last`: a resume trims a
+    /// CSV that is ahead of `last`, so nothing is lost whichever write a crash interrupts.
     fn save(&self, improved: bool, ev: &Evaluation) -> Result<()> {
         let dir = &self.job.out_dir;
         let metrics = serde_json::json!({
@@ -496,6 +541,9 @@ impl Run<'_> {
             metrics: Some(metrics),
             training: None,
         };
+        self.spec.save(&dir.join("model.yaml"))?;
+        report::write_metrics_csv(&dir.join("metrics.csv"), &self.history)?;
+        report::write_curves(&dir.join("curves.png"), &self.history)?;
         let deployable = named("", &self.ema_vs.variables());
         if improved {
             checkpoint::save(&dir.join("best.safetensors"), &deployable, &meta)?;
@@ -510,9 +558,6 @@ impl Run<'_> {
                 .map(|(k, v)| (format!("train.optim.{k}"), v)),
         );
         checkpoint::save(&dir.join("last.safetensors"), &all, &meta)?;
-        self.spec.save(&dir.join("model.yaml"))?;
-        report::write_metrics_csv(&dir.join("metrics.csv"), &self.history)?;
-        report::write_curves(&dir.join("curves.png"), &self.history)?;
         Ok(())
     }
 }
@@ -574,6 +619,27 @@ fn absolute(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_accepts_new_epochs_but_not_new_learning_rates() {
+        let a = serde_json::to_value(TrainSettings::default()).unwrap();
+        let more = serde_json::to_value(TrainSettings {
+            epochs: 90,
+            threads: 1,
+            ..TrainSettings::default()
+        })
+        .unwrap();
+        assert!(changed_settings(&a, &more).is_empty());
+        let hotter = serde_json::to_value(TrainSettings {
+            lr0: 0.01,
+            ..TrainSettings::default()
+        })
+        .unwrap();
+        assert_eq!(
+            changed_settings(&a, &hotter),
+            vec!["lr0 0.002 → 0.01".to_string()]
+        );
+    }
 
     #[test]
     fn a_non_finite_loss_is_an_error_naming_where_and_what() {

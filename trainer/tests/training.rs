@@ -336,6 +336,9 @@ fn trains_on_other_class_counts_and_portrait_frames_without_changes() {
     let predictor = Predictor::load(&out.join("last.safetensors"), tch::Device::Cpu).unwrap();
     assert_eq!(predictor.meta.spec.num_classes(), 7);
     assert_eq!(predictor.meta.spec.input_size, 160);
-    let y = predictor.forward(&tch::Tensor::zeros([1, 3, 160, 160], (tch::Kind::Float, tch::Device::Cpu)));
+    let y = predictor.forward(&tch::Tensor::zeros(
+        [1, 3, 160, 160],
+        (tch::Kind::Float, tch::Device::Cpu),
+    ));
     assert_eq!(y.size(), [1, 4 + 7, 400 + 100 + 25]);
 }

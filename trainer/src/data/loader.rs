@@ -132,7 +132,19 @@ impl EpochLoader {
 impl Iterator for EpochLoader {
     type Item = HostBatch;
     fn next(&mut self) -> Option<HostBatch> {
-        self.rx.recv().ok()
+        match self.rx.recv() {
+            Ok(batch) => Some(batch),
+            Err(_) => {
+                // The producer is gone: the epoch is complete, or it panicked — then re-raise
+                // rather than pass a partial epoch off as a whole one.
+                if let Some(h) = self.handle.take()
+                    && let Err(panic) = h.join()
+                {
+                    std::panic::resume_unwind(panic);
+                }
+                None
+            }
+        }
     }
 }
 
