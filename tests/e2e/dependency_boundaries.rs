@@ -1,5 +1,6 @@
-//! The edge runtime and the shared contracts must build for a Jetson without tch or Python:
-//! neither may depend, directly or through another crate, on libtorch or Python bindings.
+//! The edge runtime and the shared contracts must build for a Jetson without tch or Python, and
+//! the exporter must run where no libtorch is installed: none of them may depend, directly or
+//! through another crate, on libtorch or Python bindings (dev-dependencies of tests aside).
 
 use std::process::Command;
 
@@ -35,8 +36,8 @@ fn dependencies(package: &str) -> Vec<String> {
 }
 
 #[test]
-fn edge_runtime_and_core_never_pull_in_torch_or_python() {
-    for package in ["trident-edge", "trident-core"] {
+fn edge_runtime_core_and_exporter_never_pull_in_torch_or_python() {
+    for package in ["trident-edge", "trident-core", "trident-exporter"] {
         let deps = dependencies(package);
         assert!(
             deps.iter().any(|d| d == package),

@@ -1,60 +1,18 @@
-//! Checkpoints: safetensors files with the model spec and training state in the header.
-//!
-//! Layout (all tensors float32):
-//! - `model.*`: the deployable weights (the EMA of training), Ultralytics names, BN statistics
-//!   included. This is all `trident predict` and the exporter read.
-//! - `train.model.*`, `train.optim.<slot>.*`: raw weights and optimizer moments, only in `last`,
-//!   so `--resume` continues exactly where training stopped.
-//!
-//! Header metadata (`__metadata__`, strings): `format`, `spec` (JSON [`ModelSpec`]), `variant`,
-//! `conf_floor`, `epoch`, `metrics` (JSON) and, in `last`, `training` (JSON [`TrainingState`]).
-//! Files are written to a temporary name and renamed, so a crash never leaves half a checkpoint.
+//! Checkpoints to and from tch. The file contract (layout, header, atomic writes) lives in
+//! [`trident_core::checkpoint`] so that readers need no libtorch; this module converts tensors.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
-use trident_core::model_spec::ModelSpec;
+use trident_core::checkpoint::{CheckpointFile, NamedTensor};
+pub use trident_core::checkpoint::{CheckpointMeta, FORMAT, TrainingState};
 
-use crate::error::{Error, Result};
-
-pub const FORMAT: &str = "trident-detector/1";
-
-/// What a checkpoint says about itself.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CheckpointMeta {
-    pub spec: ModelSpec,
-    pub variant: Option<String>,
-    /// The variant's confidence floor, applied by the runtime.
-    pub conf_floor: f32,
-    /// Epochs completed.
-    pub epoch: usize,
-    pub metrics: Option<serde_json::Value>,
-    pub training: Option<TrainingState>,
-}
-
-/// Everything beyond tensors that `--resume` needs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainingState {
-    pub epoch: usize,
-    /// Optimizer steps taken.
-    pub step: u64,
-    pub ema_updates: u64,
-    pub best_fitness: f64,
-    pub best_epoch: usize,
-    /// Epochs the schedule is planned for (changes under a time budget).
-    pub planned_epochs: usize,
-    /// Wall seconds spent so far over all sessions.
-    pub elapsed_s: f64,
-    /// The resolved variant config as JSON, to detect a resume with different settings.
-    pub config: serde_json::Value,
-}
+use crate::error::Result;
 
 /// Writes `tensors` (name → tensor, any device) and `meta` to `path` atomically.
 pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) -> Result<()> {
-    let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    let mut values: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t
             .detach()
@@ -62,171 +20,58 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) ->
             .to_kind(Kind::Float)
             .contiguous();
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let values: Vec<f32> = Vec::try_from(t.flatten(0, -1).view(-1))?;
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        buffers.push((name.clone(), shape, bytes));
+        values.push((name.clone(), shape, Vec::try_from(t.view(-1))?));
     }
-    let views: Vec<(&str, TensorView<'_>)> = buffers
+    let named: Vec<NamedTensor<'_>> = values
         .iter()
-        .map(|(n, s, b)| TensorView::new(Dtype::F32, s.clone(), b).map(|v| (n.as_str(), v)))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    let mut info = HashMap::new();
-    info.insert("format".to_string(), FORMAT.to_string());
-    info.insert("spec".to_string(), json(&meta.spec));
-    if let Some(v) = &meta.variant {
-        info.insert("variant".to_string(), v.clone());
-    }
-    info.insert("conf_floor".to_string(), meta.conf_floor.to_string());
-    info.insert("epoch".to_string(), meta.epoch.to_string());
-    if let Some(m) = &meta.metrics {
-        info.insert("metrics".to_string(), m.to_string());
-    }
-    if let Some(t) = &meta.training {
-        info.insert("training".to_string(), json(t));
-    }
-    let bytes = safetensors::tensor::serialize(views, Some(info))
-        .map_err(|e| Error::checkpoint(path, e.to_string()))?;
-    trident_core::fsutil::write_atomic(path, &bytes)?;
+        .map(|(name, shape, v)| NamedTensor {
+            name,
+            shape: shape.clone(),
+            values: v,
+        })
+        .collect();
+    trident_core::checkpoint::write(path, &named, meta)?;
     Ok(())
-}
-
-fn json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serialises")
 }
 
 /// A checkpoint read into memory and validated.
 pub struct Checkpoint {
     pub path: PathBuf,
     pub meta: CheckpointMeta,
-    bytes: Vec<u8>,
+    file: CheckpointFile,
 }
 
 impl Checkpoint {
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes =
-            std::fs::read(path).map_err(|e| trident_core::Error::io("cannot read", path, e))?;
-        let bad = |m: String| Error::checkpoint(path, m);
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            bad(format!(
-                "not a readable safetensors file ({e}); truncated or corrupt?"
-            ))
-        })?;
-        // Also checks every tensor's byte range against the file size.
-        SafeTensors::deserialize(&bytes).map_err(|e| {
-            bad(format!(
-                "not a readable safetensors file ({e}); truncated or corrupt?"
-            ))
-        })?;
-        let info = header.metadata().clone().ok_or_else(|| {
-            bad("no trident metadata in the header (not written by trident train?)".into())
-        })?;
-        let field = |k: &str| {
-            info.get(k)
-                .ok_or_else(|| bad(format!("header field `{k}` is missing")))
-        };
-        let format = field("format")?;
-        if format != FORMAT {
-            return Err(bad(format!("format `{format}` is not `{FORMAT}`")));
-        }
-        let spec: ModelSpec = serde_json::from_str(field("spec")?)
-            .map_err(|e| bad(format!("header field `spec`: {e}")))?;
-        spec.validate(&format!("{}: spec", path.display()))?;
-        let number = |k: &str| -> Result<f64> {
-            field(k)?
-                .parse()
-                .map_err(|_| bad(format!("header field `{k}` is not a number")))
-        };
-        let meta = CheckpointMeta {
-            spec,
-            variant: info.get("variant").cloned(),
-            conf_floor: number("conf_floor")? as f32,
-            epoch: number("epoch")? as usize,
-            metrics: match info.get("metrics") {
-                Some(m) => Some(
-                    serde_json::from_str(m)
-                        .map_err(|e| bad(format!("header field `metrics`: {e}")))?,
-                ),
-                None => None,
-            },
-            training: match info.get("training") {
-                Some(t) => Some(
-                    serde_json::from_str(t)
-                        .map_err(|e| bad(format!("header field `training`: {e}")))?,
-                ),
-                None => None,
-            },
-        };
+        let file = CheckpointFile::open(path)?;
         Ok(Checkpoint {
-            path: path.to_path_buf(),
-            meta,
-            bytes,
+            path: file.path.clone(),
+            meta: file.meta.clone(),
+            file,
         })
-    }
-
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("validated in open")
     }
 
     /// Every tensor as flat float32 values by name (for comparisons and tools).
     pub fn tensors_f32(&self) -> Result<HashMap<String, Vec<f32>>> {
-        let st = self.tensors();
         let mut out = HashMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(Error::checkpoint(
-                    &self.path,
-                    format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
-                ));
-            }
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            out.insert(name, values);
+        for name in self.file.names() {
+            let (_, v) = self.file.tensor_f32(&name, None)?;
+            out.insert(name, v);
         }
         Ok(out)
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.tensors().tensor(name).is_ok()
-    }
-
     /// Copies `<prefix><name>` into every variable of `vars`, checking presence, dtype and shape.
     pub fn restore(&self, prefix: &str, vars: &HashMap<String, Tensor>) -> Result<()> {
-        let st = self.tensors();
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort();
         for name in names {
-            let key = format!("{prefix}{name}");
             let target = &vars[name];
-            let view = st.tensor(&key).map_err(|_| {
-                Error::checkpoint(
-                    &self.path,
-                    format!(
-                        "tensor `{key}` is missing (expected shape {:?})",
-                        target.size()
-                    ),
-                )
-            })?;
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            if shape != target.size() {
-                return Err(Error::checkpoint(
-                    &self.path,
-                    format!(
-                        "tensor `{key}` has shape {shape:?} but the model expects {:?}",
-                        target.size()
-                    ),
-                ));
-            }
-            if view.dtype() != Dtype::F32 {
-                return Err(Error::checkpoint(
-                    &self.path,
-                    format!("tensor `{key}` is {:?}, expected F32", view.dtype()),
-                ));
-            }
-            let src = Tensor::from_data_size(view.data(), &shape, Kind::Float);
+            let expected: Vec<usize> = target.size().iter().map(|&d| d as usize).collect();
+            let (_, bytes) = self
+                .file
+                .tensor_bytes(&format!("{prefix}{name}"), Some(&expected))?;
+            let src = Tensor::from_data_size(bytes, &target.size(), Kind::Float);
             tch::no_grad(|| {
                 target
                     .shallow_clone()
@@ -237,7 +82,7 @@ impl Checkpoint {
     }
 }
 
-/// Every variable of `vs` under its own name prefixed by `prefix`.
+/// Every variable of `vars` under its own name prefixed by `prefix`, sorted by name.
 pub fn named(prefix: &str, vars: &HashMap<String, Tensor>) -> Vec<(String, Tensor)> {
     let mut out: Vec<(String, Tensor)> = vars
         .iter()
@@ -252,6 +97,7 @@ mod tests {
     use super::*;
     use crate::model::Detector;
     use tch::{Device, nn};
+    use trident_core::model_spec::ModelSpec;
 
     fn spec() -> ModelSpec {
         ModelSpec::preset("tiny", vec!["a".into(), "b".into()], 64).unwrap()
