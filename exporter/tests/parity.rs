@@ -104,6 +104,8 @@ fn tract_on_the_exported_graph_matches_tch_for_every_opset() {
             dynamic_batch: false,
         };
         let graph = build(&ck.meta.spec, &ck, &opts, &[]).unwrap();
+        let findings = trident_exporter::lint::lint(&graph);
+        assert!(findings.is_empty(), "opset {opset}: {findings:?}");
         let bytes =
             trident_exporter::onnx::write(&graph, &dir.path().join(format!("m{opset}.onnx")))
                 .unwrap();
