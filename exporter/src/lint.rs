@@ -245,16 +245,12 @@ pub fn lint(model: &ModelProto) -> Vec<Finding> {
                     );
                 }
             }
-            "Slice" => {
-                // Inputs: data, starts, ends, axes, steps (opset ≥ 10).
-                if n.input.len() > 3 && !input_const(3) {
-                    flag("`axes` must be a constant (an initializer)".into());
-                }
+            // Slice inputs: data, starts, ends, axes, steps (opset ≥ 10).
+            "Slice" if n.input.len() > 3 && !input_const(3) => {
+                flag("`axes` must be a constant (an initializer)".into());
             }
-            "TopK" => {
-                if !input_const(1) {
-                    flag("`K` must be a constant (an initializer)".into());
-                }
+            "TopK" if !input_const(1) => {
+                flag("`K` must be a constant (an initializer)".into());
             }
             "ConstantOfShape" => {
                 let fp32 = n
