@@ -4,6 +4,7 @@
 //! from the shared model spec. [`tract_runner`] runs the result for verification.
 
 pub mod error;
+pub mod inspect;
 pub mod lint;
 pub mod metadata;
 pub mod onnx;
