@@ -291,6 +291,18 @@ mod tests {
     use crate::onnx::builder::{Attr, Dim, GraphBuilder};
     use tract_onnx::pb::OperatorSetIdProto;
 
+    /// A builder with an image input `x` and the two constant inputs a Resize takes.
+    fn with_resize_inputs() -> (GraphBuilder, String, String) {
+        let mut g = GraphBuilder::default();
+        g.input(
+            "x",
+            &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
+        );
+        let roi = g.float("roi", &[0], &[]);
+        let scales = g.float("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
+        (g, roi, scales)
+    }
+
     fn model(g: GraphBuilder, opset: i64) -> ModelProto {
         ModelProto {
             ir_version: 7,
@@ -305,13 +317,7 @@ mod tests {
 
     #[test]
     fn crafted_graph_problems_are_each_named() {
-        let mut g = GraphBuilder::default();
-        g.input(
-            "x",
-            &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
-        );
-        let roi = g.float("roi", &[0], &[]);
-        let scales = g.float("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
+        let (mut g, roi, scales) = with_resize_inputs();
         g.op(
             "up",
             "Resize",
@@ -348,19 +354,13 @@ mod tests {
 
     #[test]
     fn constant_inputs_and_supported_modes_pass() {
-        let mut g = GraphBuilder::default();
-        g.input(
-            "x",
-            &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
-        );
+        let (mut g, roi, scales) = with_resize_inputs();
         let starts = g.int64("starts", &[0]);
         let ends = g.int64("ends", &[4]);
         let axes = g.int64("axes", &[2]);
         g.op("cut", "Slice", &["x", &starts, &ends, &axes], &[]);
         let k = g.int64("k", &[3]);
         g.op("pick", "TopK", &["x", &k], &[]);
-        let roi = g.float("roi", &[0], &[]);
-        let scales = g.float("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
         g.op(
             "up",
             "Resize",

@@ -126,19 +126,10 @@ pub fn run() -> Result<()> {
         "demo/eval_plots",
     ];
     run_cmd(&mut trident(&eval_args))?;
-    let out = trident(&[&eval_args[..], &["--json"]].concat()).output()?;
-    let ev: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("reading `trident eval --json` output")?;
-    let num = |k: &str| ev[k].as_f64().unwrap_or(f64::NAN);
+    let metrics = eval_summary(&mut trident(&[&eval_args[..], &["--json"]].concat()))?;
     stages.push(Stage {
         name: "eval",
-        result: format!(
-            "mAP50 {:.3}, mAP50-95 {:.3}, F1 {:.3} at conf {:.2}; plots in demo/eval_plots",
-            num("map50"),
-            num("map50_95"),
-            num("f1"),
-            num("best_f1_conf")
-        ),
+        result: format!("{metrics}; plots in demo/eval_plots"),
         seconds: t.elapsed().as_secs_f64(),
     });
 
@@ -197,7 +188,7 @@ pub fn run() -> Result<()> {
         "--conf",
         "0.001",
     ]))?;
-    let out = trident(&[
+    let metrics = eval_summary(&mut trident(&[
         "eval",
         "--data",
         "demo/dataset/dataset.yaml",
@@ -206,20 +197,10 @@ pub fn run() -> Result<()> {
         "--predictions",
         "demo/balanced_test.json",
         "--json",
-    ])
-    .output()?;
-    let ev: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("reading `trident eval --json` output")?;
-    let num = |k: &str| ev[k].as_f64().unwrap_or(f64::NAN);
+    ]))?;
     stages.push(Stage {
         name: "predict+eval",
-        result: format!(
-            "balanced on the test split: mAP50 {:.3}, mAP50-95 {:.3}, F1 {:.3} at conf {:.2}",
-            num("map50"),
-            num("map50_95"),
-            num("f1"),
-            num("best_f1_conf")
-        ),
+        result: format!("balanced on the test split: {metrics}"),
         seconds: t.elapsed().as_secs_f64(),
     });
 
@@ -241,6 +222,21 @@ pub fn run() -> Result<()> {
     }
     println!("{:<w$}  {:>8.1}", "total", total.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Runs a `trident eval … --json` command and summarises its metrics in one line.
+fn eval_summary(c: &mut Command) -> Result<String> {
+    let out = c.output()?;
+    let ev: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading `trident eval --json` output")?;
+    let num = |k: &str| ev[k].as_f64().unwrap_or(f64::NAN);
+    Ok(format!(
+        "mAP50 {:.3}, mAP50-95 {:.3}, F1 {:.3} at conf {:.2}",
+        num("map50"),
+        num("map50_95"),
+        num("f1"),
+        num("best_f1_conf")
+    ))
 }
 
 fn run_cmd(c: &mut Command) -> Result<()> {
