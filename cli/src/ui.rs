@@ -53,29 +53,23 @@ pub fn epoch_progress(len: u64, message: String) -> ProgressBar {
 /// 2 when the input is at fault (bad files, bad options), 1 for everything else.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
-        let input = cause
-            .downcast_ref::<trident_core::Error>()
-            .map(|e| e.is_input_error())
-            .or_else(|| {
-                cause
-                    .downcast_ref::<trident_data::Error>()
-                    .map(|e| e.is_input_error())
-            })
-            .or_else(|| {
-                cause
-                    .downcast_ref::<trident_eval::Error>()
-                    .map(|e| e.is_input_error())
-            })
-            .or_else(|| {
-                cause
-                    .downcast_ref::<trident_trainer::Error>()
-                    .map(|e| e.is_input_error())
-            });
+        let input = judged(cause, trident_core::Error::is_input_error)
+            .or_else(|| judged(cause, trident_data::Error::is_input_error))
+            .or_else(|| judged(cause, trident_eval::Error::is_input_error))
+            .or_else(|| judged(cause, trident_trainer::Error::is_input_error));
         if let Some(input) = input {
             return if input { 2 } else { 1 };
         }
     }
     1
+}
+
+/// `is_input` of `cause` when it is one of the library error types `E`.
+fn judged<E: std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+    is_input: fn(&E) -> bool,
+) -> Option<bool> {
+    cause.downcast_ref::<E>().map(is_input)
 }
 
 /// A plain text table with right-aligned numeric columns.

@@ -98,6 +98,8 @@ pub struct CheckpointFile {
     pub path: PathBuf,
     pub meta: CheckpointMeta,
     bytes: Vec<u8>,
+    /// Every tensor's dtype, shape and byte range in `bytes`, from one parse of the header.
+    index: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
 }
 
 impl CheckpointFile {
@@ -111,7 +113,17 @@ impl CheckpointFile {
             ))
         };
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(unreadable)?;
-        SafeTensors::deserialize(&bytes).map_err(unreadable)?;
+        let index = SafeTensors::deserialize(&bytes)
+            .map_err(unreadable)?
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                // Views borrow from `bytes`; keep their offsets instead of re-parsing later.
+                let start = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+                let range = start..start + view.data().len();
+                (name, (view.dtype(), view.shape().to_vec(), range))
+            })
+            .collect();
         let info = header.metadata().clone().ok_or_else(|| {
             bad("no trident metadata in the header (not written by trident train?)".into())
         })?;
@@ -156,11 +168,8 @@ impl CheckpointFile {
             path: path.to_path_buf(),
             meta,
             bytes,
+            index,
         })
-    }
-
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("validated in open")
     }
 
     /// A float32 tensor's shape and little-endian bytes; `expected` (when given) must match.
@@ -170,7 +179,7 @@ impl CheckpointFile {
         expected: Option<&[usize]>,
     ) -> Result<(Vec<usize>, &[u8])> {
         let location = || format!("checkpoint {}", self.path.display());
-        let view = self.tensors().tensor(name).map_err(|_| {
+        let (dtype, shape, range) = self.index.get(name).ok_or_else(|| {
             Error::invalid(
                 location(),
                 match expected {
@@ -179,13 +188,13 @@ impl CheckpointFile {
                 },
             )
         })?;
-        if view.dtype() != Dtype::F32 {
+        if *dtype != Dtype::F32 {
             return Err(Error::invalid(
                 location(),
-                format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+                format!("tensor `{name}` is {dtype:?}, expected F32"),
             ));
         }
-        let shape = view.shape().to_vec();
+        let shape = shape.clone();
         if let Some(s) = expected
             && s != shape.as_slice()
         {
@@ -194,7 +203,7 @@ impl CheckpointFile {
                 format!("tensor `{name}` has shape {shape:?} but the model expects {s:?}"),
             ));
         }
-        Ok((shape, view.data()))
+        Ok((shape, &self.bytes[range.clone()]))
     }
 
     /// A float32 tensor's shape and values.
@@ -213,12 +222,7 @@ impl CheckpointFile {
 
     /// Names of every tensor, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut n: Vec<String> = self
-            .tensors()
-            .names()
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let mut n: Vec<String> = self.index.keys().cloned().collect();
         n.sort();
         n
     }
