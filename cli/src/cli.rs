@@ -32,6 +32,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Run a checkpoint over images and write a prediction file for `trident eval`.
     Predict(PredictArgs),
+    /// Export checkpoints (or bring your own ONNX) to verified ONNX for TensorRT 8.2, with model
+    /// cards, an FP16-weights twin and TensorRT engines.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,4 +220,75 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["checkpoint", "onnx"])))]
+pub struct ExportArgs {
+    /// A checkpoint written by `trident train`; repeat for several (e.g. the three variants).
+    #[arg(long)]
+    pub checkpoint: Vec<PathBuf>,
+    /// A detection ONNX you already have (Ultralytics YOLOv8/YOLO11 `format=onnx`, or trident's);
+    /// repeatable.
+    #[arg(long)]
+    pub onnx: Vec<PathBuf>,
+    /// Output folder: `<variant>.onnx`, `<variant>.card.json` (and `.fp16.onnx`).
+    #[arg(long, default_value = "models")]
+    pub out: PathBuf,
+    /// ONNX opset, 11–13 (TensorRT 8.2 on JetPack 4.6 parses up to 13).
+    #[arg(long, default_value_t = 13)]
+    pub opset: i64,
+    /// Square input side (default: the training size, or the ONNX's own).
+    #[arg(long)]
+    pub imgsz: Option<u32>,
+    /// A symbolic batch dimension (default: batch 1, what TensorRT 8.2 and DeepStream 6.0 want).
+    #[arg(long)]
+    pub dynamic_batch: bool,
+    /// Also write an FP16-weights ONNX and check its mAP50 on the validation split.
+    #[arg(long)]
+    pub half: bool,
+    /// Largest mAP50 drop of the FP16 twin, in percentage points.
+    #[arg(long, default_value_t = 0.5)]
+    pub fp16_max_drop: f64,
+    /// Skip verification (numerical and task parity); the card records that it was skipped.
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Dataset for verification (default: the dataset the checkpoint was trained on, from
+    /// metadata.json beside it).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value = "val")]
+    pub split: Split,
+    /// Images of the split used for verification (the first N by path).
+    #[arg(long, default_value_t = 200)]
+    pub verify_images: usize,
+    /// Write graphs the TensorRT 8.2 lint rejects (the findings go into the card).
+    #[arg(long)]
+    pub allow_unsupported: bool,
+    /// Class names for an ONNX without `names` metadata, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub names: Option<Vec<String>>,
+    /// Device of the checkpoint's reference forward pass: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Also build a TensorRT engine from each FP32 ONNX (needs TensorRT here: the `tensorrt`
+    /// feature or trtexec); engines are keyed by ONNX content, TensorRT version, GPU, precision
+    /// and shape.
+    #[arg(long)]
+    pub engine: bool,
+    /// Engine precision.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp16)]
+    pub precision: PrecisionArg,
+    /// Engine cache folder (default: <out>/engines).
+    #[arg(long)]
+    pub engine_cache: Option<PathBuf>,
+    /// TensorRT builder workspace in MiB (sized for a 4 GB Nano by default).
+    #[arg(long, default_value_t = 1024)]
+    pub workspace_mib: u64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PrecisionArg {
+    Fp16,
+    Fp32,
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod data;
 mod eval;
+mod export;
 mod predict;
 mod train;
 mod ui;
@@ -33,5 +34,6 @@ fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
         cli::Command::Eval(args) => eval::run(args),
         cli::Command::Train(args) => train::run(args, quiet),
         cli::Command::Predict(args) => predict::run(args),
+        cli::Command::Export(args) => export::run(args),
     }
 }

@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod geometry;
 pub mod labels;
 pub mod letterbox;
+pub mod model_card;
 pub mod model_spec;
 pub mod postprocess;
 pub mod prediction;

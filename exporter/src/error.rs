@@ -1,19 +1,38 @@
 use std::path::PathBuf;
 
+use crate::lint::Finding;
+
 /// Errors of the exporter.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Core(#[from] trident_core::Error),
+    #[error(transparent)]
+    Data(#[from] trident_data::Error),
+    #[error(transparent)]
+    Eval(#[from] trident_eval::Error),
+    #[error(transparent)]
+    Runtime(#[from] trident_edge::Error),
     /// A command-line option out of range; the message names it.
     #[error("{0}")]
     Option(String),
     /// An ONNX file that cannot be read or does not have the expected layout.
     #[error("{}: {message}", path.display())]
     Onnx { path: PathBuf, message: String },
-    /// tract could not load or run a graph.
-    #[error("tract: {0}")]
-    Tract(String),
+    /// The graph uses what TensorRT 8.2 cannot parse.
+    #[error(
+        "{}: TensorRT 8.2 cannot build this graph ({} finding(s)):\n  {}\npass --allow-unsupported to write it anyway",
+        path.display(),
+        findings.len(),
+        findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+    )]
+    Unsupported {
+        path: PathBuf,
+        findings: Vec<Finding>,
+    },
+    /// The exported graph does not compute what its source computes.
+    #[error("verification failed: {0}")]
+    Verification(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -30,8 +49,11 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         match self {
             Error::Core(e) => e.is_input_error(),
-            Error::Option(_) | Error::Onnx { .. } => true,
-            Error::Tract(_) => false,
+            Error::Data(e) => e.is_input_error(),
+            Error::Eval(e) => e.is_input_error(),
+            Error::Runtime(e) => e.is_input_error(),
+            Error::Option(_) | Error::Onnx { .. } | Error::Unsupported { .. } => true,
+            Error::Verification(_) => false,
         }
     }
 }

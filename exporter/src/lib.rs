@@ -1,13 +1,18 @@
-//! The exporter: trainer checkpoints → ONNX the Nano's TensorRT 8.2 parses.
+//! The exporter: trainer checkpoints (or a user's detection ONNX) → ONNX the Nano's TensorRT
+//! 8.2 parses, with a model card, verified on real images before anything is written.
 //!
 //! No libtorch: weights come from the safetensors checkpoint through `trident-core`, the graph
-//! from the shared model spec. [`tract_runner`] runs the result for verification.
+//! from the shared model spec. The graph runs through the edge runtime's own backends
+//! (`trident-edge`: tract, ONNX Runtime) for verification; the caller supplies the reference
+//! outputs (the CLI computes the checkpoint's tch forward pass).
 
 pub mod error;
+pub mod export;
+pub mod fp16;
 pub mod inspect;
 pub mod lint;
 pub mod metadata;
 pub mod onnx;
-pub mod tract_runner;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -7,7 +7,6 @@ use tch::{Device, Kind, Tensor, nn};
 use trident_core::checkpoint::{CheckpointFile, CheckpointMeta};
 use trident_core::model_spec::ModelSpec;
 use trident_exporter::onnx::detector::{GraphOptions, build};
-use trident_exporter::tract_runner::TractModel;
 use trident_trainer::checkpoint::{named, save};
 use trident_trainer::model::Detector;
 
@@ -57,6 +56,24 @@ fn checkpoint(
     let path = dir.join("best.safetensors");
     save(&path, &named("", &vs.variables()), &meta).unwrap();
     (vs, model, path)
+}
+
+/// tract through the edge runtime's backend trait: `(output shape, values)`.
+fn run_tract(bytes: &[u8], shape: [usize; 4], input: &[f32]) -> (Vec<usize>, Vec<f32>) {
+    let model = trident_edge::backend::OnnxModel {
+        path: Path::new("test.onnx"),
+        bytes,
+    };
+    let mut backend = trident_edge::backend::load(
+        trident_edge::BackendKind::Tract,
+        &model,
+        shape,
+        &Default::default(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let shape = backend.run(input, &mut out).unwrap();
+    (shape, out)
 }
 
 /// Random input in 0–1, drawn under the lock.
@@ -109,8 +126,8 @@ fn tract_on_the_exported_graph_matches_tch_for_every_opset() {
         let bytes =
             trident_exporter::onnx::write(&graph, &dir.path().join(format!("m{opset}.onnx")))
                 .unwrap();
-        let tract = TractModel::load(&bytes, 1, side as usize).unwrap();
-        let (shape, got) = tract.run(&input).unwrap();
+        let s = side as usize;
+        let (shape, got) = run_tract(&bytes, [1, 3, s, s], &input);
         assert_eq!(shape, [1, 7, 256 + 64 + 16]);
         assert_parity(
             &expected,
@@ -176,10 +193,12 @@ fn dynamic_batch_runs_two_images_like_two_single_runs() {
     let bytes = trident_exporter::onnx::write(&graph, &dir.path().join("dyn.onnx")).unwrap();
     let x = input([2, 3, i64::from(side), i64::from(side)]);
     let expected: Vec<f32> = Vec::try_from(tch::no_grad(|| model.predict(&x)).view(-1)).unwrap();
-    let tract = TractModel::load(&bytes, 2, side as usize).unwrap();
-    let (shape, got) = tract
-        .run(&Vec::<f32>::try_from(x.view(-1)).unwrap())
-        .unwrap();
+    let s = side as usize;
+    let (shape, got) = run_tract(
+        &bytes,
+        [2, 3, s, s],
+        &Vec::<f32>::try_from(x.view(-1)).unwrap(),
+    );
     assert_eq!(shape, [2, 6, 144 + 36 + 9]);
     assert_parity(&expected, &got, 6, 189, "dynamic batch of 2, tract vs tch");
 }

@@ -53,6 +53,31 @@ impl Predictor {
         tch::no_grad(|| self.model.predict(&x.to_device(self.device)))
     }
 
+    /// Raw `[1, 4 + nc, N]` outputs, one per CHW input of side `side`, run in batches: the
+    /// reference the exporter compares ONNX runtimes against.
+    pub fn raw_outputs(
+        &self,
+        inputs: &[Vec<f32>],
+        side: u32,
+        batch: usize,
+    ) -> Result<Vec<Vec<f32>>> {
+        let s = i64::from(side);
+        let mut outputs = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(batch.max(1)) {
+            let flat: Vec<f32> = chunk.iter().flatten().copied().collect();
+            let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, s, s]);
+            let y = self
+                .forward(&x)
+                .to_device(Device::Cpu)
+                .to_kind(tch::Kind::Float)
+                .contiguous();
+            let values = Vec::<f32>::try_from(y.view(-1))?;
+            let per = values.len() / chunk.len();
+            outputs.extend(values.chunks(per).map(<[f32]>::to_vec));
+        }
+        Ok(outputs)
+    }
+
     /// Predicts every image under `source` (a folder, searched recursively, or one image).
     pub fn predict_source(
         &self,

@@ -1,0 +1,52 @@
+//! tract: pure-Rust ONNX inference, the portable default (and the host's verification reference).
+
+use tract_onnx::prelude::*;
+
+use super::{Backend, BackendKind, check_input};
+use crate::error::{Error, Result};
+
+pub struct TractBackend {
+    plan: TypedRunnableModel<TypedModel>,
+    input_shape: [usize; 4],
+}
+
+fn err(e: TractError) -> Error {
+    Error::backend("tract", format!("{e:#}"))
+}
+
+impl TractBackend {
+    /// Optimises the graph for a fixed `[batch, 3, h, w]` input.
+    pub fn load(onnx: &[u8], input_shape: [usize; 4]) -> Result<Self> {
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(err)?
+            .with_input_fact(0, f32::fact(input_shape).into())
+            .map_err(err)?
+            .into_optimized()
+            .map_err(err)?
+            .into_runnable()
+            .map_err(err)?;
+        Ok(TractBackend { plan, input_shape })
+    }
+}
+
+impl Backend for TractBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Tract
+    }
+
+    fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
+    }
+
+    fn run(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<Vec<usize>> {
+        check_input(BackendKind::Tract, self.input_shape, input)?;
+        // tract owns its input tensors; this copy is the one per-frame allocation tract needs.
+        let x = Tensor::from_shape(&self.input_shape, input).map_err(err)?;
+        let outputs = self.plan.run(tvec!(x.into())).map_err(err)?;
+        let y = outputs[0].to_array_view::<f32>().map_err(err)?;
+        out.clear();
+        out.extend(y.iter().copied());
+        Ok(y.shape().to_vec())
+    }
+}

@@ -1,0 +1,13 @@
+//! trident's device runtime as a library: inference backends behind one trait and the detector
+//! pipeline (letterbox → model → YOLOv8 decode → NMS → source coordinates).
+//!
+//! The same code runs in the `trident-edge` binary on a Nano and in the host commands that must
+//! compute exactly what the device computes (export verification, calibration, host predict).
+
+pub mod backend;
+pub mod detector;
+pub mod error;
+
+pub use backend::{Backend, BackendKind, BackendOptions};
+pub use detector::OnnxDetector;
+pub use error::{Error, Result};

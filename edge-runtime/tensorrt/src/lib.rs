@@ -1,0 +1,74 @@
+//! Turns an exported ONNX model into a TensorRT engine for the GPU it will run on, with a cache keyed
+//! by content (ONNX digest, TensorRT version, GPU, precision, input shape) so a Jetson builds each
+//! engine once — builds take minutes there — and never loads an engine built for something else.
+//!
+//! Two builders implement [`EngineBuilder`]: [`NativeBuilder`] (TensorRT's C++ API through a small
+//! shim, cargo feature `tensorrt`) and [`Trtexec`] (NVIDIA's command-line tool, nothing needed at
+//! compile time). [`select_builder`] picks the first available. Everything here builds and is tested
+//! on machines without TensorRT or a GPU; the tests drive a stand-in trtexec script.
+//!
+//! Used by `trident export --engine` on the host and `trident-edge prepare` on the device.
+
+mod builder;
+mod cache;
+mod error;
+mod gpu;
+mod key;
+mod native;
+mod outcome;
+mod trtexec;
+mod version;
+
+pub use builder::{BuildReport, BuildRequest, DEFAULT_WORKSPACE_MIB, EngineBuilder, Precision};
+pub use cache::{EngineCache, Sidecar, ensure_engine};
+pub use error::{Error, Result};
+pub use gpu::{GPU_ENV, GpuFacts, detect_gpu, detect_gpu_in, parse_nvidia_smi, parse_override};
+pub use key::{EngineKey, sha256_file, sha256_hex};
+pub use native::NativeBuilder;
+pub use outcome::{FailureHint, LOG_TAIL_LINES, classify_failure, unsupported_op};
+pub use trtexec::{JETPACK_TRTEXEC, TRTEXEC_ENV, Trtexec};
+pub use version::TrtVersion;
+
+/// The best available builder: the native one when compiled in (and its library loads), else
+/// trtexec from `$TRTEXEC`, `$PATH` or JetPack's /usr/src/tensorrt/bin/trtexec. Each fallback is
+/// logged with its reason; when nothing is available the error lists what was tried and how to
+/// fix it.
+pub fn select_builder() -> Result<Box<dyn EngineBuilder>> {
+    let env = std::env::var_os(TRTEXEC_ENV);
+    let path = std::env::var_os("PATH");
+    select_builder_in(Trtexec::discover_in(
+        env.as_deref(),
+        path.as_deref(),
+        std::path::Path::new(JETPACK_TRTEXEC),
+    ))
+}
+
+/// [`select_builder`] with the trtexec discovery result injected (for tests and callers with their
+/// own search).
+pub fn select_builder_in(trtexec: Result<Trtexec, Vec<String>>) -> Result<Box<dyn EngineBuilder>> {
+    let mut tried = Vec::new();
+    match NativeBuilder::new() {
+        Ok(native) => {
+            tracing::info!("using the native TensorRT builder");
+            return Ok(Box::new(native));
+        }
+        Err(e @ Error::NotCompiled(_)) => {
+            tracing::info!("native TensorRT builder not compiled in; looking for trtexec");
+            tried.push(format!("native builder ({e})"));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "native TensorRT builder unavailable; falling back to trtexec");
+            tried.push(format!("native builder ({e})"));
+        }
+    }
+    match trtexec {
+        Ok(t) => {
+            tracing::info!(program = %t.program().display(), "using trtexec to build TensorRT engines");
+            Ok(Box::new(t))
+        }
+        Err(more) => {
+            tried.extend(more);
+            Err(Error::NoTensorRt { tried })
+        }
+    }
+}
