@@ -244,13 +244,17 @@ fn print_summary(card: &ModelCard, onnx: &Path, seconds: f64) {
         println!("  not verified (--no-validate)");
         return;
     };
+    let images = if v.dataset == "synthetic" {
+        "synthetic frames".to_string()
+    } else {
+        format!("{} images", v.split)
+    };
     for p in &v.parity {
         println!(
-            "  parity {} vs {} on {} {} images: max |Δ| {:.1e} px on boxes, {:.1e} on scores ({})",
+            "  parity {} vs {} on {} {images}: max |Δ| {:.1e} px on boxes, {:.1e} on scores ({})",
             p.backend,
             p.reference,
             p.images,
-            v.split,
             p.max_abs_box,
             p.max_abs_score,
             if p.passed { "ok" } else { "FAILED" }

@@ -2,42 +2,10 @@
 //! user sees for bad input (location, message, exit status 2, nothing half-written).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn trident(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trident"))
-        .args(args)
-        .output()
-        .expect("run trident")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn synth(dir: &Path, name: &str, images: usize, seed: u64) -> PathBuf {
-    let out = dir.join(name);
-    let o = trident(&[
-        "data",
-        "synth",
-        "--out",
-        out.to_str().unwrap(),
-        "--images",
-        &images.to_string(),
-        "--seed",
-        &seed.to_string(),
-        "--width",
-        "200",
-        "--height",
-        "120",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    out
-}
+mod common;
+use common::{stderr, stdout, synth, trident, write};
 
 fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -258,12 +226,6 @@ fn split_stratifies_links_and_writes_a_checkable_dataset() {
     let before = tree_bytes(&out);
     assert!(trident(&forced).status.success());
     assert_eq!(before, tree_bytes(&out));
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// `trident eval --data YAML --predictions PREDS [extra…]`.

@@ -226,3 +226,49 @@ fn a_checkpoint_that_does_not_fit_its_spec_names_the_tensor_and_shapes() {
         .to_string();
     assert!(err.contains("--opset 14"), "{err}");
 }
+
+#[test]
+fn verification_fails_when_the_graph_does_not_compute_the_checkpoint() {
+    use trident_exporter::export::{ExportOptions, from_checkpoint};
+    use trident_exporter::verify::{Reference, VerifySet, VerifySettings, verify};
+    let dir = tempfile::tempdir().unwrap();
+    let side = 64u32;
+    let (_vs, model, path) = checkpoint(dir.path(), "tiny", 2, side);
+    let exported = from_checkpoint(&path, &ExportOptions::default()).unwrap();
+    let set = VerifySet::synthetic(side, 2, 3);
+    let s = i64::from(side);
+    let reference = Reference {
+        name: "tch".into(),
+        outputs: set
+            .inputs
+            .iter()
+            .map(|x| {
+                let t = Tensor::from_slice(x).view([1, 3, s, s]);
+                Vec::try_from(tch::no_grad(|| model.predict(&t)).view(-1)).unwrap()
+            })
+            .collect(),
+    };
+    let settings = VerifySettings::default();
+    let bar = indicatif::ProgressBar::hidden();
+    let v = verify(&exported, &set, Some(&reference), &settings, &bar).unwrap();
+    assert!(v.parity.iter().all(|p| p.passed && p.reference == "tch"));
+    assert_eq!(v.parity.len(), 2, "tract and ONNX Runtime both ran: {v:?}");
+
+    // One box-branch bias (a DFL bin logit at stride 8) off by 0.05: distances move by a few
+    // hundredths of a cell, far beyond 1e-4. (Class biases start near -8, where the sigmoid is
+    // too flat to show a small change.)
+    let mut tampered = exported.clone();
+    let graph = tampered.model.graph.as_mut().unwrap();
+    let bias = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.contains("cv2.0.2") && t.dims.len() == 1)
+        .expect("a box-branch bias");
+    let v0 = f32::from_le_bytes(bias.raw_data[..4].try_into().unwrap());
+    bias.raw_data[..4].copy_from_slice(&(v0 + 0.05).to_le_bytes());
+    tampered.bytes = prost::Message::encode_to_vec(&tampered.model);
+    let err = verify(&tampered, &set, Some(&reference), &settings, &bar)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tract differs from tch"), "{err}");
+}

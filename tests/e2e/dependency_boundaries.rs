@@ -36,8 +36,13 @@ fn dependencies(package: &str) -> Vec<String> {
 }
 
 #[test]
-fn edge_runtime_core_and_exporter_never_pull_in_torch_or_python() {
-    for package in ["trident-edge", "trident-core", "trident-exporter"] {
+fn edge_runtime_core_exporter_and_tensorrt_never_pull_in_torch_or_python() {
+    for package in [
+        "trident-edge",
+        "trident-core",
+        "trident-exporter",
+        "trident-tensorrt",
+    ] {
         let deps = dependencies(package);
         assert!(
             deps.iter().any(|d| d == package),

@@ -1,0 +1,79 @@
+//! Helpers shared by the CLI test files.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn trident(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trident"))
+        .args(args)
+        .output()
+        .expect("run trident")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn synth(dir: &Path, name: &str, images: usize, seed: u64) -> PathBuf {
+    let out = dir.join(name);
+    let o = trident(&[
+        "data",
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--images",
+        &images.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--width",
+        "200",
+        "--height",
+        "120",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Trains `high_precision` for one epoch at 96 px on `data` (a few seconds on CPU); returns
+/// best.safetensors.
+pub fn train_one_epoch(data: &Path, runs: &Path) -> PathBuf {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/training.yaml");
+    let yaml = data.join("dataset.yaml");
+    let o = trident(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        yaml.to_str().unwrap(),
+        "--out",
+        runs.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--imgsz",
+        "96",
+        "--batch",
+        "8",
+        "--device",
+        "cpu",
+        "--variant",
+        "high_precision",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    runs.join("high_precision/best.safetensors")
+}
+
+/// Parses a JSON file.
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
