@@ -4,8 +4,9 @@
 //! Stages: synthesise a raw pool of images and labels → stratified split → dataset check →
 //! a baseline prediction file (ground truth with realistic detector noise) → evaluation with
 //! plots → train the three ensemble variants on a short CPU budget → predict the held-out test
-//! split with the balanced variant and evaluate it. Later stages (export, calibrate, package,
-//! edge run) extend this list.
+//! split with the balanced variant and evaluate it → export the three variants to verified ONNX
+//! (parity against tch with tract and ONNX Runtime, FP16-weights mAP delta). Later stages
+//! (calibrate, package, edge run) extend this list.
 
 use std::path::Path;
 use std::process::Command;
@@ -205,6 +206,30 @@ pub fn run() -> Result<()> {
     });
 
     let t = Instant::now();
+    let variants = ["high_recall", "balanced", "high_precision"];
+    let checkpoints: Vec<String> = variants
+        .iter()
+        .map(|v| format!("demo/runs/{v}/best.safetensors"))
+        .collect();
+    let mut args = vec!["export", "--out", "demo/models", "--half"];
+    for c in &checkpoints {
+        args.extend(["--checkpoint", c.as_str()]);
+    }
+    run_cmd(&mut trident(&args))?;
+    stages.push(Stage {
+        name: "export",
+        result: "3 × ONNX opset 13 + FP16-weights twin + model cards → demo/models".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    for variant in variants {
+        stages.push(Stage {
+            name: variant,
+            result: export_summary(&demo.join("models"), variant)?,
+            seconds: 0.0,
+        });
+    }
+
+    let t = Instant::now();
     let version = Command::new(bin.join("trident-edge"))
         .arg("--version")
         .output()?;
@@ -236,6 +261,45 @@ fn eval_summary(c: &mut Command) -> Result<String> {
         num("map50_95"),
         num("f1"),
         num("best_f1_conf")
+    ))
+}
+
+/// One line from a variant's model cards: parity against tch, mAP50 of tch vs ONNX, FP16 delta.
+fn export_summary(models: &Path, variant: &str) -> Result<String> {
+    let read = |name: &str| -> Result<serde_json::Value> {
+        let path = models.join(name);
+        Ok(serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?)
+    };
+    let card = read(&format!("{variant}.card.json"))?;
+    let half = read(&format!("{variant}.fp16.card.json"))?;
+    let v = &card["verification"];
+    let worst = |key: &str| {
+        v["parity"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p[key].as_f64().unwrap_or(f64::NAN))
+            .fold(0.0, f64::max)
+    };
+    let map = |v: &serde_json::Value, runner: &str| {
+        v["task"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["runner"] == runner)
+            .and_then(|t| t["map50"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let hv = &half["verification"];
+    Ok(format!(
+        "max |Δ| vs tch {:.1e} px / {:.1e} score (tract, ORT); mAP50 tch {:.4} ONNX {:.4}; FP16 {:+.2} pt",
+        worst("max_abs_box"),
+        worst("max_abs_score"),
+        map(v, "tch"),
+        map(v, "tract"),
+        (map(hv, "tract-fp16-weights") - map(hv, "tract")) * 100.0
     ))
 }
 

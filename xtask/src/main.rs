@@ -18,7 +18,8 @@ commands:
   setup   install what the project needs (apt packages, .venv, aarch64 target, zig); idempotent
   demo    setup, build, then run the pipeline on synthetic data and print a summary
   test    setup, then rustfmt check, clippy -D warnings and the whole test suite
-  bench   setup, then the benchmarks (evaluation speed vs pycocotools)";
+  bench   setup, then the benchmarks (evaluation speed vs pycocotools; export time and
+          ONNX latency, tract vs ONNX Runtime, at 320 and 640)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -98,5 +99,12 @@ fn test() -> Result<()> {
 }
 
 fn bench() -> Result<()> {
-    exec(cmd("cargo").args(["bench", "-p", "trident-e2e"]))
+    exec(cmd("cargo").args(["bench", "-p", "trident-e2e"]))?;
+    exec(cmd("cargo").args([
+        "bench",
+        "-p",
+        "trident-exporter",
+        "--bench",
+        "export_and_latency",
+    ]))
 }
