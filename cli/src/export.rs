@@ -19,7 +19,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     if a.verify_images == 0 {
         bail!("--verify-images 0: expected at least one image (or --no-validate)");
     }
-    if !(a.fp16_max_drop >= 0.0) {
+    if a.fp16_max_drop.is_nan() || a.fp16_max_drop < 0.0 {
         bail!(
             "--fp16-max-drop {}: expected a non-negative number of points",
             a.fp16_max_drop

@@ -78,7 +78,7 @@ pub fn convert(model: &ModelProto) -> Result<(ModelProto, Fp16Report)> {
 
 fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
     if !t.raw_data.is_empty() {
-        if t.raw_data.len() % 4 != 0 {
+        if !t.raw_data.len().is_multiple_of(4) {
             return Err(Error::Option(format!(
                 "initializer `{}`: {} raw bytes is not a whole number of float32 values",
                 t.name,
