@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// Guards libtorch's global random generator while a job seeds it and draws initial weights.
+static TORCH_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 use indicatif::ProgressBar;
 use serde::Serialize;
 use tch::{Device, Kind, nn};
@@ -96,7 +99,6 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         s.threads
     };
     tch::set_num_threads(threads as i32);
-    tch::manual_seed(s.seed as i64);
 
     let ds = DatasetConfig::load(&job.dataset)?;
     if !ds.has_split(Split::Val) {
@@ -133,10 +135,20 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         spec.parameter_count()
     );
 
-    let vs = nn::VarStore::new(device);
-    let model = Detector::new(&vs.root(), &spec);
-    let mut ema_vs = nn::VarStore::new(device);
-    let ema_model = Detector::new(&ema_vs.root(), &spec);
+    // libtorch's generator is process-global: seeding and drawing the initial weights happen
+    // under one lock, so concurrent jobs in one process (tests, embedders) get the weights their
+    // seed names rather than whatever another job's draws left.
+    let (vs, model, mut ema_vs, ema_model) = {
+        let _init = TORCH_INIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tch::manual_seed(s.seed as i64);
+        let vs = nn::VarStore::new(device);
+        let model = Detector::new(&vs.root(), &spec);
+        let ema_vs = nn::VarStore::new(device);
+        let ema_model = Detector::new(&ema_vs.root(), &spec);
+        (vs, model, ema_vs, ema_model)
+    };
     ema_vs.freeze();
     let trainable: std::collections::HashMap<String, tch::Tensor> = vs
         .variables()
