@@ -196,17 +196,23 @@ pub struct TrainArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "models"])))]
 pub struct PredictArgs {
-    /// A checkpoint written by `trident train` (best.safetensors or last.safetensors).
+    /// A checkpoint written by `trident train` (best.safetensors or last.safetensors), run
+    /// through tch.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    /// A folder of exported models with their cards (`trident export --out`): the three-model
+    /// ensemble through the edge runtime's own code — what a Nano computes.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
     /// An image or a folder of images (searched recursively).
     #[arg(long)]
     pub source: PathBuf,
     /// Prediction file to write (JSON, the format `trident eval` reads).
     #[arg(long)]
     pub out: PathBuf,
-    /// Confidence threshold (default: the checkpoint's variant floor; use 0.001 for mAP).
+    /// Confidence threshold (default: the checkpoint's or each model's floor; use 0.001 for mAP).
     #[arg(long)]
     pub conf: Option<f32>,
     /// IoU threshold of the non-maximum suppression.
@@ -217,9 +223,18 @@ pub struct PredictArgs {
     pub max_det: usize,
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// auto, cpu, cuda or cuda:N.
+    /// auto, cpu, cuda or cuda:N (checkpoints).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Inference backends for --models, tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    pub backend: Vec<String>,
+    /// Ensemble fusion for --models: wbf or nms.
+    #[arg(long, default_value = "wbf")]
+    pub fusion: String,
+    /// IoU threshold of the fusion.
+    #[arg(long, default_value_t = 0.55)]
+    pub fusion_iou: f64,
 }
 
 #[derive(Debug, Args)]

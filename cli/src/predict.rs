@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use trident_core::postprocess::NmsOptions;
-use trident_core::prediction::save_predictions;
+use trident_core::prediction::{Prediction, save_predictions};
 use trident_trainer::predict::Predictor;
 use trident_trainer::train::select_device;
 
@@ -12,12 +12,17 @@ use crate::cli::PredictArgs;
 use crate::ui::progress;
 
 pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
-    let device = select_device(&a.device)?;
-    let predictor = Predictor::load(&a.checkpoint, device)?;
-    let conf = a.conf.unwrap_or(predictor.meta.conf_floor);
-    if !(0.0..=1.0).contains(&conf) {
-        anyhow::bail!("--conf {conf}: expected a value in [0, 1]");
+    if let Some(c) = a.conf
+        && !(0.0..=1.0).contains(&c)
+    {
+        anyhow::bail!("--conf {c}: expected a value in [0, 1]");
     }
+    let Some(checkpoint) = &a.checkpoint else {
+        return run_ensemble(&a);
+    };
+    let device = select_device(&a.device)?;
+    let predictor = Predictor::load(checkpoint, device)?;
+    let conf = a.conf.unwrap_or(predictor.meta.conf_floor);
     let opts = NmsOptions {
         conf,
         iou: a.iou,
@@ -38,6 +43,96 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
             String::new()
         } else {
             format!(", {} unreadable images skipped", summary.skipped.len())
+        },
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--models`: the edge runtime's ensemble over a folder of images.
+fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
+    use trident_edge::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
+    use trident_edge::ensemble::runner::Ensemble;
+    use trident_edge::models::ModelSet;
+
+    let dir = a.models.as_ref().expect("clap requires --checkpoint or --models");
+    let set = ModelSet::load_dir(dir)?;
+    let order = a
+        .backend
+        .iter()
+        .map(|b| b.parse())
+        .collect::<Result<Vec<trident_edge::BackendKind>, _>>()?;
+    let fusion = match a.fusion.as_str() {
+        "wbf" => Fusion::Wbf(WbfOptions {
+            iou_thr: a.fusion_iou,
+            conf_type: ConfType::Avg,
+            clip_unit: false,
+            ..WbfOptions::default()
+        }),
+        "nms" => Fusion::Nms(NmsFusionOptions {
+            iou_thr: a.fusion_iou,
+            clip_unit: false,
+            ..NmsFusionOptions::default()
+        }),
+        other => anyhow::bail!("--fusion {other}: expected wbf or nms"),
+    };
+    let mut ensemble = Ensemble::load(&set, &order, &Default::default(), fusion)?;
+    ensemble.nms = NmsOptions {
+        iou: a.iou,
+        max_det: a.max_det,
+        ..ensemble.nms
+    };
+    if let Some(c) = a.conf {
+        for m in &mut ensemble.members {
+            m.floor = c;
+        }
+    }
+    let images = trident_trainer::predict::list_source(&a.source)?;
+    let bar = progress("predict");
+    bar.set_length(images.len() as u64);
+    let mut preds = Vec::new();
+    let mut skipped = 0usize;
+    for path in &images {
+        bar.inc(1);
+        let img = match image::open(path) {
+            Ok(i) => i.into_rgb8(),
+            Err(e) => {
+                tracing::warn!("skipped {}: cannot decode image: {e}", path.display());
+                skipped += 1;
+                continue;
+            }
+        };
+        let out = ensemble
+            .detect(img.as_raw(), img.width(), img.height(), None)
+            .with_context(|| format!("{}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        preds.extend(out.fused.iter().map(|d| Prediction {
+            image: stem.clone(),
+            class: d.class,
+            score: f64::from(d.score),
+            bbox: d.bbox.to_xywh().to_array(),
+        }));
+    }
+    bar.finish_and_clear();
+    save_predictions(&a.out, &preds)?;
+    let members: Vec<String> = ensemble
+        .members
+        .iter()
+        .map(|m| format!("{} ({})", m.name, m.detector.backend().kind()))
+        .collect();
+    println!(
+        "{} detections on {} images by the ensemble of {} ({} fusion){} → {}",
+        preds.len(),
+        images.len() - skipped,
+        members.join(", "),
+        a.fusion,
+        if skipped > 0 {
+            format!(", {skipped} unreadable images skipped")
+        } else {
+            String::new()
         },
         a.out.display()
     );

@@ -26,9 +26,28 @@ pub enum Error {
         model: PathBuf,
         reasons: Vec<String>,
     },
+    /// A model folder that cannot serve as the ensemble (missing cards, changed files, classes
+    /// that disagree).
+    #[error("{0}")]
+    Models(String),
+    /// A camera or file source that cannot be parsed, opened or read.
+    #[error("source {source_uri}: {message}")]
+    Source { source_uri: String, message: String },
     /// Input of the wrong size or a model output that is not the YOLOv8 layout.
     #[error("{0}")]
     Shape(String),
+    /// A deployment profile that does not parse or validate; `message` starts with the field
+    /// path (`ladder[2].fps: …`); line and column are 0 when unknown.
+    #[error("{}: {message}", profile_location(path, *line, *column))]
+    Profile {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A power sensor that cannot be found or read.
+    #[error("power: {0}")]
+    Power(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,8 +64,19 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         match self {
             Error::Core(e) => e.is_input_error(),
-            Error::NotCompiled { .. } | Error::Shape(_) => true,
-            Error::Backend { .. } | Error::NoBackend { .. } => false,
+            Error::NotCompiled { .. } | Error::Shape(_) | Error::Models(_) => true,
+            Error::Profile { .. } => true,
+            Error::Power(_) => false,
+            Error::Backend { .. } | Error::NoBackend { .. } | Error::Source { .. } => false,
         }
+    }
+}
+
+/// `file:line:col`, or the file alone when the line is unknown.
+fn profile_location(path: &std::path::Path, line: usize, column: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", path.display())
     }
 }

@@ -6,7 +6,14 @@
 
 pub mod backend;
 pub mod detector;
+pub mod ensemble;
 pub mod error;
+pub mod governor;
+pub mod models;
+pub mod output;
+#[cfg(feature = "gstreamer")]
+pub mod run;
+pub mod source;
 
 pub use backend::{Backend, BackendKind, BackendOptions};
 pub use detector::OnnxDetector;

@@ -1,18 +1,26 @@
 //! `trident-edge`: the binary every Nano unit runs. It links only crates that cross-compile to
-//! aarch64 without tch, Python or a GPU (the dependency-boundary test checks this). Device
-//! commands — run, verify, prepare, status, bench — arrive with their stages.
+//! aarch64 without tch, Python or a GPU (the dependency-boundary test checks this). A thin layer
+//! over the library: parse the command line, call the library, print a summary. Errors print as
+//! `error: <context>: <cause>`; bad input exits with status 2, other failures with 1.
+
+mod cli;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-/// trident-edge: the on-device runtime of trident (Jetson Nano, JetPack 4.6).
-#[derive(Debug, Parser)]
-#[command(name = "trident-edge", version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TRIDENT_EDGE_TARGET"), ")"))]
-struct Cli {}
-
-fn main() {
-    Cli::parse();
-    println!(
-        "trident-edge {}: no device commands in this release yet; see `trident-edge --help`",
-        env!("CARGO_PKG_VERSION")
-    );
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.verbose, args.quiet);
+    match cli::run(args.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let input = err
+                .chain()
+                .find_map(|c| c.downcast_ref::<trident_edge::Error>())
+                .is_some_and(trident_edge::Error::is_input_error);
+            ExitCode::from(if input { 2 } else { 1 })
+        }
+    }
 }

@@ -1,0 +1,4 @@
+//! The ensemble: per-model detections → fused detections.
+
+pub mod fusion;
+pub mod runner;

@@ -1,0 +1,3 @@
+//! What the runtime writes: detections as JSON Lines.
+
+pub mod jsonl;

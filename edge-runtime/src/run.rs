@@ -1,0 +1,184 @@
+//! `trident-edge run`: sources → governor-chosen ladder level → ensemble → JSON Lines, until
+//! the duration ends, every source has ended, or a stop is requested (SIGTERM/SIGINT).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::ensemble::runner::Ensemble;
+use crate::error::Result;
+use crate::governor::{CaptureState, Governor, GovernorStats, Pacer};
+use crate::output::jsonl::{DetectionLog, DetectionRecord, FrameRecord, LogOptions};
+use crate::source::{Frame, Pull, Source, SourceStats};
+
+/// How a run ends and where it writes.
+pub struct RunOptions {
+    /// Stop after this long (None: until stopped or every source ends).
+    pub duration: Option<Duration>,
+    pub detections: PathBuf,
+    pub log: LogOptions,
+}
+
+/// What a run did, printed at the end and kept for `/healthz`.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub seconds: f64,
+    pub frames: u64,
+    pub detections_per_class: BTreeMap<String, u64>,
+    pub sources: Vec<(String, SourceStats)>,
+    /// Per model: frames and mean seconds per pass.
+    pub models: Vec<(String, u64, f64)>,
+    pub governor: Option<GovernorStats>,
+    pub dropped_models: Vec<String>,
+}
+
+impl RunSummary {
+    pub fn fps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.frames as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Runs until the duration, a stop, or the end of every source.
+pub fn run(
+    sources: &mut [Source],
+    ensemble: &mut Ensemble,
+    governor: &mut Governor,
+    opts: &RunOptions,
+    stop: &Arc<AtomicBool>,
+) -> Result<RunSummary> {
+    let mut log = DetectionLog::open(&opts.detections, opts.log.clone())?;
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_secs_f64();
+    let mut pacer = Pacer::new(governor.fps());
+    let mut frame = Frame::default();
+    let mut ended = vec![false; sources.len()];
+    let mut summary = RunSummary::default();
+    let mut busy_total: Vec<f64> = vec![0.0; ensemble.members.len()];
+    let mut warned_tta = false;
+    let mut next = 0usize;
+    while !stop.load(Ordering::SeqCst) && !ended.iter().all(|&e| e) {
+        if opts.duration.is_some_and(|d| t0.elapsed() >= d) {
+            break;
+        }
+        let t = now();
+        if let CaptureState::PausedUntil(until) = governor.capture_state(t) {
+            for s in sources.iter_mut() {
+                s.pause();
+            }
+            governor.tick(t);
+            std::thread::sleep(Duration::from_secs_f64((until - t).clamp(0.0, 0.5)));
+            pacer.reset();
+            continue;
+        }
+        pacer.set_fps(governor.fps());
+        let delay = pacer.delay(t);
+        if delay > 0.0 {
+            std::thread::sleep(Duration::from_secs_f64(delay));
+        }
+        // Round-robin over the sources that have not ended.
+        let i = next % sources.len();
+        next += 1;
+        if ended[i] {
+            continue;
+        }
+        let source = &mut sources[i];
+        source.resume();
+        match source.next_frame(&mut frame, Duration::from_millis(200))? {
+            Pull::Frame => {}
+            Pull::Eos => {
+                tracing::info!("source {}: ended", source.uri);
+                ended[i] = true;
+                continue;
+            }
+            Pull::Timeout | Pull::Reconnecting | Pull::Failed { .. } => continue,
+        }
+        let level = governor.level().clone();
+        if level.tta && !warned_tta {
+            tracing::info!(
+                "level `{}` asks for TTA; no calibration tables with TTA transforms are loaded, so it runs without",
+                level.name
+            );
+            warned_tta = true;
+        }
+        let out = ensemble.detect(&frame.rgb, frame.width, frame.height, Some(&level.models))?;
+        let busy: Vec<(&str, f64)> = ensemble
+            .members
+            .iter()
+            .zip(&out.per_model)
+            .filter(|(_, d)| d.is_some())
+            .map(|(m, _)| (m.name.as_str(), m.last_seconds))
+            .collect();
+        for (k, m) in ensemble.members.iter().enumerate() {
+            if out.per_model[k].is_some() {
+                busy_total[k] += m.last_seconds;
+            }
+        }
+        let t = now();
+        governor.record_frame(t, &busy);
+        governor.tick(t);
+        summary.frames += 1;
+        let detections: Vec<DetectionRecord> = out
+            .fused
+            .iter()
+            .map(|d| {
+                let name = ensemble.names[d.class].clone();
+                *summary
+                    .detections_per_class
+                    .entry(name.clone())
+                    .or_default() += 1;
+                DetectionRecord {
+                    class: d.class,
+                    name,
+                    score: d.score,
+                    bbox: [
+                        d.bbox.x1 as f32,
+                        d.bbox.y1 as f32,
+                        d.bbox.x2 as f32,
+                        d.bbox.y2 as f32,
+                    ],
+                }
+            })
+            .collect();
+        log.append(&FrameRecord {
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            source: source.uri.to_string(),
+            frame: frame.index,
+            level: governor.level_index(),
+            detections,
+        })?;
+    }
+    log.flush()?;
+    summary.seconds = now();
+    summary.sources = sources
+        .iter()
+        .map(|s| (s.uri.to_string(), s.stats()))
+        .collect();
+    summary.models = ensemble
+        .members
+        .iter()
+        .zip(&busy_total)
+        .map(|(m, &busy)| {
+            let mean = if m.frames > 0 {
+                busy / m.frames as f64
+            } else {
+                0.0
+            };
+            (m.name.clone(), m.frames, mean)
+        })
+        .collect();
+    summary.dropped_models = ensemble
+        .members
+        .iter()
+        .filter_map(|m| m.failed.as_ref().map(|f| format!("{}: {f}", m.name)))
+        .collect();
+    summary.governor = Some(governor.stats());
+    Ok(summary)
+}

@@ -1,0 +1,13 @@
+//! Frame sources: camera and file URIs → GStreamer pipelines → RGB frames, with latest-frame
+//! semantics for live sources, bus error and EOS handling, and reconnection with exponential
+//! backoff (feature `gstreamer`; the URI and pipeline text are always available).
+
+mod backoff;
+#[cfg(feature = "gstreamer")]
+mod capture;
+mod uri;
+
+pub use backoff::Backoff;
+#[cfg(feature = "gstreamer")]
+pub use capture::{Frame, Pull, Source, SourceStats};
+pub use uri::{SourceOptions, SourceUri, pipeline_description};
