@@ -55,7 +55,10 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     use trident_edge::ensemble::runner::Ensemble;
     use trident_edge::models::ModelSet;
 
-    let dir = a.models.as_ref().expect("clap requires --checkpoint or --models");
+    let dir = a
+        .models
+        .as_ref()
+        .expect("clap requires --checkpoint or --models");
     let set = ModelSet::load_dir(dir)?;
     let order = a
         .backend

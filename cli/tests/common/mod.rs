@@ -48,12 +48,6 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Trains `high_precision` for one epoch at 96 px on `data` (a few seconds on CPU); returns
 /// best.safetensors.
 pub fn train_one_epoch(data: &Path, runs: &Path) -> PathBuf {
-    train_epochs(data, runs, 1)
-}
-
-/// Trains `high_precision` for `epochs` at 96 px on `data`; returns best.safetensors.
-pub fn train_epochs(data: &Path, runs: &Path, epochs: usize) -> PathBuf {
-    let epochs = epochs.to_string();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/training.yaml");
     let yaml = data.join("dataset.yaml");
     let o = trident(&[
@@ -65,7 +59,7 @@ pub fn train_epochs(data: &Path, runs: &Path, epochs: usize) -> PathBuf {
         "--out",
         runs.to_str().unwrap(),
         "--epochs",
-        &epochs,
+        "1",
         "--imgsz",
         "96",
         "--batch",
