@@ -19,11 +19,7 @@ use trident_edge::run::{RunOptions, run};
 use trident_edge::source::{Source, SourceOptions};
 
 mod common;
-use common::{stderr, synth, trident};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{s, stderr, synth, trident};
 
 /// The JPEG stills (200 × 120, as `synth` makes them), in order, muxed into an MJPEG AVI
 /// without re-encoding (plugins from -base and -good only).

@@ -8,11 +8,7 @@ use prost::Message;
 use tract_onnx::pb::{ModelProto, NodeProto};
 
 mod common;
-use common::{json, stderr, stdout, synth, train_one_epoch, trident};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{json, s, stderr, stdout, synth, train_one_epoch, trident};
 
 #[test]
 fn export_verifies_and_writes_cards_then_imports_engines_and_refuses_bad_input() {

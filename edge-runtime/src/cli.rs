@@ -1,5 +1,6 @@
 //! The command line of `trident-edge`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +12,8 @@ use trident_edge::BackendKind;
 use trident_edge::ensemble::fusion::{ConfType, Fusion, WbfOptions};
 use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
+use trident_edge::health::{Health, HealthConfig};
+use trident_edge::http::HttpServer;
 use trident_edge::models::ModelSet;
 use trident_edge::output::jsonl::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
@@ -68,6 +71,28 @@ pub struct RunArgs {
     /// Confidence floor for every model (default: each model's own floor from its card).
     #[arg(long)]
     pub conf: Option<f32>,
+    /// Serve /healthz and /metrics on this address (IP:PORT), or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = parse_http)]
+    pub http: HttpBind,
+    /// /healthz turns 503 when no frame arrived for this long (after 30 s of start-up).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+}
+
+/// Where `--http` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpBind {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_http(text: &str) -> Result<HttpBind, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(HttpBind::Off);
+    }
+    text.parse().map(HttpBind::At).map_err(|_| {
+        format!("`{text}`: expected IP:PORT (127.0.0.1:8080, 0.0.0.0:9100, [::1]:8080) or `off`")
+    })
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -108,6 +133,20 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 }
 
 pub fn run_command(a: RunArgs) -> anyhow::Result<()> {
+    // Listen first: a taken port fails at once, not after the models load and cameras open.
+    let health = Arc::new(Health::new(HealthConfig {
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        stale_after: a.stale_after,
+        ..HealthConfig::default()
+    }));
+    let server = match a.http {
+        HttpBind::Off => None,
+        HttpBind::At(addr) => Some(
+            HttpServer::start(addr, Arc::clone(&health)).context(
+                "cannot serve /healthz and /metrics (choose another address with --http ADDR, or --http off)",
+            )?,
+        ),
+    };
     let profile = Profile::load(&a.profile)?;
     let set = ModelSet::load_dir(&a.models)?;
     for level in &profile.ladder {
@@ -165,8 +204,17 @@ pub fn run_command(a: RunArgs) -> anyhow::Result<()> {
         detections: a.out.join("detections.jsonl"),
         log: LogOptions::default(),
     };
-    let summary =
-        trident_edge::run::run(&mut sources, &mut ensemble, &mut governor, &run_opts, &stop)?;
+    let summary = trident_edge::run::run_observed(
+        &mut sources,
+        &mut ensemble,
+        &mut governor,
+        &run_opts,
+        &stop,
+        server.is_some().then_some(&*health),
+    )?;
+    if let Some(server) = server {
+        server.shutdown();
+    }
     print_summary(&summary, &run_opts.detections);
     Ok(())
 }

@@ -9,6 +9,8 @@ pub mod detector;
 pub mod ensemble;
 pub mod error;
 pub mod governor;
+pub mod health;
+pub mod http;
 pub mod models;
 pub mod output;
 #[cfg(feature = "gstreamer")]

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use trident_core::postprocess::Detection;
+
 use crate::ensemble::runner::Ensemble;
 use crate::error::Result;
 use crate::governor::{CaptureState, Governor, GovernorStats, Pacer};
+use crate::health::{Health, Reporter};
 use crate::output::jsonl::{DetectionLog, DetectionRecord, FrameRecord, LogOptions};
 use crate::source::{Frame, Pull, Source, SourceStats};
 
@@ -52,6 +55,33 @@ pub fn run(
     opts: &RunOptions,
     stop: &Arc<AtomicBool>,
 ) -> Result<RunSummary> {
+    run_observed(sources, ensemble, governor, opts, stop, None)
+}
+
+/// As [`run`], keeping `health` (what `/healthz` and `/metrics` serve) up to date: once per
+/// processed frame, and once more when the run ends, whether it ends well or not.
+pub fn run_observed(
+    sources: &mut [Source],
+    ensemble: &mut Ensemble,
+    governor: &mut Governor,
+    opts: &RunOptions,
+    stop: &Arc<AtomicBool>,
+    health: Option<&Health>,
+) -> Result<RunSummary> {
+    let mut reporter = Reporter::begin(health, sources, ensemble, governor);
+    let result = run_loop(sources, ensemble, governor, opts, stop, &mut reporter);
+    reporter.end(sources, ensemble, governor);
+    result
+}
+
+fn run_loop(
+    sources: &mut [Source],
+    ensemble: &mut Ensemble,
+    governor: &mut Governor,
+    opts: &RunOptions,
+    stop: &Arc<AtomicBool>,
+    reporter: &mut Reporter<'_>,
+) -> Result<RunSummary> {
     let mut log = DetectionLog::open(&opts.detections, opts.log.clone())?;
     let t0 = Instant::now();
     let now = || t0.elapsed().as_secs_f64();
@@ -71,11 +101,14 @@ pub fn run(
             for s in sources.iter_mut() {
                 s.pause();
             }
-            governor.tick(t);
+            reporter.capturing(false);
+            let changed = governor.tick(t).is_some();
+            reporter.governor(t, governor, changed);
             std::thread::sleep(Duration::from_secs_f64((until - t).clamp(0.0, 0.5)));
             pacer.reset();
             continue;
         }
+        reporter.capturing(true);
         pacer.set_fps(governor.fps());
         let delay = pacer.delay(t);
         if delay > 0.0 {
@@ -89,7 +122,9 @@ pub fn run(
         }
         let source = &mut sources[i];
         source.resume();
-        match source.next_frame(&mut frame, Duration::from_millis(200))? {
+        let pull = source.next_frame(&mut frame, Duration::from_millis(200))?;
+        reporter.source(i, source);
+        match pull {
             Pull::Frame => {}
             Pull::Eos => {
                 tracing::info!("source {}: ended", source.uri);
@@ -121,30 +156,11 @@ pub fn run(
         }
         let t = now();
         governor.record_frame(t, &busy);
-        governor.tick(t);
+        let changed = governor.tick(t).is_some();
+        reporter.frame(ensemble, &out, governor);
+        reporter.governor(t, governor, changed);
         summary.frames += 1;
-        let detections: Vec<DetectionRecord> = out
-            .fused
-            .iter()
-            .map(|d| {
-                let name = ensemble.names[d.class].clone();
-                *summary
-                    .detections_per_class
-                    .entry(name.clone())
-                    .or_default() += 1;
-                DetectionRecord {
-                    class: d.class,
-                    name,
-                    score: d.score,
-                    bbox: [
-                        d.bbox.x1 as f32,
-                        d.bbox.y1 as f32,
-                        d.bbox.x2 as f32,
-                        d.bbox.y2 as f32,
-                    ],
-                }
-            })
-            .collect();
+        let detections = records(&out.fused, &ensemble.names, &mut summary);
         log.append(&FrameRecord {
             time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -157,6 +173,47 @@ pub fn run(
     }
     log.flush()?;
     summary.seconds = now();
+    finish(&mut summary, sources, ensemble, &busy_total, governor);
+    Ok(summary)
+}
+
+/// The fused detections as log records, counted per class into the summary.
+fn records(
+    fused: &[Detection],
+    names: &[String],
+    summary: &mut RunSummary,
+) -> Vec<DetectionRecord> {
+    fused
+        .iter()
+        .map(|d| {
+            let name = names[d.class].clone();
+            *summary
+                .detections_per_class
+                .entry(name.clone())
+                .or_default() += 1;
+            DetectionRecord {
+                class: d.class,
+                name,
+                score: d.score,
+                bbox: [
+                    d.bbox.x1 as f32,
+                    d.bbox.y1 as f32,
+                    d.bbox.x2 as f32,
+                    d.bbox.y2 as f32,
+                ],
+            }
+        })
+        .collect()
+}
+
+/// Sources, models and governor figures into the summary at the end of a run.
+fn finish(
+    summary: &mut RunSummary,
+    sources: &[Source],
+    ensemble: &Ensemble,
+    busy_total: &[f64],
+    governor: &Governor,
+) {
     summary.sources = sources
         .iter()
         .map(|s| (s.uri.to_string(), s.stats()))
@@ -164,7 +221,7 @@ pub fn run(
     summary.models = ensemble
         .members
         .iter()
-        .zip(&busy_total)
+        .zip(busy_total)
         .map(|(m, &busy)| {
             let mean = if m.frames > 0 {
                 busy / m.frames as f64
@@ -180,5 +237,4 @@ pub fn run(
         .filter_map(|m| m.failed.as_ref().map(|f| format!("{}: {f}", m.name)))
         .collect();
     summary.governor = Some(governor.stats());
-    Ok(summary)
 }

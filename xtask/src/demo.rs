@@ -24,6 +24,9 @@ use crate::{cmd, exec, root};
 /// CPU minutes per variant in the demo's training stage.
 const TRAIN_MINUTES: &str = "2";
 
+/// How long the edge runtime plays the test feed.
+const EDGE_SECONDS: &str = "20s";
+
 struct Stage {
     name: &'static str,
     result: String,
@@ -230,12 +233,50 @@ pub fn run() -> Result<()> {
     }
 
     let t = Instant::now();
-    let version = Command::new(bin.join("trident-edge"))
-        .arg("--version")
-        .output()?;
+    let frames = make_test_feed(&demo.join("dataset/images/test"), &demo.join("test_feed"))?;
+    stages.push(Stage {
+        name: "test feed",
+        result: format!("{frames} held-out test frames → demo/test_feed.avi (MJPEG, GStreamer)"),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    let t = Instant::now();
+    let mut edge = Command::new(bin.join("trident-edge"));
+    edge.current_dir(root()).args([
+        "run",
+        "--models",
+        "demo/models",
+        "--profile",
+        "configs/profiles/host-cpu.yaml",
+        "--source",
+        "file://demo/test_feed.avi",
+        "--loop-files",
+        "--duration",
+        EDGE_SECONDS,
+        "--out",
+        "demo/edge",
+        // /healthz and /metrics on a free port, so a busy 8080 cannot fail the demo.
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    println!();
+    eprintln!("$ {}", crate::describe(&edge));
+    let out = edge.output()?;
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    print!("{summary}");
+    anyhow::ensure!(
+        out.status.success(),
+        "trident-edge run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stages.push(Stage {
         name: "edge runtime",
-        result: String::from_utf8_lossy(&version.stdout).trim().to_string(),
+        result: summary
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("trident-edge run: ")
+            .to_string(),
         seconds: t.elapsed().as_secs_f64(),
     });
 
@@ -262,6 +303,46 @@ fn eval_summary(c: &mut Command) -> Result<String> {
         num("f1"),
         num("best_f1_conf")
     ))
+}
+
+/// Muxes the JPEG frames of `images` (sorted) into `<out>.avi` with GStreamer, without
+/// re-encoding: the feed the edge runtime plays in the demo.
+fn make_test_feed(images: &Path, out: &Path) -> Result<usize> {
+    let mut stills: Vec<_> = std::fs::read_dir(images)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    stills.sort();
+    anyhow::ensure!(!stills.is_empty(), "{}: no JPEG frames", images.display());
+    let (w, h) = image::image_dimensions(&stills[0])?;
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::create_dir_all(out)?;
+    for (i, p) in stills.iter().enumerate() {
+        std::fs::copy(p, out.join(format!("{i:05}.jpg")))?;
+    }
+    let clip = out.with_extension("avi");
+    // multifilesrc hands avimux a byte-format segment, which makes GStreamer print
+    // assertion noise per frame while writing a valid file: its stderr is dropped.
+    run_cmd(
+        cmd("gst-launch-1.0")
+            .stderr(std::process::Stdio::null())
+            .args([
+                "-q",
+                "multifilesrc",
+                &format!("location={}/%05d.jpg", out.display()),
+                "index=0",
+                &format!("stop-index={}", stills.len() - 1),
+                &format!("caps=image/jpeg,framerate=10/1,width={w},height={h}"),
+                "!",
+                "avimux",
+                "!",
+                "filesink",
+                &format!("location={}", clip.display()),
+            ]),
+    )?;
+    Ok(stills.len())
 }
 
 /// One line from a variant's model cards: parity against tch, mAP50 of tch vs ONNX, FP16 delta.

@@ -1,0 +1,897 @@
+//! What `/healthz` and `/metrics` report: state that the run loop updates and the HTTP server
+//! ([`crate::http`]) reads.
+//!
+//! The run loop takes the lock once per processed frame ([`Health::update`]) and writes in
+//! place: counters, the FPS window (a ring of frame instants that stops growing once it holds a
+//! window's worth), histogram buckets. Governor figures (power, energy, level changes) come from
+//! [`GovernorStats`], which the loop refreshes about once a second and on every level change.
+//!
+//! # `/healthz`
+//!
+//! `ok` is true unless one of these holds (each adds a line to `problems`):
+//! - the run loop has not begun (models and sources still loading), or it has ended;
+//! - no model of the ensemble is running (all were dropped after run-time errors);
+//! - past the start-up grace (default 30 s after [`Health::new`]), no frame arrived for longer
+//!   than the stale threshold (default 10 s). Time spent paused outside capture windows does not
+//!   count: the wait restarts when capture resumes.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::governor::GovernorStats;
+
+/// Upper bounds (seconds) of the per-model latency histogram's buckets; `+Inf` follows.
+pub const LATENCY_BUCKETS_S: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Frame instants kept for the FPS at most; above 4096 / window frames per second the window
+/// shortens to the span of the instants kept.
+const MAX_RECENT: usize = 4096;
+
+/// Thresholds of `/healthz` and what it names as the version.
+#[derive(Clone, Debug)]
+pub struct HealthConfig {
+    /// Reported as `version` (and `trident_build_info{version}`): the package version when known.
+    pub version: Option<String>,
+    /// Not ok when no frame arrived for longer than this (default 10 s)…
+    pub stale_after: Duration,
+    /// …once this long has passed since the start (default 30 s).
+    pub startup_grace: Duration,
+    /// The FPS is the frames of this last window (default 5 s) over its length.
+    pub fps_window: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            version: None,
+            stale_after: Duration::from_secs(10),
+            startup_grace: Duration::from_secs(30),
+            fps_window: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A source's counters (`SourceStats` of the capture module, which needs GStreamer).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    pub frames: u64,
+    pub dropped: u64,
+    pub errors: u64,
+    pub reconnects: u64,
+}
+
+/// A Prometheus histogram with the [`LATENCY_BUCKETS_S`] bounds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket, not cumulative; the last one is above every bound.
+    counts: [u64; LATENCY_BUCKETS_S.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// Adds one observation (NaN and negative values are ignored).
+    pub fn observe(&mut self, value: f64) {
+        if value.is_nan() || value < 0.0 {
+            return;
+        }
+        let i = LATENCY_BUCKETS_S
+            .iter()
+            .position(|&le| value <= le)
+            .unwrap_or(LATENCY_BUCKETS_S.len());
+        self.counts[i] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// `(upper bound, observations ≤ bound)` per bucket, `+Inf` last (equal to `count`).
+    pub fn cumulative(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        LATENCY_BUCKETS_S
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.counts.iter().scan(0, |total, &c| {
+                *total += c;
+                Some(*total)
+            }))
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// A model left out of the ensemble after a run-time error.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DroppedModel {
+    pub model: String,
+    pub reason: String,
+}
+
+/// The body of `/healthz`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HealthReport {
+    pub ok: bool,
+    /// Why `ok` is false, one line each; empty when ok.
+    pub problems: Vec<String>,
+    pub version: Option<String>,
+    pub uptime_s: f64,
+    /// Frames the ensemble processed.
+    pub frames: u64,
+    /// Over the last `fps_window`.
+    pub fps: f64,
+    /// Seconds since the last processed frame; null before the first.
+    pub last_frame_age_s: Option<f64>,
+    /// False while the governor pauses capture outside its capture windows.
+    pub capturing: bool,
+    /// Ladder level (0 is the best) and its name; null before the run begins.
+    pub level: Option<usize>,
+    pub level_name: Option<String>,
+    /// Power at the governor's last sample, average power and energy since its start; null
+    /// until the first governor report.
+    pub power_w: Option<f64>,
+    pub average_w: Option<f64>,
+    pub energy_j: Option<f64>,
+    /// `ina3221`, `tegrastats`, `rapl` or `estimate`.
+    pub power_source: Option<String>,
+    pub models_running: usize,
+    pub models_dropped: Vec<DroppedModel>,
+}
+
+struct SourceState {
+    uri: String,
+    counters: SourceCounters,
+}
+
+struct ModelState {
+    name: String,
+    latency: Histogram,
+    dropped: Option<String>,
+}
+
+/// The governor's figures as of its last report.
+struct PowerState {
+    last_w: f64,
+    average_w: f64,
+    energy_j: f64,
+    cap_w: f64,
+    level_changes: u64,
+    source: String,
+}
+
+#[derive(Default)]
+struct State {
+    begun: bool,
+    ended: bool,
+    frames: u64,
+    last_frame: Option<Instant>,
+    /// When capture last resumed after a pause.
+    resumed: Option<Instant>,
+    paused: bool,
+    recent: VecDeque<Instant>,
+    level: Option<usize>,
+    level_name: String,
+    power: Option<PowerState>,
+    sources: Vec<SourceState>,
+    models: Vec<ModelState>,
+}
+
+/// The runtime's health, shared between the run loop and the HTTP server.
+pub struct Health {
+    config: HealthConfig,
+    start: Instant,
+    state: Mutex<State>,
+}
+
+/// The lock held for one batch of updates ([`Health::update`]).
+pub struct HealthUpdate<'a> {
+    now: Instant,
+    window: Duration,
+    state: MutexGuard<'a, State>,
+}
+
+impl Health {
+    /// Starts the clock: uptime and the start-up grace count from here.
+    pub fn new(config: HealthConfig) -> Self {
+        Self::new_at(config, Instant::now())
+    }
+
+    /// As [`Health::new`], started at `start` (tests).
+    pub fn new_at(config: HealthConfig, start: Instant) -> Self {
+        Health {
+            config,
+            start,
+            state: Mutex::new(State {
+                recent: VecDeque::with_capacity(64),
+                ..State::default()
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &HealthConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Locks the state for updates made now.
+    pub fn update(&self) -> HealthUpdate<'_> {
+        self.update_at(Instant::now())
+    }
+
+    /// Locks the state for updates made at `now` (tests).
+    pub fn update_at(&self, now: Instant) -> HealthUpdate<'_> {
+        HealthUpdate {
+            now,
+            window: self.config.fps_window,
+            state: self.lock(),
+        }
+    }
+
+    /// The `/healthz` body now.
+    pub fn report(&self) -> HealthReport {
+        self.report_at(Instant::now())
+    }
+
+    pub fn report_at(&self, now: Instant) -> HealthReport {
+        let s = self.lock();
+        self.report_locked(&s, now)
+    }
+
+    fn report_locked(&self, s: &State, now: Instant) -> HealthReport {
+        let uptime = now.saturating_duration_since(self.start);
+        let models_running = s.models.iter().filter(|m| m.dropped.is_none()).count();
+        let mut problems = Vec::new();
+        if !s.begun {
+            problems.push("starting: the run loop has not begun".to_string());
+        } else if s.ended {
+            problems.push("the run has ended".to_string());
+        } else if models_running == 0 {
+            problems.push("no model is running: every model was dropped from the ensemble".into());
+        }
+        if s.begun && !s.ended && !s.paused && uptime > self.config.startup_grace {
+            // Frames, or the resumption of capture, restart the wait; the start begins it.
+            let since = [s.last_frame, s.resumed]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(self.start);
+            let waited = now.saturating_duration_since(since);
+            if waited > self.config.stale_after {
+                problems.push(format!(
+                    "no frame for {:.1} s (stale after {} s)",
+                    waited.as_secs_f64(),
+                    self.config.stale_after.as_secs_f64()
+                ));
+            }
+        }
+        let power = s.power.as_ref();
+        HealthReport {
+            ok: problems.is_empty(),
+            problems,
+            version: self.config.version.clone(),
+            uptime_s: uptime.as_secs_f64(),
+            frames: s.frames,
+            fps: self.fps(s, now),
+            last_frame_age_s: s
+                .last_frame
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            capturing: !s.paused,
+            level: s.level,
+            level_name: s.level.map(|_| s.level_name.clone()),
+            power_w: power.map(|p| p.last_w),
+            average_w: power.map(|p| p.average_w),
+            energy_j: power.map(|p| p.energy_j),
+            power_source: power.map(|p| p.source.clone()),
+            models_running,
+            models_dropped: s
+                .models
+                .iter()
+                .filter_map(|m| {
+                    m.dropped.as_ref().map(|r| DroppedModel {
+                        model: m.name.clone(),
+                        reason: r.clone(),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Frames of the last window over its length (the uptime while shorter).
+    fn fps(&self, s: &State, now: Instant) -> f64 {
+        let from = now.checked_sub(self.config.fps_window);
+        let n = s
+            .recent
+            .iter()
+            .rev()
+            .take_while(|&&t| from.is_none_or(|from| t > from))
+            .count();
+        let mut span = self
+            .config
+            .fps_window
+            .min(now.saturating_duration_since(self.start));
+        if s.recent.len() == MAX_RECENT
+            && let Some(&oldest) = s.recent.front()
+        {
+            span = span.min(now.saturating_duration_since(oldest));
+        }
+        if n == 0 || span.is_zero() {
+            0.0
+        } else {
+            n as f64 / span.as_secs_f64()
+        }
+    }
+
+    /// The `/metrics` body now (Prometheus text format 0.0.4).
+    pub fn metrics(&self) -> String {
+        self.metrics_at(Instant::now())
+    }
+
+    pub fn metrics_at(&self, now: Instant) -> String {
+        let s = self.lock();
+        let report = self.report_locked(&s, now);
+        let mut e = Exposition::default();
+        if let Some(v) = &self.config.version {
+            e.family(
+                "trident_build_info",
+                "gauge",
+                "The runtime; its version label (value 1).",
+            );
+            e.sample("trident_build_info", &[("version", v)], 1.0);
+        }
+        e.gauge(
+            "trident_healthy",
+            "1 when /healthz is ok, else 0.",
+            f(report.ok),
+        );
+        e.gauge(
+            "trident_uptime_seconds",
+            "Seconds since the start.",
+            report.uptime_s,
+        );
+        e.counter(
+            "trident_frames_total",
+            "Frames the ensemble processed.",
+            s.frames,
+        );
+        e.gauge(
+            "trident_frames_per_second",
+            "Frames processed per second over the last window.",
+            report.fps,
+        );
+        if let Some(age) = report.last_frame_age_s {
+            e.gauge(
+                "trident_last_frame_age_seconds",
+                "Seconds since the last processed frame.",
+                age,
+            );
+        }
+        e.gauge(
+            "trident_capturing",
+            "0 while paused outside capture windows.",
+            f(!s.paused),
+        );
+        let per_source = [
+            (
+                "trident_source_frames_total",
+                "Frames pulled from the source.",
+            ),
+            (
+                "trident_source_dropped_frames_total",
+                "Frames the source replaced with newer ones before they were pulled.",
+            ),
+            (
+                "trident_source_errors_total",
+                "Source failures (each torn down).",
+            ),
+            (
+                "trident_source_reconnects_total",
+                "Source pipelines reopened.",
+            ),
+        ];
+        for (j, (name, help)) in per_source.into_iter().enumerate() {
+            if s.sources.is_empty() {
+                break;
+            }
+            e.family(name, "counter", help);
+            for src in &s.sources {
+                let c = &src.counters;
+                let values = [c.frames, c.dropped, c.errors, c.reconnects];
+                e.sample(name, &[("source", &src.uri)], values[j] as f64);
+            }
+        }
+        if !s.models.is_empty() {
+            let name = "trident_model_latency_seconds";
+            e.family(
+                name,
+                "histogram",
+                "Seconds per forward pass (letterbox, model, decode).",
+            );
+            for m in &s.models {
+                for (le, n) in m.latency.cumulative() {
+                    let bound = format_value(le);
+                    e.sample(
+                        "trident_model_latency_seconds_bucket",
+                        &[("model", &m.name), ("le", &bound)],
+                        n as f64,
+                    );
+                }
+                let labels = [("model", m.name.as_str())];
+                e.sample(
+                    "trident_model_latency_seconds_sum",
+                    &labels,
+                    m.latency.sum(),
+                );
+                e.sample(
+                    "trident_model_latency_seconds_count",
+                    &labels,
+                    m.latency.count() as f64,
+                );
+            }
+            e.family(
+                "trident_model_running",
+                "gauge",
+                "0 once the model was dropped.",
+            );
+            for m in &s.models {
+                e.sample(
+                    "trident_model_running",
+                    &[("model", &m.name)],
+                    f(m.dropped.is_none()),
+                );
+            }
+        }
+        if let Some(level) = s.level {
+            e.family(
+                "trident_ladder_level",
+                "gauge",
+                "The governor's level (0 is the best).",
+            );
+            e.sample(
+                "trident_ladder_level",
+                &[("level_name", &s.level_name)],
+                level as f64,
+            );
+        }
+        if let Some(p) = &s.power {
+            e.counter(
+                "trident_level_changes_total",
+                "Changes of ladder level.",
+                p.level_changes,
+            );
+            e.gauge("trident_power_watts", "Power at the last sample.", p.last_w);
+            e.gauge(
+                "trident_power_average_watts",
+                "Average power since the start.",
+                p.average_w,
+            );
+            e.gauge("trident_power_cap_watts", "The average power cap.", p.cap_w);
+            e.family(
+                "trident_energy_joules_total",
+                "counter",
+                "Energy used since the start.",
+            );
+            e.sample("trident_energy_joules_total", &[], p.energy_j);
+        }
+        e.out
+    }
+}
+
+fn f(b: bool) -> f64 {
+    if b { 1.0 } else { 0.0 }
+}
+
+impl HealthUpdate<'_> {
+    /// The run begins with these sources and models (in the order later updates index them).
+    pub fn begin<S: Into<String>, M: Into<String>>(
+        &mut self,
+        sources: impl IntoIterator<Item = S>,
+        models: impl IntoIterator<Item = M>,
+    ) {
+        let s = &mut *self.state;
+        s.begun = true;
+        s.ended = false;
+        s.sources = sources
+            .into_iter()
+            .map(|uri| SourceState {
+                uri: uri.into(),
+                counters: SourceCounters::default(),
+            })
+            .collect();
+        s.models = models
+            .into_iter()
+            .map(|name| ModelState {
+                name: name.into(),
+                latency: Histogram::default(),
+                dropped: None,
+            })
+            .collect();
+    }
+
+    /// The run has ended (normally or not).
+    pub fn end(&mut self) {
+        self.state.ended = true;
+    }
+
+    /// One frame went through the ensemble.
+    pub fn frame(&mut self) {
+        let now = self.now;
+        let s = &mut *self.state;
+        s.frames += 1;
+        s.last_frame = Some(now);
+        s.paused = false;
+        if let Some(from) = now.checked_sub(self.window) {
+            while s.recent.front().is_some_and(|&t| t <= from) {
+                s.recent.pop_front();
+            }
+        }
+        if s.recent.len() == MAX_RECENT {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(now);
+    }
+
+    /// Capture paused (outside a capture window) or resumed; the stale wait restarts on resume.
+    pub fn capturing(&mut self, capturing: bool) {
+        if self.state.paused && capturing {
+            self.state.resumed = Some(self.now);
+        }
+        self.state.paused = !capturing;
+    }
+
+    /// The ladder level in use (copies the name only when it changed).
+    pub fn level(&mut self, index: usize, name: &str) {
+        let s = &mut *self.state;
+        s.level = Some(index);
+        if s.level_name != name {
+            name.clone_into(&mut s.level_name);
+        }
+    }
+
+    /// The counters of source `index` (as passed to `begin`).
+    pub fn source(&mut self, index: usize, counters: SourceCounters) {
+        if let Some(s) = self.state.sources.get_mut(index) {
+            s.counters = counters;
+        }
+    }
+
+    /// Model `index` ran one forward pass in `seconds`.
+    pub fn model_pass(&mut self, index: usize, seconds: f64) {
+        if let Some(m) = self.state.models.get_mut(index) {
+            m.latency.observe(seconds);
+        }
+    }
+
+    /// Model `index` was dropped from the ensemble (the first reason is kept).
+    pub fn model_dropped(&mut self, index: usize, reason: &str) {
+        if let Some(m) = self.state.models.get_mut(index)
+            && m.dropped.is_none()
+        {
+            m.dropped = Some(reason.to_string());
+        }
+    }
+
+    /// The governor's figures: power, energy, level changes (and the level).
+    pub fn governor(&mut self, g: &GovernorStats) {
+        self.level(g.level, &g.level_name);
+        let s = &mut *self.state;
+        match &mut s.power {
+            Some(p) => {
+                p.last_w = g.last_w;
+                p.average_w = g.average_w;
+                p.energy_j = g.energy_j;
+                p.cap_w = g.cap_w;
+                p.level_changes = g.level_changes;
+                if p.source != g.power_source {
+                    g.power_source.clone_into(&mut p.source);
+                }
+            }
+            None => {
+                s.power = Some(PowerState {
+                    last_w: g.last_w,
+                    average_w: g.average_w,
+                    energy_j: g.energy_j,
+                    cap_w: g.cap_w,
+                    level_changes: g.level_changes,
+                    source: g.power_source.clone(),
+                });
+            }
+        }
+    }
+}
+
+/// What the run loop reports, through [`Reporter`].
+#[cfg(feature = "gstreamer")]
+mod run_loop {
+    use super::{Health, SourceCounters};
+    use crate::ensemble::runner::{Ensemble, EnsembleOutput};
+    use crate::governor::Governor;
+    use crate::source::{Source, SourceStats};
+
+    /// Governor figures (power, energy) are copied at least this often (seconds of the run
+    /// loop's clock) and on every level change: `Governor::stats` allocates.
+    const GOVERNOR_REPORT_S: f64 = 1.0;
+
+    impl From<&SourceStats> for SourceCounters {
+        fn from(s: &SourceStats) -> Self {
+            SourceCounters {
+                frames: s.frames,
+                dropped: s.dropped,
+                errors: s.errors,
+                reconnects: s.reconnects,
+            }
+        }
+    }
+
+    /// Writes the run's progress into the health state (nothing without one).
+    pub(crate) struct Reporter<'h> {
+        health: Option<&'h Health>,
+        /// When the governor's figures are due again (run-loop seconds).
+        governor_due: f64,
+        capturing: bool,
+    }
+
+    impl<'h> Reporter<'h> {
+        pub(crate) fn begin(
+            health: Option<&'h Health>,
+            sources: &[Source],
+            ensemble: &Ensemble,
+            governor: &Governor,
+        ) -> Self {
+            if let Some(h) = health {
+                let mut u = h.update();
+                u.begin(
+                    sources.iter().map(|s| s.uri.to_string()),
+                    ensemble.members.iter().map(|m| m.name.as_str()),
+                );
+                u.governor(&governor.stats());
+            }
+            Reporter {
+                health,
+                governor_due: GOVERNOR_REPORT_S,
+                capturing: true,
+            }
+        }
+
+        /// One processed frame: its count, level and each model's pass or drop.
+        pub(crate) fn frame(&self, ensemble: &Ensemble, out: &EnsembleOutput, governor: &Governor) {
+            let Some(h) = self.health else { return };
+            let mut u = h.update();
+            u.frame();
+            u.level(governor.level_index(), &governor.level().name);
+            for (k, (m, ran)) in ensemble.members.iter().zip(&out.per_model).enumerate() {
+                if ran.is_some() {
+                    u.model_pass(k, m.last_seconds);
+                }
+                if let Some(reason) = &m.failed {
+                    u.model_dropped(k, reason);
+                }
+            }
+        }
+
+        /// Source `i`'s counters after a pull.
+        pub(crate) fn source(&self, i: usize, source: &Source) {
+            if let Some(h) = self.health {
+                h.update().source(i, (&source.stats()).into());
+            }
+        }
+
+        /// The governor's figures, when due or after a level change.
+        pub(crate) fn governor(&mut self, t: f64, governor: &Governor, changed: bool) {
+            if let Some(h) = self.health
+                && (changed || t >= self.governor_due)
+            {
+                h.update().governor(&governor.stats());
+                self.governor_due = t + GOVERNOR_REPORT_S;
+            }
+        }
+
+        pub(crate) fn capturing(&mut self, capturing: bool) {
+            if let Some(h) = self.health
+                && capturing != self.capturing
+            {
+                h.update().capturing(capturing);
+            }
+            self.capturing = capturing;
+        }
+
+        pub(crate) fn end(&self, sources: &[Source], ensemble: &Ensemble, governor: &Governor) {
+            let Some(h) = self.health else { return };
+            let mut u = h.update();
+            for (i, s) in sources.iter().enumerate() {
+                u.source(i, (&s.stats()).into());
+            }
+            for (k, m) in ensemble.members.iter().enumerate() {
+                if let Some(reason) = &m.failed {
+                    u.model_dropped(k, reason);
+                }
+            }
+            u.governor(&governor.stats());
+            u.end();
+        }
+    }
+}
+
+#[cfg(feature = "gstreamer")]
+pub(crate) use run_loop::Reporter;
+
+/// Writes the Prometheus text exposition format (version 0.0.4).
+#[derive(Default)]
+struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let help = help.replace('\\', r"\\").replace('\n', r"\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                escape_label_value(v, &mut self.out);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", format_value(value));
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value as f64);
+    }
+}
+
+/// Label values escape `\`, `"` and line feeds.
+fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Sample values and `le` bounds as Prometheus parses them (`+Inf`, `-Inf`, `NaN`).
+fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, s: f64) -> Instant {
+        start + Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inf_equals_count() {
+        let mut h = Histogram::default();
+        for v in [0.001, 0.005, 0.02, 0.3, 7.0, f64::NAN, -1.0] {
+            h.observe(v);
+        }
+        let got: Vec<(String, u64)> = h
+            .cumulative()
+            .map(|(le, n)| (format_value(le), n))
+            .collect();
+        let want = [
+            ("0.005", 2),
+            ("0.01", 2),
+            ("0.025", 3),
+            ("0.05", 3),
+            ("0.1", 3),
+            ("0.25", 3),
+            ("0.5", 4),
+            ("1", 4),
+            ("2.5", 4),
+            ("+Inf", 5),
+        ];
+        let want: Vec<(String, u64)> = want.iter().map(|&(l, n)| (l.to_string(), n)).collect();
+        assert_eq!(got, want);
+        assert_eq!(h.count(), 5);
+        assert!((h.sum() - 7.326).abs() < 1e-12, "{}", h.sum());
+    }
+
+    #[test]
+    fn label_values_escape_backslashes_quotes_and_newlines() {
+        let mut out = String::new();
+        escape_label_value("rtsp://a\\b\"c\"\nd", &mut out);
+        assert_eq!(out, r#"rtsp://a\\b\"c\"\nd"#);
+    }
+
+    #[test]
+    fn the_text_format_has_help_type_and_samples_in_order() {
+        let mut e = Exposition::default();
+        e.counter("trident_x_total", "Things.\nMore", 3);
+        e.family("trident_y", "gauge", "Y.");
+        e.sample("trident_y", &[("a", "1"), ("b", "q\"")], f64::INFINITY);
+        e.sample("trident_y", &[], 0.25);
+        assert_eq!(
+            e.out,
+            "# HELP trident_x_total Things.\\nMore\n# TYPE trident_x_total counter\n\
+             trident_x_total 3\n\
+             # HELP trident_y Y.\n# TYPE trident_y gauge\n\
+             trident_y{a=\"1\",b=\"q\\\"\"} +Inf\ntrident_y 0.25\n"
+        );
+    }
+
+    #[test]
+    fn fps_counts_the_last_window_and_falls_to_zero_when_frames_stop() {
+        let t0 = Instant::now();
+        let h = Health::new_at(HealthConfig::default(), t0);
+        h.update_at(t0).begin(["test://ball"], ["m"]);
+        // 10 fps for 8 s.
+        for i in 1..=80 {
+            h.update_at(at(t0, i as f64 * 0.1)).frame();
+        }
+        let r = h.report_at(at(t0, 8.0));
+        assert!((r.fps - 10.0).abs() < 0.3, "{}", r.fps);
+        assert_eq!(r.frames, 80);
+        // Early on, the window is the uptime.
+        let early = Health::new_at(HealthConfig::default(), t0);
+        for i in 1..=10 {
+            early.update_at(at(t0, i as f64 * 0.1)).frame();
+        }
+        assert!((early.report_at(at(t0, 1.0)).fps - 10.0).abs() < 1e-9);
+        // Nothing in the last 5 s.
+        assert_eq!(h.report_at(at(t0, 14.0)).fps, 0.0);
+        // The ring only holds a window's worth.
+        assert!(h.lock().recent.len() <= 51);
+    }
+
+    #[test]
+    fn staleness_waits_for_the_grace_and_ignores_pauses() {
+        let t0 = Instant::now();
+        let h = Health::new_at(HealthConfig::default(), t0);
+        assert!(!h.report_at(t0).ok, "not begun");
+        h.update_at(t0).begin(["test://"], ["a"]);
+        // No frame yet, but within the grace.
+        assert!(h.report_at(at(t0, 29.0)).ok);
+        let r = h.report_at(at(t0, 31.0));
+        assert!(!r.ok);
+        assert!(r.problems[0].starts_with("no frame for 31.0 s"), "{r:?}");
+        h.update_at(at(t0, 31.0)).frame();
+        assert!(h.report_at(at(t0, 41.0)).ok);
+        assert!(!h.report_at(at(t0, 41.5)).ok);
+        // Paused: never stale; the wait restarts on resume.
+        h.update_at(at(t0, 41.5)).capturing(false);
+        assert!(h.report_at(at(t0, 100.0)).ok);
+        h.update_at(at(t0, 100.0)).capturing(true);
+        assert!(h.report_at(at(t0, 109.0)).ok);
+        assert!(!h.report_at(at(t0, 111.0)).ok);
+        h.update_at(at(t0, 111.0)).end();
+        assert_eq!(h.report_at(at(t0, 111.0)).problems, ["the run has ended"]);
+    }
+}
