@@ -7,7 +7,8 @@
 //! compile time). [`select_builder`] picks the first available. Everything here builds and is tested
 //! on machines without TensorRT or a GPU; the tests drive a stand-in trtexec script.
 //!
-//! Used by `trident export --engine` on the host and `trident-edge prepare` on the device.
+//! Used by `trident export --engine` on the host (and by `trident-edge prepare` on the device,
+//! with the edge runtime stage).
 
 mod builder;
 mod cache;
