@@ -168,13 +168,15 @@ variants:
     let uri = format!("file://{}", clip.display()).parse().unwrap();
     let mut sources = vec![Source::open(uri, SourceOptions::default()).unwrap()];
     let mut governor = Governor::new(profile, None, 0.0).unwrap();
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         duration: None,
         detections: dir.path().join("out/detections.jsonl"),
         log: LogOptions::default(),
+        notifier: None,
+        snapshots: None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let summary = run(&mut sources, &mut ensemble, &mut governor, &opts, &stop).unwrap();
+    let summary = run(&mut sources, &mut ensemble, &mut governor, &mut opts, &stop).unwrap();
     assert_eq!(
         summary.frames as usize,
         stills.len(),

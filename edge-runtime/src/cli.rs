@@ -29,8 +29,18 @@ pub struct Cli {
     /// Only errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Log lines for people (`human`) or one JSON object per line for journald and log
+    /// shippers (`json`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +78,15 @@ pub struct RunArgs {
     pub width: u32,
     #[arg(long, default_value_t = 720)]
     pub height: u32,
+    /// Classes whose detection saves a JPEG snapshot with the boxes drawn (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub snapshot_classes: Vec<String>,
+    /// Fused score a detection needs to trigger a snapshot.
+    #[arg(long, default_value_t = 0.5)]
+    pub snapshot_min_score: f32,
+    /// At most one snapshot per class per interval: 30s, 5m, …
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub snapshot_every: Duration,
     /// Confidence floor for every model (default: each model's own floor from its card).
     #[arg(long)]
     pub conf: Option<f32>,
@@ -115,7 +134,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-pub fn init_logging(verbose: u8, quiet: bool) {
+pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -125,11 +144,14 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 pub fn run_command(a: RunArgs) -> anyhow::Result<()> {
@@ -199,16 +221,18 @@ pub fn run_command(a: RunArgs) -> anyhow::Result<()> {
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
-    let run_opts = RunOptions {
+    let mut run_opts = RunOptions {
         duration: a.duration,
         detections: a.out.join("detections.jsonl"),
         log: LogOptions::default(),
+        notifier: trident_edge::systemd::Notifier::from_env(),
+        snapshots: snapshots(&a, &set.names)?,
     };
     let summary = trident_edge::run::run_observed(
         &mut sources,
         &mut ensemble,
         &mut governor,
-        &run_opts,
+        &mut run_opts,
         &stop,
         server.is_some().then_some(&*health),
     )?;
@@ -216,7 +240,43 @@ pub fn run_command(a: RunArgs) -> anyhow::Result<()> {
         server.shutdown();
     }
     print_summary(&summary, &run_opts.detections);
+    if let Some(s) = &run_opts.snapshots {
+        println!(
+            "  snapshots: {} in {}",
+            s.saved,
+            a.out.join("snapshots").display()
+        );
+    }
     Ok(())
+}
+
+/// The snapshot settings, with class names checked against the models'.
+fn snapshots(
+    a: &RunArgs,
+    names: &[String],
+) -> anyhow::Result<Option<trident_edge::output::snapshot::Snapshots>> {
+    use trident_edge::output::snapshot::{SnapshotOptions, Snapshots};
+    if a.snapshot_classes.is_empty() {
+        return Ok(None);
+    }
+    let classes = a
+        .snapshot_classes
+        .iter()
+        .map(|c| {
+            names.iter().position(|n| n == c).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--snapshot-classes {c}: not a class of the models ({})",
+                    names.join(", ")
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    Ok(Some(Snapshots::new(SnapshotOptions {
+        dir: a.out.join("snapshots"),
+        classes,
+        min_score: a.snapshot_min_score,
+        min_interval_s: a.snapshot_every.as_secs_f64(),
+    })))
 }
 
 fn print_summary(s: &RunSummary, detections: &std::path::Path) {

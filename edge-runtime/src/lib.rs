@@ -16,6 +16,7 @@ pub mod output;
 #[cfg(feature = "gstreamer")]
 pub mod run;
 pub mod source;
+pub mod systemd;
 
 pub use backend::{Backend, BackendKind, BackendOptions};
 pub use detector::OnnxDetector;

@@ -11,7 +11,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.verbose, args.quiet);
+    cli::init_logging(args.verbose, args.quiet, args.log_format);
     match cli::run(args.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -22,6 +22,10 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     pub detections: PathBuf,
     pub log: LogOptions,
+    /// systemd notifications (`READY`, `WATCHDOG`, `STOPPING`) when run as a `Type=notify` unit.
+    pub notifier: Option<crate::systemd::Notifier>,
+    /// JPEG snapshots of frames with critical classes.
+    pub snapshots: Option<crate::output::snapshot::Snapshots>,
 }
 
 /// What a run did, printed at the end and kept for `/healthz`.
@@ -52,7 +56,7 @@ pub fn run(
     sources: &mut [Source],
     ensemble: &mut Ensemble,
     governor: &mut Governor,
-    opts: &RunOptions,
+    opts: &mut RunOptions,
     stop: &Arc<AtomicBool>,
 ) -> Result<RunSummary> {
     run_observed(sources, ensemble, governor, opts, stop, None)
@@ -64,12 +68,18 @@ pub fn run_observed(
     sources: &mut [Source],
     ensemble: &mut Ensemble,
     governor: &mut Governor,
-    opts: &RunOptions,
+    opts: &mut RunOptions,
     stop: &Arc<AtomicBool>,
     health: Option<&Health>,
 ) -> Result<RunSummary> {
     let mut reporter = Reporter::begin(health, sources, ensemble, governor);
+    if let Some(n) = &opts.notifier {
+        n.notify("READY=1");
+    }
     let result = run_loop(sources, ensemble, governor, opts, stop, &mut reporter);
+    if let Some(n) = &opts.notifier {
+        n.notify("STOPPING=1");
+    }
     reporter.end(sources, ensemble, governor);
     result
 }
@@ -78,7 +88,7 @@ fn run_loop(
     sources: &mut [Source],
     ensemble: &mut Ensemble,
     governor: &mut Governor,
-    opts: &RunOptions,
+    opts: &mut RunOptions,
     stop: &Arc<AtomicBool>,
     reporter: &mut Reporter<'_>,
 ) -> Result<RunSummary> {
@@ -95,6 +105,9 @@ fn run_loop(
     while !stop.load(Ordering::SeqCst) && !ended.iter().all(|&e| e) {
         if opts.duration.is_some_and(|d| t0.elapsed() >= d) {
             break;
+        }
+        if let Some(n) = &mut opts.notifier {
+            n.alive(Instant::now());
         }
         let t = now();
         if let CaptureState::PausedUntil(until) = governor.capture_state(t) {
@@ -160,11 +173,21 @@ fn run_loop(
         reporter.frame(ensemble, &out, governor);
         reporter.governor(t, governor, changed);
         summary.frames += 1;
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Some(snaps) = &mut opts.snapshots {
+            let tag = format!("{:.0}-{}-{}", wall, source.uri, frame.index);
+            // A full disk must not stop detection: the snapshot is skipped with a warning.
+            if let Err(e) =
+                snaps.consider(t, &frame.rgb, frame.width, frame.height, &out.fused, &tag)
+            {
+                tracing::warn!("snapshot skipped: {e}");
+            }
+        }
         let detections = records(&out.fused, &ensemble.names, &mut summary);
         log.append(&FrameRecord {
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            time: wall,
             source: source.uri.to_string(),
             frame: frame.index,
             level: governor.level_index(),

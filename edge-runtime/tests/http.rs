@@ -587,10 +587,12 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
         ..SourceOptions::default()
     };
     let mut sources = vec![Source::open("test://ball".parse().unwrap(), opts).unwrap()];
-    let run_opts = RunOptions {
+    let mut run_opts = RunOptions {
         duration: Some(Duration::from_millis(2500)),
         detections: dir.path().join("detections.jsonl"),
         log: LogOptions::default(),
+        notifier: None,
+        snapshots: None,
     };
     let (health, server) = serve(versioned());
     let addr = server.local_addr();
@@ -602,7 +604,7 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
                 &mut sources,
                 &mut ensemble,
                 &mut governor,
-                &run_opts,
+                &mut run_opts,
                 &stop,
                 Some(&health),
             )

@@ -1,3 +1,4 @@
-//! What the runtime writes: detections as JSON Lines.
+//! What the runtime writes: detections as JSON Lines, snapshots of critical classes.
 
 pub mod jsonl;
+pub mod snapshot;
