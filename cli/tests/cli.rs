@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{stderr, stdout, synth, trident, write};
+use common::{stderr, stdout, synth, train, trident, write};
 
 fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
@@ -373,29 +373,8 @@ fn train_predict_eval_chain_and_training_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), "ds", 24, 9);
     let yaml = data.join("dataset.yaml");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/training.yaml");
     let runs = dir.path().join("runs");
-    let base = |extra: &[&str]| {
-        let mut a = vec![
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--data",
-            yaml.to_str().unwrap(),
-            "--out",
-            runs.to_str().unwrap(),
-            "--epochs",
-            "1",
-            "--imgsz",
-            "96",
-            "--batch",
-            "8",
-            "--device",
-            "cpu",
-        ];
-        a.extend_from_slice(extra);
-        trident(&a)
-    };
+    let base = |extra: &[&str]| train(&data, &runs, extra);
 
     let o = base(&["--variant", "wide_angle"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
