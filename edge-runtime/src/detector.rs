@@ -67,7 +67,7 @@ impl OnnxDetector {
         Ok((&self.output, geometry))
     }
 
-    /// Runs the model on an already prepared input (`input_mut`).
+    /// Runs the model on the letterboxed input buffer and checks the output layout.
     fn infer_prepared(&mut self) -> Result<()> {
         let shape = self.backend.run(&self.input, &mut self.output)?;
         let rows = 4 + self.num_classes;
@@ -78,17 +78,6 @@ impl OnnxDetector {
             )));
         }
         Ok(())
-    }
-
-    /// The input buffer, for callers that letterbox themselves (tests, TTA).
-    pub fn input_mut(&mut self) -> &mut [f32] {
-        &mut self.input
-    }
-
-    /// Runs the prepared input and returns the raw output.
-    pub fn run_prepared(&mut self) -> Result<&[f32]> {
-        self.infer_prepared()?;
-        Ok(&self.output)
     }
 
     /// Detections in frame pixels, highest score first; boxes that collapse to nothing after

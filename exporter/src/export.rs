@@ -156,7 +156,7 @@ fn finish(
         }
     }
     let bytes = prost::Message::encode_to_vec(&model);
-    let card = card(name, &bytes, &graph, &model, source, &findings);
+    let card = card(name, &bytes, &graph, source, &findings);
     Ok(Exported {
         name: name.to_string(),
         model,
@@ -180,11 +180,9 @@ fn card(
     name: &str,
     bytes: &[u8],
     graph: &DetectionGraph,
-    model: &ModelProto,
     source: CardSource,
     findings: &[Finding],
 ) -> ModelCard {
-    let _ = model;
     ModelCard {
         format: model_card::FORMAT.into(),
         file: format!("{name}.onnx"),

@@ -144,8 +144,7 @@ impl Ensemble {
                 None => None,
             });
         }
-        let ran: Vec<Vec<Detection>> = per_model.iter().flatten().cloned().collect();
-        if ran.is_empty() {
+        if per_model.iter().all(Option::is_none) {
             return Err(Error::Models(format!(
                 "no model could run this frame ({})",
                 self.members
@@ -155,11 +154,24 @@ impl Ensemble {
                     .join("; ")
             )));
         }
+        let fusion = self.fusion_for(&per_model);
+        // Fusion reads the detections of the members that ran: they are moved out and back
+        // rather than copied, this being once per frame.
+        let slots: Vec<usize> = (0..per_model.len())
+            .filter(|&k| per_model[k].is_some())
+            .collect();
+        let ran: Vec<Vec<Detection>> = slots
+            .iter()
+            .map(|&k| per_model[k].take().unwrap_or_default())
+            .collect();
         let fused = if ran.len() == 1 {
-            ran.into_iter().next().unwrap_or_default()
+            ran[0].clone()
         } else {
-            self.fusion_for(&per_model).fuse(&ran)?
+            fusion.fuse(&ran)?
         };
+        for (k, d) in slots.into_iter().zip(ran) {
+            per_model[k] = Some(d);
+        }
         Ok(EnsembleOutput { fused, per_model })
     }
 
