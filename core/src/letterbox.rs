@@ -26,11 +26,29 @@ pub struct Letterbox {
 
 impl Letterbox {
     pub fn new(src_w: u32, src_h: u32, dst_w: u32, dst_h: u32) -> Self {
+        Self::with_content_scale(src_w, src_h, dst_w, dst_h, 1.0)
+    }
+
+    /// The letterbox with the content shrunk by `content_scale` (≤ 1) inside the input and the
+    /// rest padded: a scaled test-time view for a model with a fixed input size.
+    pub fn with_content_scale(
+        src_w: u32,
+        src_h: u32,
+        dst_w: u32,
+        dst_h: u32,
+        content_scale: f64,
+    ) -> Self {
         assert!(
             src_w > 0 && src_h > 0 && dst_w > 0 && dst_h > 0,
             "letterbox of an empty image"
         );
-        let scale = (f64::from(dst_h) / f64::from(src_h)).min(f64::from(dst_w) / f64::from(src_w));
+        assert!(
+            content_scale > 0.0 && content_scale <= 1.0,
+            "content scale {content_scale} outside (0, 1]"
+        );
+        let fit = (f64::from(dst_h) / f64::from(src_h)).min(f64::from(dst_w) / f64::from(src_w));
+        // `fit * 1.0` is `fit` exactly: the plain view is unchanged bit for bit.
+        let scale = fit * content_scale;
         // Python's round() rounds half to even; Ultralytics relies on it.
         let resized_w = ((f64::from(src_w) * scale).round_ties_even() as u32).clamp(1, dst_w);
         let resized_h = ((f64::from(src_h) * scale).round_ties_even() as u32).clamp(1, dst_h);
@@ -87,7 +105,18 @@ pub struct LetterboxPlan {
 
 impl LetterboxPlan {
     pub fn new(src_w: u32, src_h: u32, dst_w: u32, dst_h: u32) -> Self {
-        let g = Letterbox::new(src_w, src_h, dst_w, dst_h);
+        Self::with_content_scale(src_w, src_h, dst_w, dst_h, 1.0)
+    }
+
+    /// See [`Letterbox::with_content_scale`].
+    pub fn with_content_scale(
+        src_w: u32,
+        src_h: u32,
+        dst_w: u32,
+        dst_h: u32,
+        content_scale: f64,
+    ) -> Self {
+        let g = Letterbox::with_content_scale(src_w, src_h, dst_w, dst_h, content_scale);
         LetterboxPlan {
             x_taps: taps(src_w, g.resized_w),
             y_taps: taps(src_h, g.resized_h),
@@ -166,6 +195,28 @@ mod tests {
         // Odd padding goes to the bottom/right like Ultralytics: 101 → top 50.
         let g = Letterbox::new(100, 99, 100, 200);
         assert_eq!((g.resized_h, g.pad_top), (99, 50));
+    }
+
+    #[test]
+    fn a_scaled_view_shrinks_the_content_and_maps_back() {
+        let plain = Letterbox::new(1280, 720, 640, 640);
+        assert_eq!(
+            Letterbox::with_content_scale(1280, 720, 640, 640, 1.0),
+            plain
+        );
+        let g = Letterbox::with_content_scale(1280, 720, 640, 640, 0.5);
+        assert_eq!((g.resized_w, g.resized_h), (320, 180));
+        assert_eq!((g.pad_left, g.pad_top), (160, 230));
+        let b = BoxXyxy::new(100.0, 50.0, 400.0, 700.0);
+        let back = g.to_source(&g.to_input(&b));
+        assert!((back.x1 - b.x1).abs() < 1e-9 && (back.y2 - b.y2).abs() < 1e-9);
+        // The padding is grey and the content sits in the middle.
+        let rgb = vec![0u8; 1280 * 720 * 3];
+        let mut chw = vec![0.0; 3 * 640 * 640];
+        LetterboxPlan::with_content_scale(1280, 720, 640, 640, 0.5).run(&rgb, &mut chw);
+        assert_eq!(chw[0], f32::from(PAD_VALUE) / 255.0);
+        assert_eq!(chw[320 * 640 + 320], 0.0);
+        assert_eq!(chw[320 * 640 + 100], f32::from(PAD_VALUE) / 255.0);
     }
 
     #[test]

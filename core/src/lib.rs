@@ -5,6 +5,7 @@
 //! the calibration tools and the edge runtime cannot drift apart. This crate must stay free of
 //! tch, Python and GPU dependencies: the edge runtime links it.
 
+pub mod calibration;
 pub mod checkpoint;
 pub mod dataset;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod labels;
 pub mod letterbox;
 pub mod model_card;
 pub mod model_spec;
+pub mod package;
 pub mod postprocess;
 pub mod prediction;
 pub mod yaml;
