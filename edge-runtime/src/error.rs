@@ -14,6 +14,18 @@ pub enum Error {
         backend: &'static str,
         feature: &'static str,
     },
+    /// Building, caching or running a TensorRT engine (trident-tensorrt's error, which names the
+    /// file or program involved).
+    #[error(transparent)]
+    TensorRt(#[from] trident_tensorrt::Error),
+    /// TensorRT engines whose outputs disagree with tract's beyond the tolerance (or that could
+    /// not be run); each has been removed from the engine cache.
+    #[error(
+        "{} TensorRT engine(s) failed validation against tract and were removed from the cache: {}",
+        .0.len(),
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    EngineValidation(Vec<crate::prepare::ValidationFailure>),
     /// A backend that is compiled in but cannot start here (library missing, bad model).
     #[error("{backend}: {message}")]
     Backend {
@@ -64,6 +76,9 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         match self {
             Error::Core(e) => e.is_input_error(),
+            Error::TensorRt(e) => e.is_input_error(),
+            // The model passed tract's checks at export; a disagreeing engine is TensorRT's doing.
+            Error::EngineValidation(_) => false,
             Error::NotCompiled { .. } | Error::Shape(_) | Error::Models(_) => true,
             Error::Profile { .. } => true,
             Error::Power(_) => false,

@@ -1,4 +1,4 @@
-//! Compiles the C++ shim and links TensorRT, but only with the `tensorrt` feature; a default build
+//! Compiles the C++ shim (engine builder and engine runtime) and links TensorRT, but only with the `tensorrt` feature; a default build
 //! needs no C++ compiler, headers or libraries (CI and most hosts have none).
 //!
 //! Environment (all optional, defaults fit JetPack 4.6 and Ubuntu packages):
@@ -23,6 +23,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=shim/trident_trt.cpp");
+    println!("cargo:rerun-if-changed=shim/trident_trt_engine.cpp");
     println!("cargo:rerun-if-changed=shim/trident_trt.h");
 
     // Debian/JetPack put TensorRT under the multiarch directories, not under /usr/local/cuda.
@@ -68,6 +69,7 @@ fn main() {
         .cpp(true)
         .std(std)
         .file("shim/trident_trt.cpp")
+        .file("shim/trident_trt_engine.cpp")
         .include("shim")
         .flag("-isystem")
         .flag(

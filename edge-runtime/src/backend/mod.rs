@@ -3,11 +3,21 @@
 //!
 //! - [`BackendKind::Tract`]: pure Rust, always compiled, runs everywhere (also aarch64).
 //! - [`BackendKind::OnnxRuntime`]: feature `onnxruntime`; libonnxruntime is loaded at run time.
-//! - [`BackendKind::TensorRt`]: feature `tensorrt` on the device; without it, a clear
-//!   "not compiled" error (the engine runtime arrives with the device stage).
+//! - [`BackendKind::TensorRt`]: feature `tensorrt` on the device: the model's TensorRT engine from
+//!   the engine cache (see [`TensorRtOptions`]); without the feature, a clear "not compiled" error
+//!   naming the feature.
 
 mod onnxruntime;
+mod tensorrt;
 mod tract;
+
+/// [`load`] for TensorRT with explicit [`TensorRtOptions`] (cache, precision, workspace) instead
+/// of the environment's defaults.
+pub use tensorrt::load as load_tensorrt;
+pub use tensorrt::{
+    ENGINE_CACHE_ENV, SYSTEM_ENGINE_CACHE, TensorRtOptions, default_engine_cache,
+    default_engine_cache_in,
+};
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -46,7 +56,7 @@ impl BackendKind {
         match self {
             BackendKind::Tract => true,
             BackendKind::OnnxRuntime => cfg!(feature = "onnxruntime"),
-            BackendKind::TensorRt => false,
+            BackendKind::TensorRt => cfg!(feature = "tensorrt"),
         }
     }
 }
@@ -97,10 +107,9 @@ pub fn load(
             input_shape,
         )?)),
         BackendKind::OnnxRuntime => onnxruntime::load(model.bytes, input_shape, options),
-        BackendKind::TensorRt => Err(Error::NotCompiled {
-            backend: "tensorrt",
-            feature: "tensorrt",
-        }),
+        // The engine cache, precision and workspace come from the environment's defaults:
+        // `BackendOptions` is shared with backends that have no such settings.
+        BackendKind::TensorRt => tensorrt::load(model, input_shape, &TensorRtOptions::default()),
     }
 }
 

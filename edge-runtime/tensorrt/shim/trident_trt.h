@@ -1,5 +1,6 @@
 /*
- * C interface of trident's TensorRT engine-build shim (see trident_trt.cpp and src/native.rs).
+ * C interface of trident's TensorRT shim: the engine builder (trident_trt.cpp, src/native.rs) and the
+ * engine runtime (trident_trt_engine.cpp, src/engine.rs).
  * Plain C types only, so Rust can declare it without bindgen. No function lets a C++ exception out.
  */
 #ifndef TRIDENT_TRT_H
@@ -12,7 +13,7 @@
 extern "C" {
 #endif
 
-/* Status codes of trident_trt_build. */
+/* Status codes of trident_trt_build (and, with the ones below, of the engine runtime). */
 #define TRIDENT_TRT_OK 0
 #define TRIDENT_TRT_FAILED 1
 #define TRIDENT_TRT_OUT_OF_MEMORY 2
@@ -33,6 +34,51 @@ int32_t trident_trt_runtime_version(void);
  */
 int trident_trt_build(const char* onnx_path, const char* engine_path, int fp16, uint64_t workspace_bytes,
     const char* timing_cache_path, char* log, size_t log_len);
+
+/* ---- Engine runtime (trident_trt_engine.cpp) ---- */
+
+/* More status codes, of trident_trt_engine_load and trident_trt_engine_run. */
+#define TRIDENT_TRT_BAD_ENGINE 4 /* the file is not an engine this TensorRT and GPU can deserialize */
+#define TRIDENT_TRT_BAD_IO 5     /* input/output missing, not float32, dynamic, or a buffer of the wrong length */
+#define TRIDENT_TRT_CUDA 6       /* a CUDA runtime call failed (no device, driver mismatch, ...) */
+
+#define TRIDENT_TRT_MAX_DIMS 8
+#define TRIDENT_TRT_NAME_BYTES 256
+
+/* A deserialized engine with its execution context, CUDA stream and device buffers. Opaque. */
+typedef struct trident_trt_engine trident_trt_engine;
+
+/* The name and static shape of one IO tensor. */
+typedef struct trident_trt_tensor_info
+{
+    char name[TRIDENT_TRT_NAME_BYTES]; /* NUL-terminated (truncated if longer) */
+    int32_t nb_dims;
+    int64_t dims[TRIDENT_TRT_MAX_DIMS];
+} trident_trt_tensor_info;
+
+/*
+ * Deserializes the engine at engine_path and prepares it to run: one execution context, one CUDA
+ * stream, one device buffer per IO tensor (allocated once, reused by every run).
+ * input_name/output_name: the tensors to feed and read; NULL picks the engine's only input / its
+ * first output. Both must be float32 with static shapes (trident's engines keep float32 IO even
+ * when built fp16).
+ * On TRIDENT_TRT_OK, *out is a handle for trident_trt_engine_free and input/output describe the two
+ * tensors; otherwise *out is NULL and log holds the reason. log/log_len as in trident_trt_build.
+ */
+int trident_trt_engine_load(const char* engine_path, const char* input_name, const char* output_name,
+    trident_trt_engine** out, trident_trt_tensor_info* input, trident_trt_tensor_info* output, char* log,
+    size_t log_len);
+
+/*
+ * One inference: copies input_len floats to the device, enqueues the engine on its stream, copies
+ * output_len floats back and waits for the stream. The lengths must equal the element counts of the
+ * shapes trident_trt_engine_load reported. Not safe to call concurrently on one handle.
+ */
+int trident_trt_engine_run(trident_trt_engine* engine, const float* input, size_t input_len, float* output,
+    size_t output_len, char* log, size_t log_len);
+
+/* Frees the context, engine, runtime, stream and device buffers. NULL is ignored. */
+void trident_trt_engine_free(trident_trt_engine* engine);
 
 #ifdef __cplusplus
 }

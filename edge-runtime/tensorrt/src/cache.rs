@@ -136,6 +136,35 @@ impl EngineCache {
     }
 }
 
+impl EngineCache {
+    /// Removes a cached engine and its sidecar, given the engine's path in this cache (as
+    /// [`ensure_engine`] returns it). Used when an engine built but then failed validation, so it
+    /// is never served. The sidecar goes first: without it the engine is a miss, so no reader can
+    /// vouch for an engine that is half deleted. Files already gone are not an error.
+    pub fn remove(&self, engine: &Path) -> Result<()> {
+        let inside = engine.parent() == Some(self.root.as_path())
+            && engine.extension().is_some_and(|e| e == "engine");
+        if !inside {
+            return Err(Error::BadInput {
+                path: engine.to_path_buf(),
+                expected: format!(
+                    "a <id>.engine file directly in the engine cache {}",
+                    self.root.display()
+                ),
+            });
+        }
+        for path in [engine.with_extension("json"), engine.to_path_buf()] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        tracing::info!(engine = %engine.display(), "engine removed from the cache");
+        Ok(())
+    }
+}
+
 /// Copies `src` to a temporary file in `dir`, hashing while copying (engines can be large and a
 /// Nano's memory is short), then renames it to `dest`. Returns the hex SHA-256 of the bytes.
 fn copy_atomic_hashed(src: &Path, dir: &Path, dest: &Path) -> Result<String> {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// Errors of engine building, GPU detection and the engine cache.
+/// Errors of engine building and running, GPU detection and the engine cache.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A code path that needs a cargo feature this build lacks (candle-style: same API, clear error).
@@ -100,6 +100,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Loading or running a serialized engine failed (in-process runtime or trtexec).
+    #[error("TensorRT engine {}: {message}{}", .engine.display(), fmt_tail(.log_tail))]
+    Engine {
+        engine: PathBuf,
+        message: String,
+        log_tail: String,
+    },
+
     /// No GPU could be identified; the message lists what was tried.
     #[error("{0}")]
     Gpu(String),
@@ -133,6 +141,7 @@ impl Error {
             | Error::OutOfMemory { .. }
             | Error::Tool { .. }
             | Error::Io { .. }
+            | Error::Engine { .. }
             | Error::Gpu(_) => false,
         }
     }
@@ -142,7 +151,8 @@ impl Error {
         match self {
             Error::BuildFailed { log_tail, .. }
             | Error::OutOfMemory { log_tail, .. }
-            | Error::UnsupportedOp { log_tail, .. } => Some(log_tail),
+            | Error::UnsupportedOp { log_tail, .. }
+            | Error::Engine { log_tail, .. } => Some(log_tail),
             _ => None,
         }
     }

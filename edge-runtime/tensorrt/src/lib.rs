@@ -7,27 +7,34 @@
 //! compile time). [`select_builder`] picks the first available. Everything here builds and is tested
 //! on machines without TensorRT or a GPU; the tests drive a stand-in trtexec script.
 //!
-//! Used by `trident export --engine` on the host (and by `trident-edge prepare` on the device,
-//! with the edge runtime stage).
+//! Built engines run in-process through [`TrtEngine`] (the shim's engine runtime, feature
+//! `tensorrt`), or once at a time through [`Trtexec::infer`] for checking them without the feature.
+//!
+//! Used by `trident export --engine` on the host, and by `trident-edge prepare` and the edge
+//! runtime's TensorRT backend on the device.
 
 mod builder;
 mod cache;
+mod engine;
 mod error;
 mod gpu;
 mod key;
 mod native;
 mod outcome;
 mod trtexec;
+mod trtexec_run;
 mod version;
 
 pub use builder::{BuildReport, BuildRequest, DEFAULT_WORKSPACE_MIB, EngineBuilder, Precision};
 pub use cache::{EngineCache, Sidecar, ensure_engine};
+pub use engine::{INPUT_NAME, OUTPUT_NAME, TensorInfo, TrtEngine};
 pub use error::{Error, Result};
 pub use gpu::{GPU_ENV, GpuFacts, detect_gpu, detect_gpu_in, parse_nvidia_smi, parse_override};
 pub use key::{EngineKey, sha256_file, sha256_hex};
 pub use native::NativeBuilder;
 pub use outcome::{FailureHint, LOG_TAIL_LINES, classify_failure, unsupported_op};
 pub use trtexec::{JETPACK_TRTEXEC, TRTEXEC_ENV, Trtexec};
+pub use trtexec_run::{ExportedTensor, parse_exported_output};
 pub use version::TrtVersion;
 
 /// The best available builder: the native one when compiled in (and its library loads), else

@@ -236,7 +236,7 @@ impl EngineBuilder for Trtexec {
     }
 }
 
-fn read_log(file: &mut File) -> Result<String> {
+pub(crate) fn read_log(file: &mut File) -> Result<String> {
     let mut bytes = Vec::new();
     file.rewind()
         .and_then(|_| file.read_to_end(&mut bytes))
@@ -244,7 +244,7 @@ fn read_log(file: &mut File) -> Result<String> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn flag_path(flag: &str, path: &Path) -> OsString {
+pub(crate) fn flag_path(flag: &str, path: &Path) -> OsString {
     let mut s = OsString::from(flag);
     s.push(path.as_os_str());
     s
