@@ -196,7 +196,7 @@ pub struct TrainArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "models"])))]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "models", "package"])))]
 pub struct PredictArgs {
     /// A checkpoint written by `trident train` (best.safetensors or last.safetensors), run
     /// through tch.
@@ -206,6 +206,20 @@ pub struct PredictArgs {
     /// ensemble through the edge runtime's own code — what a Nano computes.
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// An unpacked deployment package: its models and calibration tables, every file checked
+    /// against the manifest.
+    #[arg(long)]
+    pub package: Option<PathBuf>,
+    /// Calibration tables for --models/--package (default: the package's, or calibration.yaml
+    /// beside the models when present).
+    #[arg(long, conflicts_with = "no_calibration")]
+    pub calibration: Option<PathBuf>,
+    /// Ignore calibration tables: raw scores, --fusion, no thresholds.
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// Run the calibration tables' test-time views (as the top ladder level does).
+    #[arg(long)]
+    pub tta: bool,
     /// An image or a folder of images (searched recursively).
     #[arg(long)]
     pub source: PathBuf,
@@ -229,7 +243,7 @@ pub struct PredictArgs {
     /// Inference backends for --models, tried in order.
     #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
     pub backend: Vec<String>,
-    /// Ensemble fusion for --models: wbf or nms.
+    /// Ensemble fusion for --models without tables: wbf or nms.
     #[arg(long, default_value = "wbf")]
     pub fusion: String,
     /// IoU threshold of the fusion.

@@ -49,17 +49,25 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--models`: the edge runtime's ensemble over a folder of images.
+/// `--models` or `--package`: the edge runtime's ensemble over a folder of images, with the
+/// calibration tables the device would apply.
 fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
+    use trident_edge::deployment::{Deployment, ModelsFrom, TablesChoice};
     use trident_edge::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
     use trident_edge::ensemble::runner::Ensemble;
-    use trident_edge::models::ModelSet;
 
-    let dir = a
-        .models
-        .as_ref()
-        .expect("clap requires --checkpoint or --models");
-    let set = ModelSet::load_dir(dir)?;
+    let from = match (&a.models, &a.package) {
+        (_, Some(p)) => ModelsFrom::Package(p),
+        (Some(d), None) => ModelsFrom::Dir(d),
+        (None, None) => unreachable!("clap requires --checkpoint, --models or --package"),
+    };
+    let tables = match (&a.calibration, a.no_calibration) {
+        (Some(p), _) => TablesChoice::File(p),
+        (None, true) => TablesChoice::Off,
+        (None, false) => TablesChoice::Auto,
+    };
+    let deployment = Deployment::load(from, tables)?;
+    let set = &deployment.set;
     let order = a
         .backend
         .iter()
@@ -79,7 +87,11 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
         }),
         other => anyhow::bail!("--fusion {other}: expected wbf or nms"),
     };
-    let mut ensemble = Ensemble::load(&set, &order, &Default::default(), fusion)?;
+    let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
+    deployment.calibrate(&mut ensemble)?;
+    if a.tta && !ensemble.has_tta() {
+        tracing::warn!("--tta: no calibration tables with TTA views are applied; running without");
+    }
     ensemble.nms = NmsOptions {
         iou: a.iou,
         max_det: a.max_det,
@@ -106,7 +118,7 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let out = ensemble
-            .detect(img.as_raw(), img.width(), img.height(), None)
+            .detect(img.as_raw(), img.width(), img.height(), None, a.tta)
             .with_context(|| format!("{}", path.display()))?;
         let stem = path
             .file_stem()
@@ -124,14 +136,29 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     let members: Vec<String> = ensemble
         .members
         .iter()
-        .map(|m| format!("{} ({})", m.name, m.detector.backend().kind()))
+        .map(|m| format!("{} ({})", m.name, m.backend))
         .collect();
+    let fusion = match &deployment.tables {
+        Some((t, p)) => format!(
+            "{} fusion from {}{}",
+            match ensemble.fusion {
+                Fusion::Wbf(_) => "wbf",
+                Fusion::Nms(_) => "nms",
+            },
+            p.display(),
+            if a.tta {
+                format!(", {} TTA views", t.tta.len())
+            } else {
+                String::new()
+            }
+        ),
+        None => format!("{} fusion", a.fusion),
+    };
     println!(
-        "{} detections on {} images by the ensemble of {} ({} fusion){} → {}",
+        "{} detections on {} images by the ensemble of {} ({fusion}){} → {}",
         preds.len(),
         images.len() - skipped,
         members.join(", "),
-        a.fusion,
         if skipped > 0 {
             format!(", {skipped} unreadable images skipped")
         } else {

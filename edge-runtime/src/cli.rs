@@ -2,22 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use trident_edge::BackendKind;
-use trident_edge::ensemble::fusion::{ConfType, Fusion, WbfOptions};
-use trident_edge::ensemble::runner::Ensemble;
-use trident_edge::governor::{Governor, Profile};
-use trident_edge::health::{Health, HealthConfig};
-use trident_edge::http::HttpServer;
-use trident_edge::models::ModelSet;
-use trident_edge::output::jsonl::LogOptions;
-use trident_edge::run::{RunOptions, RunSummary};
-use trident_edge::source::{Source, SourceOptions, SourceUri};
 
 /// trident-edge: the on-device runtime of trident (Jetson Nano, JetPack 4.6).
 #[derive(Debug, Parser)]
@@ -48,13 +35,51 @@ pub enum Command {
     /// Run the ensemble on camera or file sources under a deployment profile; detections go to
     /// JSON Lines, a summary is printed at the end.
     Run(RunArgs),
+    /// Build and validate TensorRT engines for this device into the engine cache (once per
+    /// device and model; a no-op with a message where there is no GPU or TensorRT).
+    Prepare(PrepareArgs),
+}
+
+/// The models to run: a folder or an unpacked package (exactly one).
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ModelsArgs {
+    /// Folder of exported models with their cards (`trident export --out`); `calibration.yaml`
+    /// beside them is applied when present.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Unpacked deployment package (`manifest.json`, models/, calibration/); every file is
+    /// checked against the manifest before anything runs.
+    #[arg(long)]
+    pub package: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    #[command(flatten)]
+    pub models: ModelsArgs,
+    /// Engine precision.
+    #[arg(long, value_parser = ["fp16", "fp32"], default_value = "fp16")]
+    pub precision: String,
+    /// TensorRT builder workspace (MiB); the Nano's 4 GB are shared with the CPU.
+    #[arg(long, default_value_t = 1024)]
+    pub workspace_mib: u64,
+    /// Engine cache (default: $TRIDENT_ENGINE_CACHE, /var/lib/trident/engines, or
+    /// ~/.cache/trident/engines).
+    #[arg(long)]
+    pub engine_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Folder of exported models with their cards (`trident export --out`).
+    #[command(flatten)]
+    pub models: ModelsArgs,
+    /// Calibration tables to apply instead of the package's or the models folder's.
+    #[arg(long, conflicts_with = "no_calibration")]
+    pub calibration: Option<PathBuf>,
+    /// Run without calibration tables even when some are present.
     #[arg(long)]
-    pub models: PathBuf,
+    pub no_calibration: bool,
     /// Deployment profile (configs/profiles/*.yaml).
     #[arg(long)]
     pub profile: PathBuf,
@@ -154,184 +179,14 @@ pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     }
 }
 
-pub fn run_command(a: RunArgs) -> anyhow::Result<()> {
-    // Listen first: a taken port fails at once, not after the models load and cameras open.
-    let health = Arc::new(Health::new(HealthConfig {
-        version: Some(env!("CARGO_PKG_VERSION").into()),
-        stale_after: a.stale_after,
-        ..HealthConfig::default()
-    }));
-    let server = match a.http {
-        HttpBind::Off => None,
-        HttpBind::At(addr) => Some(
-            HttpServer::start(addr, Arc::clone(&health)).context(
-                "cannot serve /healthz and /metrics (choose another address with --http ADDR, or --http off)",
-            )?,
-        ),
-    };
-    let profile = Profile::load(&a.profile)?;
-    let set = ModelSet::load_dir(&a.models)?;
-    for level in &profile.ladder {
-        for m in &level.models {
-            if set.get(m).is_none() {
-                anyhow::bail!(
-                    "{}: ladder level `{}` runs `{m}`, which is not among the models in {} ({})",
-                    a.profile.display(),
-                    level.name,
-                    a.models.display(),
-                    set.models
-                        .iter()
-                        .map(|m| m.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-        }
-    }
-    let order = a
-        .backend
-        .iter()
-        .map(|b| b.parse())
-        .collect::<Result<Vec<BackendKind>, _>>()?;
-    let fusion = Fusion::Wbf(WbfOptions {
-        conf_type: ConfType::Avg,
-        clip_unit: false,
-        ..WbfOptions::default()
-    });
-    let mut ensemble = Ensemble::load(&set, &order, &Default::default(), fusion)?;
-    if let Some(c) = a.conf {
-        for m in &mut ensemble.members {
-            m.floor = c;
-        }
-    }
-    let opts = SourceOptions {
-        width: a.width,
-        height: a.height,
-        fps: profile.target_fps.ceil() as u32,
-        loop_file: a.loop_files,
-        realtime_file: false,
-    };
-    let mut sources = Vec::new();
-    for uri in &a.source {
-        let uri: SourceUri = uri.parse()?;
-        sources.push(Source::open(uri, opts.clone())?);
-    }
-    let mut governor = Governor::detect(profile, None, std::path::Path::new("/"), 0.0)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("installing the SIGINT/SIGTERM handler")?;
-    let mut run_opts = RunOptions {
-        duration: a.duration,
-        detections: a.out.join("detections.jsonl"),
-        log: LogOptions::default(),
-        notifier: trident_edge::systemd::Notifier::from_env(),
-        snapshots: snapshots(&a, &set.names)?,
-    };
-    let summary = trident_edge::run::run_observed(
-        &mut sources,
-        &mut ensemble,
-        &mut governor,
-        &mut run_opts,
-        &stop,
-        server.is_some().then_some(&*health),
-    )?;
-    if let Some(server) = server {
-        server.shutdown();
-    }
-    print_summary(&summary, &run_opts.detections);
-    if let Some(s) = &run_opts.snapshots {
-        println!(
-            "  snapshots: {} in {}",
-            s.saved,
-            a.out.join("snapshots").display()
-        );
-    }
-    Ok(())
-}
-
-/// The snapshot settings, with class names checked against the models'.
-fn snapshots(
-    a: &RunArgs,
-    names: &[String],
-) -> anyhow::Result<Option<trident_edge::output::snapshot::Snapshots>> {
-    use trident_edge::output::snapshot::{SnapshotOptions, Snapshots};
-    if a.snapshot_classes.is_empty() {
-        return Ok(None);
-    }
-    let classes = a
-        .snapshot_classes
-        .iter()
-        .map(|c| {
-            names.iter().position(|n| n == c).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "--snapshot-classes {c}: not a class of the models ({})",
-                    names.join(", ")
-                )
-            })
-        })
-        .collect::<anyhow::Result<Vec<usize>>>()?;
-    Ok(Some(Snapshots::new(SnapshotOptions {
-        dir: a.out.join("snapshots"),
-        classes,
-        min_score: a.snapshot_min_score,
-        min_interval_s: a.snapshot_every.as_secs_f64(),
-    })))
-}
-
-fn print_summary(s: &RunSummary, detections: &std::path::Path) {
-    println!(
-        "trident-edge run: {} frames in {:.1} s ({:.2} fps) → {}",
-        s.frames,
-        s.seconds,
-        s.fps(),
-        detections.display()
-    );
-    for (uri, st) in &s.sources {
-        println!(
-            "  source {uri}: {} frames, {} dropped, {} errors, {} reconnects",
-            st.frames, st.dropped, st.errors, st.reconnects
-        );
-    }
-    for (name, frames, mean) in &s.models {
-        println!("  model {name}: {frames} passes, {:.1} ms each", mean * 1e3);
-    }
-    if let Some(g) = &s.governor {
-        let levels: Vec<String> = g
-            .level_seconds
-            .iter()
-            .filter(|l| l.seconds > 0.0)
-            .map(|l| format!("{} {:.1} s", l.name, l.seconds))
-            .collect();
-        println!(
-            "  governor ({}): levels {}; {} changes; energy {:.1} J, average {:.2} W",
-            g.power_source,
-            levels.join(", "),
-            g.level_changes,
-            g.energy_j,
-            g.average_w
-        );
-    }
-    let per_class: Vec<String> = s
-        .detections_per_class
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    println!(
-        "  detections: {}",
-        if per_class.is_empty() {
-            "none".into()
-        } else {
-            per_class.join(", ")
-        }
-    );
-    for d in &s.dropped_models {
-        println!("  dropped from the ensemble: {d}");
-    }
-}
-
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(a) => run_command(a),
+        Command::Run(a) => crate::commands::run(a),
+        Command::Prepare(a) => crate::commands::prepare(a),
     }
 }
+
+/// Input the user got wrong (exit status 2), found by the binary rather than the library.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);

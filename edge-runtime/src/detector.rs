@@ -15,8 +15,26 @@ pub struct OnnxDetector {
     num_classes: usize,
     input: Vec<f32>,
     output: Vec<f32>,
-    /// The letterbox plan of the last frame size: cameras keep their size, so it is built once.
-    plan: Option<LetterboxPlan>,
+    /// Letterbox plans per content scale for the last frame size: cameras keep their size, so
+    /// each is built once.
+    plans: Vec<(f32, LetterboxPlan)>,
+    /// The mirrored frame of a flipped test-time view, reused.
+    mirrored: Vec<u8>,
+}
+
+/// One test-time view of a frame: mirrored left–right or not, content scaled inside the input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct View {
+    pub flip: bool,
+    pub scale: f32,
+}
+
+impl View {
+    /// The frame as it is.
+    pub const PLAIN: View = View {
+        flip: false,
+        scale: 1.0,
+    };
 }
 
 impl OnnxDetector {
@@ -34,7 +52,8 @@ impl OnnxDetector {
             num_classes,
             input: vec![0.0; 3 * h * w],
             output: Vec::new(),
-            plan: None,
+            plans: Vec::new(),
+            mirrored: Vec::new(),
         })
     }
 
@@ -45,6 +64,16 @@ impl OnnxDetector {
     /// Letterboxes an RGB frame (`width × height × 3` bytes) into the input buffer and runs the
     /// model. Returns the raw `[1, 4 + nc, N]` output and the letterbox geometry.
     pub fn infer(&mut self, rgb: &[u8], width: u32, height: u32) -> Result<(&[f32], Letterbox)> {
+        self.infer_scaled(rgb, width, height, 1.0)
+    }
+
+    fn infer_scaled(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        scale: f32,
+    ) -> Result<(&[f32], Letterbox)> {
         if rgb.len() != width as usize * height as usize * 3 {
             return Err(Error::Shape(format!(
                 "frame of {width}×{height} needs {} RGB bytes, got {}",
@@ -53,14 +82,28 @@ impl OnnxDetector {
             )));
         }
         let [_, _, h, w] = self.backend.input_shape();
-        let stale = self
-            .plan
-            .as_ref()
-            .is_none_or(|p| p.geometry.src_w != width || p.geometry.src_h != height);
-        if stale {
-            self.plan = Some(LetterboxPlan::new(width, height, w as u32, h as u32));
+        if self
+            .plans
+            .first()
+            .is_some_and(|(_, p)| p.geometry.src_w != width || p.geometry.src_h != height)
+        {
+            self.plans.clear();
         }
-        let plan = self.plan.as_ref().expect("plan set above");
+        let k = match self.plans.iter().position(|(s, _)| *s == scale) {
+            Some(k) => k,
+            None => {
+                let plan = LetterboxPlan::with_content_scale(
+                    width,
+                    height,
+                    w as u32,
+                    h as u32,
+                    f64::from(scale),
+                );
+                self.plans.push((scale, plan));
+                self.plans.len() - 1
+            }
+        };
+        let plan = &self.plans[k].1;
         plan.run(rgb, &mut self.input);
         let geometry = plan.geometry;
         self.infer_prepared()?;
@@ -89,10 +132,51 @@ impl OnnxDetector {
         height: u32,
         opts: &NmsOptions,
     ) -> Result<Vec<Detection>> {
+        self.detect_view(rgb, width, height, opts, View::PLAIN)
+    }
+
+    /// [`detect`](Self::detect) on a test-time view; boxes come back in the frame's own
+    /// coordinates (unmirrored).
+    pub fn detect_view(
+        &mut self,
+        rgb: &[u8],
+        width: u32,
+        height: u32,
+        opts: &NmsOptions,
+        view: View,
+    ) -> Result<Vec<Detection>> {
         let nc = self.num_classes;
-        let (output, geometry) = self.infer(rgb, width, height)?;
-        let n = output.len() / (4 + nc);
-        Ok(to_source(decode(output, nc, n, opts), &geometry))
+        let mut mirrored = std::mem::take(&mut self.mirrored);
+        let source = if view.flip {
+            mirror(rgb, width as usize, &mut mirrored);
+            &mirrored[..]
+        } else {
+            rgb
+        };
+        let result =
+            self.infer_scaled(source, width, height, view.scale)
+                .map(|(output, geometry)| {
+                    let n = output.len() / (4 + nc);
+                    to_source(decode(output, nc, n, opts), &geometry)
+                });
+        self.mirrored = mirrored;
+        let mut detections = result?;
+        if view.flip {
+            let w = f64::from(width);
+            for d in &mut detections {
+                (d.bbox.x1, d.bbox.x2) = (w - d.bbox.x2, w - d.bbox.x1);
+            }
+        }
+        Ok(detections)
+    }
+}
+
+/// Mirrors packed RGB rows left–right into `out` (resized as needed, reused across frames).
+fn mirror(rgb: &[u8], width: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(rgb.len());
+    for row in rgb.chunks_exact(width * 3) {
+        out.extend(row.chunks_exact(3).rev().flatten());
     }
 }
 

@@ -5,6 +5,7 @@
 //! compute exactly what the device computes (export verification, calibration, host predict).
 
 pub mod backend;
+pub mod deployment;
 pub mod detector;
 pub mod ensemble;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod health;
 pub mod http;
 pub mod models;
 pub mod output;
+pub mod prepare;
 #[cfg(feature = "gstreamer")]
 pub mod run;
 pub mod source;

@@ -4,6 +4,7 @@
 //! `error: <context>: <cause>`; bad input exits with status 2, other failures with 1.
 
 mod cli;
+mod commands;
 
 use std::process::ExitCode;
 
@@ -16,10 +17,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let input = err
-                .chain()
-                .find_map(|c| c.downcast_ref::<trident_edge::Error>())
-                .is_some_and(trident_edge::Error::is_input_error);
+            let input = err.chain().any(|c| {
+                c.is::<cli::InputError>()
+                    || c.downcast_ref::<trident_edge::Error>()
+                        .is_some_and(trident_edge::Error::is_input_error)
+                    || c.downcast_ref::<trident_core::Error>()
+                        .is_some_and(trident_core::Error::is_input_error)
+            });
             ExitCode::from(if input { 2 } else { 1 })
         }
     }

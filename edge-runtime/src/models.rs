@@ -58,7 +58,7 @@ impl ModelSet {
     /// FP16 path is the TensorRT engine built from the FP32 graph).
     pub fn load_dir(dir: &Path) -> Result<Self> {
         let entries = std::fs::read_dir(dir)
-            .map_err(|e| trident_core::Error::io("reading the model folder", dir, e))?;
+            .map_err(|e| trident_core::Error::io("cannot read the model folder", dir, e))?;
         let mut cards: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.to_string_lossy().ends_with(".card.json"))
@@ -72,7 +72,7 @@ impl ModelSet {
             }
             let onnx_path = dir.join(&card.file);
             let bytes = std::fs::read(&onnx_path)
-                .map_err(|e| trident_core::Error::io("reading the model", &onnx_path, e))?;
+                .map_err(|e| trident_core::Error::io("cannot read the model", &onnx_path, e))?;
             let actual = sha256_hex(&bytes);
             if actual != card.sha256 {
                 return Err(Error::Models(format!(

@@ -39,6 +39,40 @@ pub struct RunSummary {
     pub models: Vec<(String, u64, f64)>,
     pub governor: Option<GovernorStats>,
     pub dropped_models: Vec<String>,
+    /// Seconds spent in each stage of the loop, summed over the run.
+    pub stages: StageSeconds,
+}
+
+/// Where a run's time went, summed over its frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StageSeconds {
+    /// Waiting for and copying frames out of the sources.
+    pub capture: f64,
+    /// The models' passes (letterbox, forward, decode), wall time of the slowest.
+    pub infer: f64,
+    /// Calibration, fusion and thresholds.
+    pub fuse: f64,
+    /// JSON Lines, snapshots, health and governor bookkeeping.
+    pub output: f64,
+    /// Sleeping to hold the target FPS or outside capture windows.
+    pub pacing: f64,
+}
+
+impl StageSeconds {
+    pub fn total(&self) -> f64 {
+        self.capture + self.infer + self.fuse + self.output + self.pacing
+    }
+
+    /// `(stage, seconds)` in loop order.
+    pub fn named(&self) -> [(&'static str, f64); 5] {
+        [
+            ("capture", self.capture),
+            ("infer", self.infer),
+            ("fuse", self.fuse),
+            ("output", self.output),
+            ("pacing", self.pacing),
+        ]
+    }
 }
 
 impl RunSummary {
@@ -100,6 +134,7 @@ fn run_loop(
     let mut ended = vec![false; sources.len()];
     let mut summary = RunSummary::default();
     let mut busy_total: Vec<f64> = vec![0.0; ensemble.members.len()];
+    let mut stages = StageSeconds::default();
     let mut warned_tta = false;
     let mut next = 0usize;
     while !stop.load(Ordering::SeqCst) && !ended.iter().all(|&e| e) {
@@ -117,7 +152,9 @@ fn run_loop(
             reporter.capturing(false);
             let changed = governor.tick(t).is_some();
             reporter.governor(t, governor, changed);
-            std::thread::sleep(Duration::from_secs_f64((until - t).clamp(0.0, 0.5)));
+            let slept = (until - t).clamp(0.0, 0.5);
+            std::thread::sleep(Duration::from_secs_f64(slept));
+            stages.pacing += slept;
             pacer.reset();
             continue;
         }
@@ -126,6 +163,7 @@ fn run_loop(
         let delay = pacer.delay(t);
         if delay > 0.0 {
             std::thread::sleep(Duration::from_secs_f64(delay));
+            stages.pacing += delay;
         }
         // Round-robin over the sources that have not ended.
         let i = next % sources.len();
@@ -135,7 +173,9 @@ fn run_loop(
         }
         let source = &mut sources[i];
         source.resume();
+        let capture = Instant::now();
         let pull = source.next_frame(&mut frame, Duration::from_millis(200))?;
+        stages.capture += capture.elapsed().as_secs_f64();
         reporter.source(i, source);
         match pull {
             Pull::Frame => {}
@@ -147,14 +187,23 @@ fn run_loop(
             Pull::Timeout | Pull::Reconnecting | Pull::Failed { .. } => continue,
         }
         let level = governor.level().clone();
-        if level.tta && !warned_tta {
+        if level.tta && !ensemble.has_tta() && !warned_tta {
             tracing::info!(
                 "level `{}` asks for TTA; no calibration tables with TTA transforms are loaded, so it runs without",
                 level.name
             );
             warned_tta = true;
         }
-        let out = ensemble.detect(&frame.rgb, frame.width, frame.height, Some(&level.models))?;
+        let out = ensemble.detect(
+            &frame.rgb,
+            frame.width,
+            frame.height,
+            Some(&level.models),
+            level.tta,
+        )?;
+        stages.infer += out.infer_seconds;
+        stages.fuse += out.fuse_seconds;
+        let output = Instant::now();
         let busy: Vec<(&str, f64)> = ensemble
             .members
             .iter()
@@ -193,9 +242,11 @@ fn run_loop(
             level: governor.level_index(),
             detections,
         })?;
+        stages.output += output.elapsed().as_secs_f64();
     }
     log.flush()?;
     summary.seconds = now();
+    summary.stages = stages;
     finish(&mut summary, sources, ensemble, &busy_total, governor);
     Ok(summary)
 }

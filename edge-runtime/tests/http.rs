@@ -527,10 +527,9 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
 
-    use trident_core::postprocess::NmsOptions;
     use trident_edge::backend::{OnnxModel, load_first};
     use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
-    use trident_edge::ensemble::runner::{Ensemble, Member};
+    use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
     use trident_edge::governor::{Governor, Profile};
     use trident_edge::output::jsonl::LogOptions;
     use trident_edge::run::{RunOptions, run_observed};
@@ -554,22 +553,20 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
                 &Default::default(),
             )
             .unwrap();
-            Member {
+            ModelSlot {
                 name: name.to_string(),
-                detector: OnnxDetector::new(backend, 3).unwrap(),
+                sha256: String::new(),
                 floor: 0.25,
-                failed: None,
-                last_seconds: 0.0,
-                frames: 0,
+                detector: OnnxDetector::new(backend, 3).unwrap(),
             }
         })
         .collect();
-    let mut ensemble = Ensemble {
+    let mut ensemble = Ensemble::from_detectors(
+        vec!["lionfish".into(), "urchin".into(), "abalone".into()],
         members,
-        names: vec!["lionfish".into(), "urchin".into(), "abalone".into()],
-        fusion: Fusion::Wbf(WbfOptions::default()),
-        nms: NmsOptions::inference(0.25),
-    };
+        Fusion::Wbf(WbfOptions::default()),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let profile_path = dir.path().join("profile.yaml");
     std::fs::write(

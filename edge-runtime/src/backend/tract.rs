@@ -1,5 +1,7 @@
 //! tract: pure-Rust ONNX inference, the portable default (and the host's verification reference).
 
+use std::sync::Arc;
+
 use tract_onnx::prelude::*;
 
 use super::{Backend, BackendKind, check_input};
@@ -8,6 +10,9 @@ use crate::error::{Error, Result};
 pub struct TractBackend {
     plan: TypedRunnableModel<TypedModel>,
     input_shape: [usize; 4],
+    /// The input tensor, written in place every frame: tract holds its clone of the `Arc` only
+    /// during a run, so it is unique again between frames.
+    input: Arc<Tensor>,
 }
 
 fn err(e: TractError) -> Error {
@@ -26,7 +31,12 @@ impl TractBackend {
             .map_err(err)?
             .into_runnable()
             .map_err(err)?;
-        Ok(TractBackend { plan, input_shape })
+        let input = Arc::new(Tensor::zero::<f32>(&input_shape).map_err(err)?);
+        Ok(TractBackend {
+            plan,
+            input_shape,
+            input,
+        })
     }
 }
 
@@ -41,9 +51,15 @@ impl Backend for TractBackend {
 
     fn run(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<Vec<usize>> {
         check_input(BackendKind::Tract, self.input_shape, input)?;
-        // tract owns its input tensors; this copy is the one per-frame allocation tract needs.
-        let x = Tensor::from_shape(&self.input_shape, input).map_err(err)?;
-        let outputs = self.plan.run(tvec!(x.into())).map_err(err)?;
+        match Arc::get_mut(&mut self.input) {
+            Some(t) => t.as_slice_mut::<f32>().map_err(err)?.copy_from_slice(input),
+            // Only if tract kept a reference past a run (it does not in 0.22).
+            None => {
+                self.input = Arc::new(Tensor::from_shape(&self.input_shape, input).map_err(err)?)
+            }
+        }
+        let x = TValue::Const(self.input.clone());
+        let outputs = self.plan.run(tvec!(x)).map_err(err)?;
         let y = outputs[0].to_array_view::<f32>().map_err(err)?;
         out.clear();
         out.extend(y.iter().copied());

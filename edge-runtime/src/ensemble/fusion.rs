@@ -17,56 +17,16 @@
 //! per box.
 
 use std::cmp::Ordering;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use trident_core::calibration::{FusionMethod, FusionTable};
 use trident_core::geometry::BoxXyxy;
 use trident_core::postprocess::Detection;
 
 use crate::error::{Error, Result};
 
-/// How WBF scores a fused box (`conf_type`); `s` is the mean weighted score of its `n` boxes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConfType {
-    /// `s · min(models, n) / Σw`: a box fewer models found scores lower.
-    Avg,
-    /// Largest weighted score over the largest weight.
-    Max,
-    /// `s · n / cluster weight · (weights of the models present) / Σw`.
-    BoxAndModelAvg,
-    /// `s · n / (cluster weight + weights of the absent models)`.
-    AbsentModelAwareAvg,
-}
-
-impl ConfType {
-    pub const ALL: [ConfType; 4] = [
-        ConfType::Avg,
-        ConfType::Max,
-        ConfType::BoxAndModelAvg,
-        ConfType::AbsentModelAwareAvg,
-    ];
-
-    /// The package's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConfType::Avg => "avg",
-            ConfType::Max => "max",
-            ConfType::BoxAndModelAvg => "box_and_model_avg",
-            ConfType::AbsentModelAwareAvg => "absent_model_aware_avg",
-        }
-    }
-}
-
-impl FromStr for ConfType {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let found = ConfType::ALL.into_iter().find(|c| c.as_str() == s);
-        let valid = "avg, max, box_and_model_avg or absent_model_aware_avg";
-        found.ok_or_else(|| format!("unknown conf_type {s:?}: expected {valid}"))
-    }
-}
+/// How WBF scores a fused box; shared with the calibration tables.
+pub use trident_core::calibration::ConfType;
 
 /// Settings of [`weighted_boxes_fusion`]; the defaults are the package's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,6 +86,31 @@ pub enum Fusion {
 }
 
 impl Fusion {
+    /// The fusion calibration fitted, for members in `variants` order. Boxes are in frame
+    /// pixels on the device, so nothing is clipped to `[0, 1]`.
+    pub fn from_table(table: &FusionTable, variants: &[String]) -> Fusion {
+        let weights = (!table.weights.is_empty()).then(|| {
+            variants
+                .iter()
+                .map(|v| table.weights.get(v).copied().unwrap_or(1.0))
+                .collect()
+        });
+        match table.method {
+            FusionMethod::Wbf => Fusion::Wbf(WbfOptions {
+                iou_thr: table.iou_thr,
+                skip_box_thr: table.skip_box_thr,
+                weights,
+                conf_type: table.conf_type,
+                clip_unit: false,
+            }),
+            FusionMethod::Nms => Fusion::Nms(NmsFusionOptions {
+                iou_thr: table.iou_thr,
+                weights,
+                clip_unit: false,
+            }),
+        }
+    }
+
     pub fn fuse(&self, per_model: &[Vec<Detection>]) -> Result<Vec<Detection>> {
         match self {
             Fusion::Wbf(o) => weighted_boxes_fusion(per_model, o),

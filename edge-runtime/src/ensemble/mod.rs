@@ -2,3 +2,4 @@
 
 pub mod fusion;
 pub mod runner;
+mod worker;

@@ -1,38 +1,69 @@
-//! The ensemble on frames: each selected model detects at its own confidence floor (the three
-//! run concurrently on their own threads), then the per-model detections are fused.
+//! The ensemble on frames: each selected model detects at its own confidence floor on its own
+//! long-lived thread (the three run concurrently), calibration tables rescale each model's
+//! scores, the per-model detections are fused, and per-class thresholds filter the result.
 
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
+use trident_core::calibration::{CalibrationTables, TtaTransform, apply_temperature};
 use trident_core::postprocess::{Detection, NmsOptions};
 
 use super::fusion::Fusion;
+use super::worker::{FrameSlot, Job, SharedFrame, Worker};
 use crate::backend::{self, BackendKind, BackendOptions, OnnxModel};
-use crate::detector::OnnxDetector;
+use crate::detector::{OnnxDetector, View};
 use crate::error::{Error, Result};
 use crate::models::ModelSet;
-
-/// One member's detections and forward-pass seconds for a frame.
-type MemberResult = Result<(Vec<Detection>, f64)>;
 
 /// One model of the ensemble.
 pub struct Member {
     pub name: String,
-    pub detector: OnnxDetector,
+    /// SHA-256 of the ONNX file (what calibration tables are tied to).
+    pub sha256: String,
+    /// The backend the model runs on.
+    pub backend: BackendKind,
     /// Confidence floor applied to this model's detections before fusion.
     pub floor: f32,
+    /// Per-class temperatures from the calibration tables (`None`: scores as they are).
+    pub temperatures: Option<Vec<f32>>,
     /// Set when the model failed at run time: it is left out from then on.
     pub failed: Option<String>,
-    /// Seconds of the last forward pass (letterbox, model, decode).
+    /// Seconds of the last frame's passes (letterbox, model, decode; every TTA view).
     pub last_seconds: f64,
     pub frames: u64,
+    worker: Worker,
+}
+
+/// A loaded detector about to join an ensemble.
+pub struct ModelSlot {
+    pub name: String,
+    /// SHA-256 of its ONNX file (empty when unknown; calibration tables then refuse it).
+    pub sha256: String,
+    pub floor: f32,
+    pub detector: OnnxDetector,
 }
 
 /// What one frame produced.
 #[derive(Clone, Debug, Default)]
 pub struct EnsembleOutput {
     pub fused: Vec<Detection>,
-    /// Per member (in ensemble order): its detections, `None` when it did not run.
+    /// Per member (in ensemble order): its calibrated detections, `None` when it did not run.
     pub per_model: Vec<Option<Vec<Detection>>>,
+    /// Wall seconds from handing the frame to the models until the last one answered.
+    pub infer_seconds: f64,
+    /// Seconds of calibration, fusion and thresholds.
+    pub fuse_seconds: f64,
+}
+
+/// The calibration tables as the ensemble applies them.
+#[derive(Clone, Debug)]
+pub struct AppliedCalibration {
+    /// Where the tables came from, for messages.
+    pub origin: String,
+    /// Threshold per class index on the fused score (0 where the tables set none).
+    pub thresholds: Vec<f32>,
+    /// The test-time transforms kept by calibration, with their measured gain and cost.
+    pub tta: Vec<TtaTransform>,
 }
 
 pub struct Ensemble {
@@ -41,17 +72,23 @@ pub struct Ensemble {
     pub fusion: Fusion,
     /// NMS settings of each model's own decoding (the floor replaces `conf`).
     pub nms: NmsOptions,
+    pub calibration: Option<AppliedCalibration>,
+    frame: FrameSlot,
+    /// The extra views of TTA (empty without tables that keep any).
+    views: Arc<[View]>,
+    no_views: Arc<[View]>,
 }
 
 impl Ensemble {
-    /// Loads every model of `set` with the first backend of `order` that works for it.
+    /// Loads every model of `set` with the first backend of `order` that works for it and
+    /// starts its thread.
     pub fn load(
         set: &ModelSet,
         order: &[BackendKind],
         options: &BackendOptions,
         fusion: Fusion,
     ) -> Result<Self> {
-        let mut members = Vec::new();
+        let mut detectors = Vec::new();
         for m in &set.models {
             let side = m.card.imgsz as usize;
             let model = OnnxModel {
@@ -60,21 +97,98 @@ impl Ensemble {
             };
             let b = backend::load_first(order, &model, [1, 3, side, side], options)?;
             tracing::info!("{}: {} at {side}×{side}", m.name(), b.kind());
-            members.push(Member {
+            detectors.push(ModelSlot {
                 name: m.name().to_string(),
-                detector: OnnxDetector::new(b, set.names.len())?,
+                sha256: m.card.sha256.clone(),
                 floor: m.card.conf_floor.unwrap_or(0.25),
+                detector: OnnxDetector::new(b, set.names.len())?,
+            });
+        }
+        Self::from_detectors(set.names.clone(), detectors, fusion)
+    }
+
+    /// An ensemble of detectors already loaded (tests, tools with their own models); starts
+    /// one thread per model.
+    pub fn from_detectors(
+        names: Vec<String>,
+        detectors: Vec<ModelSlot>,
+        fusion: Fusion,
+    ) -> Result<Self> {
+        let frame: FrameSlot = Arc::new(RwLock::new(SharedFrame::default()));
+        let mut members = Vec::new();
+        for d in detectors {
+            members.push(Member {
+                backend: d.detector.backend().kind(),
+                worker: Worker::spawn(&d.name, d.detector, frame.clone())?,
+                name: d.name,
+                sha256: d.sha256,
+                floor: d.floor,
+                temperatures: None,
                 failed: None,
                 last_seconds: 0.0,
                 frames: 0,
             });
         }
+        let no_views: Arc<[View]> = Arc::from(Vec::new());
         Ok(Ensemble {
             members,
-            names: set.names.clone(),
+            names,
             fusion,
             nms: NmsOptions::inference(0.25),
+            calibration: None,
+            frame,
+            views: no_views.clone(),
+            no_views,
         })
+    }
+
+    /// Applies calibration tables: per-model temperatures, the fitted fusion (replacing the
+    /// configured one), per-class thresholds and the TTA views. Refuses tables fitted for other
+    /// models or classes, naming which.
+    pub fn calibrate(&mut self, tables: &CalibrationTables, origin: &str) -> Result<()> {
+        tables.check_models(
+            origin,
+            &self.names,
+            self.members
+                .iter()
+                .map(|m| (m.name.as_str(), m.sha256.as_str())),
+        )?;
+        for m in &mut self.members {
+            let entry = tables.model(&m.name).expect("checked above");
+            m.temperatures = Some(
+                entry
+                    .class_temperatures
+                    .clone()
+                    .unwrap_or_else(|| vec![entry.temperature; self.names.len()]),
+            );
+        }
+        let variants: Vec<String> = self.members.iter().map(|m| m.name.clone()).collect();
+        self.fusion = Fusion::from_table(&tables.fusion, &variants);
+        let thresholds = self
+            .names
+            .iter()
+            .map(|n| tables.thresholds.get(n).copied().unwrap_or(0.0))
+            .collect();
+        self.views = tables
+            .tta
+            .iter()
+            .map(|t| View {
+                flip: t.flip,
+                scale: t.scale,
+            })
+            .collect::<Vec<_>>()
+            .into();
+        self.calibration = Some(AppliedCalibration {
+            origin: origin.to_string(),
+            thresholds,
+            tta: tables.tta.clone(),
+        });
+        Ok(())
+    }
+
+    /// Whether TTA has anything to run (tables with kept transforms are applied).
+    pub fn has_tta(&self) -> bool {
+        !self.views.is_empty()
     }
 
     /// Members still running.
@@ -82,66 +196,70 @@ impl Ensemble {
         self.members.iter().filter(|m| m.failed.is_none()).count()
     }
 
-    /// Runs the members whose names are in `active` (all when `None`) on one RGB frame and fuses
-    /// their detections. A member that errors is dropped from the ensemble with an error log;
-    /// the frame goes on with the others. Fails only when no member could run.
+    /// Runs the members whose names are in `active` (all when `None`) on one RGB frame, with
+    /// the tables' test-time views when `tta`, and fuses their detections. A member that errors
+    /// is dropped from the ensemble with an error log; the frame goes on with the others. Fails
+    /// only when no member could run.
     pub fn detect(
         &mut self,
         rgb: &[u8],
         width: u32,
         height: u32,
         active: Option<&[String]>,
+        tta: bool,
     ) -> Result<EnsembleOutput> {
-        let nms = self.nms;
-        let selected: Vec<bool> = self
-            .members
-            .iter()
-            .map(|m| m.failed.is_none() && active.is_none_or(|a| a.iter().any(|n| n == &m.name)))
-            .collect();
-        let results: Vec<Option<MemberResult>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .members
-                .iter_mut()
-                .zip(&selected)
-                .map(|(m, &run)| {
-                    run.then(|| {
-                        scope.spawn(move || {
-                            let t = Instant::now();
-                            let opts = NmsOptions {
-                                conf: m.floor,
-                                ..nms
-                            };
-                            let d = m.detector.detect(rgb, width, height, &opts)?;
-                            Ok((d, t.elapsed().as_secs_f64()))
-                        })
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(Error::backend("ensemble", "a model thread panicked"))
-                        })
-                    })
-                })
-                .collect()
-        });
+        let t0 = Instant::now();
+        {
+            let mut f = self.frame.write().unwrap_or_else(PoisonError::into_inner);
+            f.rgb.clear();
+            f.rgb.extend_from_slice(rgb);
+            (f.width, f.height) = (width, height);
+        }
+        let views = if tta { &self.views } else { &self.no_views };
+        let mut submitted = Vec::with_capacity(self.members.len());
+        for m in &mut self.members {
+            let run = m.failed.is_none() && active.is_none_or(|a| a.iter().any(|n| n == &m.name));
+            let job = Job {
+                nms: NmsOptions {
+                    conf: m.floor,
+                    ..self.nms
+                },
+                views: views.clone(),
+            };
+            let sent = run.then(|| m.worker.submit(job));
+            submitted.push(match sent {
+                Some(Err(e)) => {
+                    drop_member(m, &e);
+                    false
+                }
+                Some(Ok(())) => true,
+                None => false,
+            });
+        }
         let mut per_model = Vec::with_capacity(self.members.len());
-        for (m, r) in self.members.iter_mut().zip(results) {
-            per_model.push(match r {
-                Some(Ok((d, seconds))) => {
+        let mut infer_seconds = 0.0;
+        for (m, sent) in self.members.iter_mut().zip(submitted) {
+            if !sent {
+                per_model.push(None);
+                continue;
+            }
+            let result = m.worker.collect();
+            infer_seconds = t0.elapsed().as_secs_f64();
+            per_model.push(match result {
+                Ok((mut d, seconds)) => {
                     m.last_seconds = seconds;
                     m.frames += 1;
+                    if let Some(t) = &m.temperatures {
+                        for x in &mut d {
+                            x.score = apply_temperature(x.score, t[x.class]);
+                        }
+                    }
                     Some(d)
                 }
-                Some(Err(e)) => {
-                    tracing::error!("{}: {e}; dropped from the ensemble", m.name);
-                    m.failed = Some(e.to_string());
+                Err(e) => {
+                    drop_member(m, &e);
                     None
                 }
-                None => None,
             });
         }
         if per_model.iter().all(Option::is_none) {
@@ -154,9 +272,22 @@ impl Ensemble {
                     .join("; ")
             )));
         }
-        let fusion = self.fusion_for(&per_model);
-        // Fusion reads the detections of the members that ran: they are moved out and back
-        // rather than copied, this being once per frame.
+        let mut fused = self.fuse(&mut per_model)?;
+        if let Some(c) = &self.calibration {
+            fused.retain(|d| d.score >= c.thresholds[d.class]);
+        }
+        Ok(EnsembleOutput {
+            fused,
+            per_model,
+            infer_seconds,
+            fuse_seconds: t0.elapsed().as_secs_f64() - infer_seconds,
+        })
+    }
+
+    /// Fuses the detections of the members that ran; they are moved out and back rather than
+    /// copied, this being once per frame.
+    fn fuse(&self, per_model: &mut [Option<Vec<Detection>>]) -> Result<Vec<Detection>> {
+        let fusion = self.fusion_for(per_model);
         let slots: Vec<usize> = (0..per_model.len())
             .filter(|&k| per_model[k].is_some())
             .collect();
@@ -165,14 +296,14 @@ impl Ensemble {
             .map(|&k| per_model[k].take().unwrap_or_default())
             .collect();
         let fused = if ran.len() == 1 {
-            ran[0].clone()
+            Ok(ran[0].clone())
         } else {
-            fusion.fuse(&ran)?
+            fusion.fuse(&ran)
         };
         for (k, d) in slots.into_iter().zip(ran) {
             per_model[k] = Some(d);
         }
-        Ok(EnsembleOutput { fused, per_model })
+        fused
     }
 
     /// The fusion settings restricted to the members that ran (weights follow their models).
@@ -197,4 +328,9 @@ impl Ensemble {
             }),
         }
     }
+}
+
+fn drop_member(m: &mut Member, e: &Error) {
+    tracing::error!("{}: {e}; dropped from the ensemble", m.name);
+    m.failed = Some(e.to_string());
 }

@@ -1,0 +1,254 @@
+//! What each `trident-edge` subcommand does: resolve the inputs, call the library, print a
+//! summary.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use trident_edge::BackendKind;
+use trident_edge::deployment::{Deployment, ModelsFrom, TablesChoice};
+use trident_edge::ensemble::fusion::{ConfType, Fusion, WbfOptions};
+use trident_edge::ensemble::runner::Ensemble;
+use trident_edge::governor::{Governor, Profile};
+use trident_edge::health::{Health, HealthConfig};
+use trident_edge::http::HttpServer;
+use trident_edge::output::jsonl::LogOptions;
+use trident_edge::run::{RunOptions, RunSummary};
+use trident_edge::source::{Source, SourceOptions, SourceUri};
+
+use crate::cli::{HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs};
+
+impl ModelsArgs {
+    fn from(&self) -> ModelsFrom<'_> {
+        match (&self.models, &self.package) {
+            (_, Some(p)) => ModelsFrom::Package(p),
+            (Some(m), None) => ModelsFrom::Dir(m),
+            // clap's group makes one of the two required.
+            (None, None) => unreachable!("--models or --package is required"),
+        }
+    }
+
+    fn shown(&self) -> String {
+        match self.from() {
+            ModelsFrom::Dir(p) | ModelsFrom::Package(p) => p.display().to_string(),
+        }
+    }
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    // Listen first: a taken port fails at once, not after the models load and cameras open.
+    let health = Arc::new(Health::new(HealthConfig {
+        version: Some(env!("CARGO_PKG_VERSION").into()),
+        stale_after: a.stale_after,
+        ..HealthConfig::default()
+    }));
+    let server = match a.http {
+        HttpBind::Off => None,
+        HttpBind::At(addr) => Some(
+            HttpServer::start(addr, Arc::clone(&health)).context(
+                "cannot serve /healthz and /metrics (choose another address with --http ADDR, or --http off)",
+            )?,
+        ),
+    };
+    let profile = Profile::load(&a.profile)?;
+    let tables = match (&a.calibration, a.no_calibration) {
+        (Some(p), _) => TablesChoice::File(p),
+        (None, true) => TablesChoice::Off,
+        (None, false) => TablesChoice::Auto,
+    };
+    let deployment = Deployment::load(a.models.from(), tables)?;
+    let set = &deployment.set;
+    for level in &profile.ladder {
+        for m in &level.models {
+            if set.get(m).is_none() {
+                return Err(InputError(format!(
+                    "{}: ladder level `{}` runs `{m}`, which is not among the models in {} ({})",
+                    a.profile.display(),
+                    level.name,
+                    a.models.shown(),
+                    set.models
+                        .iter()
+                        .map(|m| m.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    let order = a
+        .backend
+        .iter()
+        .map(|b| b.parse())
+        .collect::<Result<Vec<BackendKind>, _>>()?;
+    let fusion = Fusion::Wbf(WbfOptions {
+        conf_type: ConfType::Avg,
+        clip_unit: false,
+        ..WbfOptions::default()
+    });
+    let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
+    deployment.calibrate(&mut ensemble)?;
+    if let Some(c) = a.conf {
+        for m in &mut ensemble.members {
+            m.floor = c;
+        }
+    }
+    let opts = SourceOptions {
+        width: a.width,
+        height: a.height,
+        fps: profile.target_fps.ceil() as u32,
+        loop_file: a.loop_files,
+        realtime_file: false,
+    };
+    let mut sources = Vec::new();
+    for uri in &a.source {
+        let uri: SourceUri = uri.parse()?;
+        sources.push(Source::open(uri, opts.clone())?);
+    }
+    let mut governor = Governor::detect(profile, None, std::path::Path::new("/"), 0.0)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the SIGINT/SIGTERM handler")?;
+    let mut run_opts = RunOptions {
+        duration: a.duration,
+        detections: a.out.join("detections.jsonl"),
+        log: LogOptions::default(),
+        notifier: trident_edge::systemd::Notifier::from_env(),
+        snapshots: snapshots(&a, &set.names)?,
+    };
+    let summary = trident_edge::run::run_observed(
+        &mut sources,
+        &mut ensemble,
+        &mut governor,
+        &mut run_opts,
+        &stop,
+        server.is_some().then_some(&*health),
+    )?;
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    print_summary(&summary, &run_opts.detections);
+    if let Some(s) = &run_opts.snapshots {
+        println!(
+            "  snapshots: {} in {}",
+            s.saved,
+            a.out.join("snapshots").display()
+        );
+    }
+    Ok(())
+}
+
+/// The snapshot settings, with class names checked against the models'.
+fn snapshots(
+    a: &RunArgs,
+    names: &[String],
+) -> anyhow::Result<Option<trident_edge::output::snapshot::Snapshots>> {
+    use trident_edge::output::snapshot::{SnapshotOptions, Snapshots};
+    if a.snapshot_classes.is_empty() {
+        return Ok(None);
+    }
+    let classes = a
+        .snapshot_classes
+        .iter()
+        .map(|c| {
+            names.iter().position(|n| n == c).ok_or_else(|| {
+                InputError(format!(
+                    "--snapshot-classes {c}: not a class of the models ({})",
+                    names.join(", ")
+                ))
+                .into()
+            })
+        })
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    Ok(Some(Snapshots::new(SnapshotOptions {
+        dir: a.out.join("snapshots"),
+        classes,
+        min_score: a.snapshot_min_score,
+        min_interval_s: a.snapshot_every.as_secs_f64(),
+    })))
+}
+
+fn print_summary(s: &RunSummary, detections: &Path) {
+    println!(
+        "trident-edge run: {} frames in {:.1} s ({:.2} fps) → {}",
+        s.frames,
+        s.seconds,
+        s.fps(),
+        detections.display()
+    );
+    for (uri, st) in &s.sources {
+        println!(
+            "  source {uri}: {} frames, {} dropped, {} errors, {} reconnects",
+            st.frames, st.dropped, st.errors, st.reconnects
+        );
+    }
+    for (name, frames, mean) in &s.models {
+        println!("  model {name}: {frames} passes, {:.1} ms each", mean * 1e3);
+    }
+    if s.frames > 0 {
+        let per_frame: Vec<String> = s
+            .stages
+            .named()
+            .iter()
+            .map(|(stage, secs)| format!("{stage} {:.1}", secs / s.frames as f64 * 1e3))
+            .collect();
+        println!("  per frame (ms): {}", per_frame.join(", "));
+    }
+    if let Some(g) = &s.governor {
+        let levels: Vec<String> = g
+            .level_seconds
+            .iter()
+            .filter(|l| l.seconds > 0.0)
+            .map(|l| format!("{} {:.1} s", l.name, l.seconds))
+            .collect();
+        println!(
+            "  governor ({}): levels {}; {} changes; energy {:.1} J, average {:.2} W",
+            g.power_source,
+            levels.join(", "),
+            g.level_changes,
+            g.energy_j,
+            g.average_w
+        );
+    }
+    let per_class: Vec<String> = s
+        .detections_per_class
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "  detections: {}",
+        if per_class.is_empty() {
+            "none".into()
+        } else {
+            per_class.join(", ")
+        }
+    );
+    for d in &s.dropped_models {
+        println!("  dropped from the ensemble: {d}");
+    }
+}
+
+pub fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
+    use trident_edge::prepare::{PrepareOptions, prepare};
+    use trident_tensorrt::Precision;
+
+    // A package is verified first; its models folder is then prepared like any other.
+    let models_dir = match a.models.from() {
+        ModelsFrom::Dir(d) => d.to_path_buf(),
+        ModelsFrom::Package(p) => trident_core::package::PackageDir::open(p)?.models_dir(),
+    };
+    let mut opts = PrepareOptions::new(models_dir);
+    opts.precision = match a.precision.as_str() {
+        "fp32" => Precision::Fp32,
+        _ => Precision::Fp16,
+    };
+    opts.workspace_mib = a.workspace_mib;
+    if let Some(c) = a.engine_cache {
+        opts.cache_dir = c;
+    }
+    let report = prepare(&opts)?;
+    println!("{report}");
+    Ok(())
+}
