@@ -240,6 +240,37 @@ pub fn run() -> Result<()> {
         seconds: t.elapsed().as_secs_f64(),
     });
 
+    // On a Jetson this builds and validates the TensorRT engines; here it says why there is
+    // nothing to do.
+    let t = Instant::now();
+    let mut prepare = Command::new(bin.join("trident-edge"));
+    prepare.current_dir(root()).args([
+        "prepare",
+        "--models",
+        "demo/models",
+        "--engine-cache",
+        "demo/engines",
+    ]);
+    eprintln!("$ {}", crate::describe(&prepare));
+    let out = prepare.output()?;
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    print!("{report}");
+    anyhow::ensure!(
+        out.status.success(),
+        "trident-edge prepare failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stages.push(Stage {
+        name: "edge prepare",
+        result: report
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("trident-edge prepare: ")
+            .to_string(),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
     let t = Instant::now();
     let mut edge = Command::new(bin.join("trident-edge"));
     edge.current_dir(root()).args([
