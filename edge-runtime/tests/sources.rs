@@ -106,6 +106,39 @@ fn a_file_delivers_every_frame_then_ends_or_loops() {
     let mut again = Source::open(uri, looping).unwrap();
     let (frames, end) = pull_all(&mut again, 30);
     assert_eq!((frames.len(), end), (30, Pull::Frame));
+    assert_eq!(
+        again.stats().dropped,
+        0,
+        "buffers waiting or flushed by a rewind are not drops"
+    );
+}
+
+#[test]
+fn a_live_source_read_slowly_counts_the_frames_it_replaced() {
+    let live: SourceUri =
+        "gst://videotestsrc is-live=true ! video/x-raw,width=64,height=48,framerate=100/1"
+            .parse()
+            .unwrap();
+    let mut source = Source::open(live, SourceOptions::default()).unwrap();
+    let mut frame = Frame::default();
+    let mut pulled = 0;
+    while pulled < 3 {
+        if source
+            .next_frame(&mut frame, Duration::from_secs(5))
+            .unwrap()
+            == Pull::Frame
+        {
+            pulled += 1;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let stats = source.stats();
+    assert_eq!(stats.frames, 3);
+    // ~20 frames arrive per 200 ms at 100 fps; all but the newest are replaced.
+    assert!(
+        stats.dropped >= 10,
+        "latest-frame semantics drop what was not taken: {stats:?}"
+    );
 }
 
 #[test]

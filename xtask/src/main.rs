@@ -18,8 +18,9 @@ commands:
   setup   install what the project needs (apt packages, .venv, aarch64 target, zig); idempotent
   demo    setup, build, then run the pipeline on synthetic data and print a summary
   test    setup, then rustfmt check, clippy -D warnings and the whole test suite
-  bench   setup, then the benchmarks (evaluation speed vs pycocotools; export time and
-          ONNX latency, tract vs ONNX Runtime, at 320 and 640)";
+  bench   setup, then the benchmarks (evaluation speed vs pycocotools; the edge run loop's
+          overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
+          export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

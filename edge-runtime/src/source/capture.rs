@@ -52,7 +52,8 @@ pub enum Pull {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SourceStats {
     pub frames: u64,
-    /// Buffers that reached the appsink but were replaced by newer ones before being pulled.
+    /// Buffers that reached the appsink but were replaced by newer ones before being pulled
+    /// (live sources; a file played with back-pressure drops nothing).
     pub dropped: u64,
     pub reconnects: u64,
     pub errors: u64,
@@ -122,9 +123,15 @@ impl Source {
 
     pub fn stats(&self) -> SourceStats {
         let mut s = self.stats.clone();
-        if let Some(r) = &self.running {
+        // A file played with back-pressure drops nothing: buffers waiting in the appsink or
+        // flushed by a rewind are not losses.
+        let lossless = matches!(self.uri, SourceUri::File { .. }) && !self.opts.realtime_file;
+        if let Some(r) = &self.running
+            && !lossless
+        {
             let arrived = self.arrived_before + r.arrived.load(Ordering::Relaxed);
-            s.dropped = arrived.saturating_sub(s.frames);
+            // One buffer may be waiting in the appsink (max-buffers=1), not yet pulled.
+            s.dropped = arrived.saturating_sub(s.frames + 1);
         }
         s
     }
