@@ -5,11 +5,10 @@
 //! no engine left in the cache). Plus the TensorRT backend's "not compiled" error.
 #![cfg(unix)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use trident_core::model_card::{CardDim, CardSource, FORMAT, ModelCard, TensorInfo};
+use trident_e2e::install_script;
 use trident_edge::backend::{self, OnnxModel};
 use trident_edge::prepare::{
     PrepareOptions, Toolchain, Validator, prepare_with, validation_frames,
@@ -165,24 +164,6 @@ echo "&&&& PASSED TensorRT.trtexec [TensorRT v8201] # $0 $*"
     fn count(&self, log: &str) -> usize {
         std::fs::read_to_string(self.dir.path().join(log)).map_or(0, |s| s.lines().count())
     }
-}
-
-/// Writes an executable script through a child `sh`, so this multi-threaded test process never
-/// holds a writable descriptor to it (a concurrent fork would make exec fail with ETXTBSY).
-fn install_script(path: &Path, content: &str) {
-    let mut child = Command::new("sh")
-        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
-        .arg(path)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(content.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 fn nano() -> GpuFacts {

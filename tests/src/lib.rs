@@ -1,7 +1,8 @@
 //! Helpers for the workspace-level tests: where the repository and its Python venv are.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
@@ -49,4 +50,23 @@ pub fn run_reference(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Val
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Writes an executable script (a stand-in tool such as a fake `trtexec`) through a child `sh`,
+/// so the multi-threaded test process never holds a writable descriptor to it: another test's
+/// fork could inherit such a descriptor and make exec fail with "Text file busy".
+pub fn install_script(path: &Path, content: &str) {
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(content.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
 }

@@ -5,9 +5,7 @@
 //! `engine(<onnx bytes>)` to the `--saveEngine` path.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use trident_tensorrt::{GpuFacts, Trtexec};
 
@@ -100,24 +98,7 @@ fn read_lines(p: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Writes an executable script through a child `sh`, so this (multi-threaded) test process never
-/// holds a writable descriptor to it: another test's fork could inherit such a descriptor and make
-/// exec fail with "Text file busy".
-pub fn install_script(path: &Path, content: &str) {
-    let mut child = Command::new("sh")
-        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
-        .arg(path)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(content.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
+pub use trident_e2e::install_script;
 
 /// Files in `dir` (names only), sorted.
 pub fn listing(dir: &Path) -> Vec<String> {
