@@ -8,6 +8,7 @@
 pub mod calibration;
 pub mod checkpoint;
 pub mod dataset;
+pub mod digest;
 pub mod error;
 pub mod fsutil;
 pub mod geometry;

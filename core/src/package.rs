@@ -19,10 +19,9 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
+pub use crate::digest::sha256_file;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "trident-package/1";
 pub const MANIFEST: &str = "manifest.json";
@@ -97,29 +96,6 @@ pub struct PackagedBinary {
     pub sha256: String,
     /// The highest `GLIBC_x.y` symbol version the binary requires.
     pub max_glibc: String,
-}
-
-/// SHA-256 of a file, hex, reading it in pieces.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut f =
-        std::fs::File::open(path).map_err(|e| Error::io("cannot read", path.to_path_buf(), e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("cannot read", path.to_path_buf(), e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 /// A package-relative path that stays inside the package: relative, no `..`, no empty parts.
@@ -282,10 +258,7 @@ mod tests {
     use super::*;
 
     fn sha(bytes: &[u8]) -> String {
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::digest::sha256_hex(bytes)
     }
 
     fn package(dir: &Path) -> Manifest {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use trident_core::digest::sha256_hex;
 use trident_core::model_card::ModelCard;
 
 use crate::error::{Error, Result};
@@ -35,13 +35,6 @@ impl LoadedModel {
 pub struct ModelSet {
     pub models: Vec<LoadedModel>,
     pub names: Vec<String>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn rank(m: &LoadedModel) -> (usize, String) {

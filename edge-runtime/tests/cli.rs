@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sha2::{Digest, Sha256};
 use trident_core::calibration::{
     CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA, TtaTransform,
 };
@@ -33,10 +32,7 @@ fn text(o: &Output) -> String {
 }
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    trident_core::digest::sha256_hex(bytes)
 }
 
 fn s(p: &Path) -> &str {

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use tract_onnx::pb::ModelProto;
 use trident_core::checkpoint::CheckpointFile;
 use trident_core::model_card::{self, CardDim, CardSource, ModelCard, TensorInfo};
@@ -50,12 +49,7 @@ pub struct Exported {
     pub card: ModelCard,
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use trident_core::digest::sha256_hex;
 
 fn file_name(path: &Path) -> String {
     path.file_name()
