@@ -35,6 +35,11 @@ pub enum Command {
     /// Export checkpoints (or bring your own ONNX) to verified ONNX for TensorRT 8.2, with model
     /// cards, an FP16-weights twin and TensorRT engines.
     Export(ExportArgs),
+    /// Fit the calibration tables of a three-model ensemble on validation data (temperatures,
+    /// fusion, per-class thresholds, TTA views) and write calibration.yaml with a report.
+    Calibrate(CalibrateArgs),
+    /// Fuse prediction files of several models (WBF or NMS), as the `ensemble-boxes` package does.
+    Fuse(FuseArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,4 +325,61 @@ pub struct ExportArgs {
 pub enum PrecisionArg {
     Fp16,
     Fp32,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// A folder of exported models with their cards (`trident export --out`).
+    #[arg(long)]
+    pub models: PathBuf,
+    /// dataset.yaml of the validation data; its class names must be the models'.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "val")]
+    pub split: Split,
+    /// Output folder: calibration.yaml, report.md, metrics.json and plots.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Calibration settings (YAML, see configs/calibrate.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Inference backends, tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    pub backend: Vec<String>,
+    /// Use only the first N images of the split (by path).
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    /// Replace a non-empty output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FuseArgs {
+    /// Prediction files (the format `trident predict` writes), one per model, in weight order.
+    #[arg(required = true, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = FuseMethod::Wbf)]
+    pub method: FuseMethod,
+    /// IoU threshold (default: 0.55 for WBF, 0.5 for NMS, as ensemble-boxes).
+    #[arg(long)]
+    pub iou: Option<f64>,
+    /// WBF: drop boxes scoring below this before fusion.
+    #[arg(long, default_value_t = 0.0)]
+    pub skip: f64,
+    /// One weight per input file, comma-separated (default: all 1).
+    #[arg(long, value_delimiter = ',')]
+    pub weights: Option<Vec<f64>>,
+    /// WBF score of a fused box: avg, max, box_and_model_avg or absent_model_aware_avg.
+    #[arg(long, default_value = "avg")]
+    pub conf_type: trident_core::calibration::ConfType,
+    /// Prediction file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FuseMethod {
+    Wbf,
+    Nms,
 }

@@ -2,10 +2,12 @@
 //! command line, call the library, print results. Errors print as `error: <context>: <cause>`;
 //! bad input exits with status 2, other failures with 1.
 
+mod calibrate;
 mod cli;
 mod data;
 mod eval;
 mod export;
+mod fuse;
 mod predict;
 mod train;
 mod ui;
@@ -35,5 +37,7 @@ fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
         cli::Command::Train(args) => train::run(args, quiet),
         cli::Command::Predict(args) => predict::run(args),
         cli::Command::Export(args) => export::run(args),
+        cli::Command::Calibrate(args) => calibrate::run(args),
+        cli::Command::Fuse(args) => fuse::run(args),
     }
 }

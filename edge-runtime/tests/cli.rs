@@ -8,7 +8,6 @@ use std::process::{Command, Output};
 use trident_core::calibration::{
     CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA, TtaTransform,
 };
-use trident_core::model_card::{CardDim, CardSource, FORMAT, ModelCard, TensorInfo};
 use trident_core::package::{Manifest, PackagedFile, PackagedModel, TargetFacts};
 
 const VARIANTS: [&str; 3] = ["high_recall", "balanced", "high_precision"];
@@ -41,48 +40,7 @@ fn s(p: &Path) -> &str {
 
 /// The three variants as copies of the Ultralytics fixture (96 px, three classes), with cards.
 fn models(dir: &Path) -> (PathBuf, String) {
-    let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ultralytics-yolov8t-96.onnx");
-    let bytes = std::fs::read(fixture).unwrap();
-    let digest = sha(&bytes);
-    let out = dir.join("models");
-    std::fs::create_dir_all(&out).unwrap();
-    for v in VARIANTS {
-        let file = format!("{v}.onnx");
-        std::fs::write(out.join(&file), &bytes).unwrap();
-        let info = |name: &str, shape: &[i64]| TensorInfo {
-            name: name.into(),
-            shape: shape.iter().map(|&d| CardDim::Fixed(d)).collect(),
-            dtype: "float32".into(),
-        };
-        let card = ModelCard {
-            format: FORMAT.into(),
-            file: file.clone(),
-            sha256: digest.clone(),
-            bytes: bytes.len() as u64,
-            opset: 13,
-            precision: "fp32".into(),
-            input: info("images", &[1, 3, 96, 96]),
-            output: info("output0", &[1, 7, 189]),
-            names: NAMES.iter().map(|n| n.to_string()).collect(),
-            imgsz: 96,
-            strides: vec![8, 16, 32],
-            anchors: 189,
-            variant: Some(v.into()),
-            conf_floor: Some(0.25),
-            source: CardSource {
-                kind: "onnx".into(),
-                file: "ultralytics-yolov8t-96.onnx".into(),
-                sha256: digest.clone(),
-            },
-            metrics: None,
-            verification: None,
-            lint: vec![],
-            trident_version: "test".into(),
-        };
-        card.save(&ModelCard::path_for(&out.join(file))).unwrap();
-    }
-    (out, digest)
+    trident_e2e::fixture_models(dir, &VARIANTS, &NAMES)
 }
 
 fn tables(digest: &str) -> CalibrationTables {
