@@ -51,7 +51,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             )?,
         ),
     };
-    let profile = Profile::load(&a.profile)?;
+    let mut profile = Profile::load(&a.profile)?;
     let tables = match (&a.calibration, a.no_calibration) {
         (Some(p), _) => TablesChoice::File(p),
         (None, true) => TablesChoice::Off,
@@ -89,6 +89,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     });
     let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
     deployment.calibrate(&mut ensemble)?;
+    // The tables know what their TTA views cost (measured when they were fitted); the profile's
+    // figure is a guess for tables not yet seen.
+    if let Some(cost) = ensemble.tta_cost() {
+        tracing::info!(
+            "TTA levels cost ×{cost:.2} per frame (calibration tables; the profile said ×{:.2})",
+            profile.estimates.tta_factor
+        );
+        profile.estimates.tta_factor = cost;
+    }
     if let Some(c) = a.conf {
         for m in &mut ensemble.members {
             m.floor = c;

@@ -238,6 +238,11 @@ fn calibration_tables_scale_scores_fuse_threshold_and_add_tta_views() {
     t.thresholds.insert(NAMES[0].into(), top + 1e-4);
     let mut thresholded = ensemble(&["balanced"]);
     thresholded.calibrate(&t, "calibration.yaml").unwrap();
+    assert_eq!(
+        thresholded.tta_cost(),
+        Some(1.0),
+        "tables without views: TTA is free"
+    );
     let out = thresholded.detect(&rgb, W, H, None, false).unwrap();
     assert!(out.fused.iter().all(|d| d.class != 0));
     assert_eq!(
@@ -254,8 +259,11 @@ fn calibration_tables_scale_scores_fuse_threshold_and_add_tta_views() {
         cost: 2.0,
     });
     let mut tta = ensemble(&["balanced"]);
+    assert_eq!(tta.tta_cost(), None, "no tables, no measured cost");
     tta.calibrate(&t, "calibration.yaml").unwrap();
     assert!(tta.has_tta());
+    // What the governor budgets a TTA level at: the last kept view's cumulative cost.
+    assert_eq!(tta.tta_cost(), Some(2.0));
     let with = tta.detect(&rgb, W, H, None, true).unwrap();
     let mut det = detector();
     let mut expected = det.detect(&rgb, W, H, &low_floor()).unwrap();

@@ -5,8 +5,9 @@
 //! a baseline prediction file (ground truth with realistic detector noise) → evaluation with
 //! plots → train the three ensemble variants on a short CPU budget → predict the held-out test
 //! split with the balanced variant and evaluate it → export the three variants to verified ONNX
-//! (parity against tch with tract and ONNX Runtime, FP16-weights mAP delta). Later stages
-//! (calibrate, package, edge run) extend this list.
+//! (parity against tch with tract and ONNX Runtime, FP16-weights mAP delta) → calibrate the
+//! ensemble on the validation split (report headline) → the edge runtime with those tables on
+//! a feed of the held-out test split. Later stages (package, deploy) extend this list.
 
 use std::path::Path;
 use std::process::Command;
@@ -233,6 +234,37 @@ pub fn run() -> Result<()> {
     }
 
     let t = Instant::now();
+    run_cmd(&mut trident(&[
+        "calibrate",
+        "--models",
+        "demo/models",
+        "--data",
+        "demo/dataset/dataset.yaml",
+        "--split",
+        "val",
+        "--config",
+        "configs/calibrate.yaml",
+        "--out",
+        "demo/calibration",
+        "--backend",
+        "tract",
+        "--force",
+    ]))?;
+    let mut headline = calibration_summary(&demo.join("calibration/metrics.json"))?;
+    stages.push(Stage {
+        name: "calibrate",
+        result: headline.remove(0),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    for line in headline {
+        stages.push(Stage {
+            name: "",
+            result: line,
+            seconds: 0.0,
+        });
+    }
+
+    let t = Instant::now();
     let frames = make_test_feed(&demo.join("dataset/images/test"), &demo.join("test_feed"))?;
     stages.push(Stage {
         name: "test feed",
@@ -277,6 +309,8 @@ pub fn run() -> Result<()> {
         "run",
         "--models",
         "demo/models",
+        "--calibration",
+        "demo/calibration/calibration.yaml",
         "--profile",
         "configs/profiles/host-cpu.yaml",
         "--source",
@@ -334,6 +368,69 @@ fn eval_summary(c: &mut Command) -> Result<String> {
         num("f1"),
         num("best_f1_conf")
     ))
+}
+
+/// The report's headline figures from `metrics.json`, a line each.
+fn calibration_summary(path: &Path) -> Result<Vec<String>> {
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let bar = &m["bar"];
+    let mut lines = vec![format!(
+        "calibrated WBF ensemble mAP50-95 {:.4} vs best single ({}) {:.4}: {:+.4}, bar +0.01 {}",
+        num(&bar["ensemble_wbf_map50_95"]),
+        bar["best_single"].as_str().unwrap_or("?"),
+        num(&bar["best_single_map50_95"]),
+        num(&bar["margin"]),
+        if bar["met"].as_bool() == Some(true) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    )];
+    if let Some(why) = bar["explanation"].as_str() {
+        lines.push(format!("why: {why}"));
+    }
+    let dece: Vec<String> = m["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|mm| {
+            format!(
+                "{} {:.3}→{:.3}",
+                mm["variant"].as_str().unwrap_or("?"),
+                num(&mm["dece_before"]),
+                num(&mm["dece_after"])
+            )
+        })
+        .collect();
+    lines.push(format!("D-ECE before→after: {}", dece.join(", ")));
+    let kept: Vec<String> = m["tta"]["kept"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let (flip, scale) = (t["flip"].as_bool() == Some(true), num(&t["scale"]));
+            let label = match (flip, scale == 1.0) {
+                (true, true) => "flip".to_string(),
+                (false, _) => format!("scale{scale}"),
+                (true, false) => format!("flip+scale{scale}"),
+            };
+            format!("{label} ({:+.4}, ×{:.2})", num(&t["gain"]), num(&t["cost"]))
+        })
+        .collect();
+    lines.push(format!(
+        "TTA kept: {}; thresholds P {:.3} R {:.3}; report demo/calibration/report.md",
+        if kept.is_empty() {
+            "none".to_string()
+        } else {
+            kept.join(", ")
+        },
+        num(&m["ensemble"]["precision_at_thresholds"]),
+        num(&m["ensemble"]["recall_at_thresholds"])
+    ));
+    Ok(lines)
 }
 
 /// Muxes the JPEG frames of `images` (sorted) into `<out>.avi` with GStreamer, without

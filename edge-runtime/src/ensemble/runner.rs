@@ -186,6 +186,14 @@ impl Ensemble {
         Ok(())
     }
 
+    /// Latency multiplier of the tables' TTA views as calibration measured it (the last kept
+    /// view's cumulative cost; 1 when the tables keep none); `None` without tables.
+    pub fn tta_cost(&self) -> Option<f64> {
+        self.calibration
+            .as_ref()
+            .map(|c| c.tta.last().map_or(1.0, |t| t.cost.max(1.0)))
+    }
+
     /// Whether TTA has anything to run (tables with kept transforms are applied).
     pub fn has_tta(&self) -> bool {
         !self.views.is_empty()
