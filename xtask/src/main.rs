@@ -20,7 +20,8 @@ commands:
   test    setup, then rustfmt check, clippy -D warnings and the whole test suite
   bench   setup, then the benchmarks (evaluation speed vs pycocotools; the edge run loop's
           overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
-          export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640)";
+          export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640; `trident fuse`
+          vs ensemble-boxes)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -116,5 +117,12 @@ fn bench() -> Result<()> {
         "trident-exporter",
         "--bench",
         "export_and_latency",
+    ]))?;
+    exec(cmd("cargo").args([
+        "bench",
+        "-p",
+        "trident-calibration",
+        "--bench",
+        "fuse_speed",
     ]))
 }
