@@ -269,6 +269,25 @@ impl Profile {
         }
     }
 
+    /// Fits the ladder to the calibration tables: TTA levels cost what the tables measured
+    /// (`cost` passes per frame). When the tables keep no TTA view (`!has_views`), a `tta: true`
+    /// level would run exactly its plain twin, usually at a lower frame rate, so it is dropped
+    /// (unless every level is one). Returns the names of the dropped levels.
+    pub fn fit_tta(&mut self, cost: f64, has_views: bool) -> Vec<String> {
+        self.estimates.tta_factor = cost.max(1.0);
+        if has_views || self.ladder.iter().all(|l| l.tta) {
+            return Vec::new();
+        }
+        let dropped = self
+            .ladder
+            .iter()
+            .filter(|l| l.tta)
+            .map(|l| l.name.clone())
+            .collect();
+        self.ladder.retain(|l| !l.tta);
+        dropped
+    }
+
     /// Predicted power of a level from the profile's estimates alone (the same model the
     /// governor corrects online with measured latencies and power).
     pub fn predicted_power(&self, level: usize) -> Watts {

@@ -273,3 +273,33 @@ fn predicted_power_follows_the_ladder() {
     assert!((slow.fps - 1.0 / 1.5).abs() < 1e-12);
     assert!((slow.power - 1.1 * (1.7 + 5.1)).abs() < 1e-9);
 }
+
+#[test]
+fn tables_without_tta_views_drop_tta_levels_and_keep_the_ladder_ordered() {
+    let path = profiles_dir().join("host-cpu.yaml");
+    let shipped = Profile::load(&path).unwrap();
+    assert!(shipped.ladder.iter().any(|l| l.tta));
+
+    // Tables that keep no TTA view: a TTA level would be its plain twin at a lower frame rate,
+    // which breaks best-first ordering; the level goes and the ladder stays valid.
+    let mut none = shipped.clone();
+    let dropped = none.fit_tta(1.0, false);
+    assert_eq!(dropped, vec!["ensemble-tta".to_string()]);
+    assert!(none.ladder.iter().all(|l| !l.tta));
+    assert_eq!(none.ladder.len(), shipped.ladder.len() - 1);
+    none.validate().unwrap();
+
+    // Tables with views: every level stays, priced at the measured cost.
+    let mut kept = shipped.clone();
+    assert!(kept.fit_tta(1.9, true).is_empty());
+    assert_eq!(kept.ladder, shipped.ladder);
+    assert_eq!(kept.estimates.tta_factor, 1.9);
+    assert_eq!(kept.passes(0), 1.9);
+    kept.validate().unwrap();
+
+    // A ladder of TTA levels only is left alone rather than emptied.
+    let mut only = shipped.clone();
+    only.ladder.retain(|l| l.tta);
+    assert!(only.fit_tta(1.0, false).is_empty());
+    assert_eq!(only.ladder.len(), 1);
+}
