@@ -104,6 +104,14 @@ pub fn check_relative(path: &str) -> std::result::Result<PathBuf, String> {
     if path.is_empty() || path.contains('\\') {
         return Err(format!("`{path}` is not a package path"));
     }
+    // `Path::components` drops empty and `.` parts silently (`a//b`, `a/./b`), which would let
+    // two spellings name one file; the raw parts must all be plain names.
+    if path.split('/').any(|part| part.is_empty() || part == ".") {
+        if path.starts_with('/') {
+            return Err(format!("`{path}` is absolute"));
+        }
+        return Err(format!("`{path}` has an empty or `.` component"));
+    }
     for c in p.components() {
         match c {
             Component::Normal(_) => {}
@@ -117,11 +125,27 @@ pub fn check_relative(path: &str) -> std::result::Result<PathBuf, String> {
     Ok(p.to_path_buf())
 }
 
+/// A name safe as one path component and in a shell word: `[A-Za-z0-9._+-]{1,64}`, no
+/// leading `.`.
+pub fn plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+}
+
 impl Manifest {
     /// Parses and checks a manifest file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = crate::error::read_to_string(path)?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| Error::Json {
+        let bytes = std::fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses and checks manifest bytes (untrusted: they come out of a package); `path` names
+    /// the source in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Json {
             path: path.to_path_buf(),
             line: e.line(),
             column: e.column(),
@@ -139,6 +163,17 @@ impl Manifest {
                 at("schema".into()),
                 format!("is {:?}; this build reads {SCHEMA:?}", self.schema),
             ));
+        }
+        // Name and version become file and folder names on the unit (releases/<version>).
+        for (field, value) in [("name", &self.name), ("version", &self.version)] {
+            if !plain_name(value) {
+                return Err(Error::invalid(
+                    at(field.into()),
+                    format!(
+                        "{value:?}: expected 1–64 letters, digits, `.`, `_`, `+` or `-`, not starting with `.`"
+                    ),
+                ));
+            }
         }
         for (path, sha) in &self.files {
             check_relative(path).map_err(|m| Error::invalid(at(format!("files.{path}")), m))?;
@@ -330,7 +365,16 @@ mod tests {
 
     #[test]
     fn escaping_paths_and_dangling_references_are_refused() {
-        for bad in ["../x", "/etc/passwd", "a/../../b", "./a", ""] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "./a",
+            "",
+            "a//b",
+            "a/./b",
+            "a/",
+        ] {
             assert!(check_relative(bad).is_err(), "{bad}");
         }
         assert!(check_relative("models/a.onnx").is_ok());
@@ -356,6 +400,27 @@ mod tests {
         std::os::unix::fs::symlink(&outside, dir.path().join("models/balanced.onnx")).unwrap();
         let e = PackageDir::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn names_and_versions_that_could_not_be_folder_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "../1.0",
+            "1.0; rm -rf /",
+            "",
+            ".hidden",
+            "a/b",
+            &"9".repeat(65),
+        ] {
+            let mut m = package(dir.path());
+            m.version = bad.to_string();
+            let e = m.validate("manifest.json").unwrap_err().to_string();
+            assert!(e.contains("version"), "{bad}: {e}");
+        }
+        let mut m = package(dir.path());
+        m.version = "1.2.3-rc.1+build.5".into();
+        m.validate("manifest.json").unwrap();
     }
 
     #[test]
