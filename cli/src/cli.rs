@@ -40,6 +40,11 @@ pub enum Command {
     Calibrate(CalibrateArgs),
     /// Fuse prediction files of several models (WBF or NMS), as the `ensemble-boxes` package does.
     Fuse(FuseArgs),
+    /// Deployment packages: verify one, create signing keys (`export --package` builds them).
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,7 +262,7 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["checkpoint", "onnx"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(true).args(["checkpoint", "onnx", "package"])))]
 pub struct ExportArgs {
     /// A checkpoint written by `trident train`; repeat for several (e.g. the three variants).
     #[arg(long)]
@@ -319,6 +324,82 @@ pub struct ExportArgs {
     /// TensorRT builder workspace in MiB (sized for a 4 GB Nano by default).
     #[arg(long, default_value_t = 1024)]
     pub workspace_mib: u64,
+    #[command(flatten)]
+    pub package: PackageArgs,
+}
+
+/// `export --package`: the signed deployment package (release CI).
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// Build the deployment package described by --config into --out instead of exporting:
+    /// `<name>-<version>-<target>.tar.zst` and its minisign signature `.minisig`.
+    #[arg(long = "package", requires = "config")]
+    pub package: bool,
+    /// Release config (configs/release.yaml): models, calibration tables, profiles, runtime
+    /// binary, systemd unit, device facts.
+    #[arg(long, requires = "package")]
+    pub config: Option<PathBuf>,
+    /// Minisign secret key file (default: the key text in $TRIDENT_SIGN_KEY). An encrypted
+    /// key's password comes from $TRIDENT_SIGN_KEY_PASSWORD. Neither is ever printed.
+    #[arg(long, requires = "package")]
+    pub sign_key: Option<PathBuf>,
+    /// Build an unsigned package (units refuse it unless verified with --allow-unsigned).
+    #[arg(long, requires = "package", conflicts_with = "sign_key")]
+    pub unsigned: bool,
+    /// Exported models folder instead of the config's models.dir.
+    #[arg(long = "models", requires = "package")]
+    pub models: Option<PathBuf>,
+    /// Calibration tables instead of the config's.
+    #[arg(long = "calibration", requires = "package")]
+    pub calibration: Option<PathBuf>,
+    /// Runtime binary instead of the config's (aarch64, from `cargo xtask cross`).
+    #[arg(long = "binary", requires = "package")]
+    pub binary: Option<PathBuf>,
+    /// Package version instead of the config's (default: this trident's version).
+    #[arg(long = "release-version", requires = "package")]
+    pub release_version: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PackageCommand {
+    /// Check a package on this host: signature, manifest schema, every file's sha256, the
+    /// runtime binary (and a device's facts with --device-root).
+    Verify(VerifyPackageArgs),
+    /// Create a minisign key pair for signing packages (trident.key, trident.pub).
+    Keygen(KeygenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyPackageArgs {
+    /// The package (`*.tar.zst`); its signature is `<package>.minisig` unless --signature.
+    pub package: PathBuf,
+    /// Minisign public key file (or the key's base64 line).
+    #[arg(long)]
+    pub pubkey: Option<String>,
+    /// Detached signature (default: `<package>.minisig`).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// Accept a package without a signature (or without --pubkey); every sha256 is still checked.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Check compatibility with the system under this root (a Nano's mounted root file system:
+    /// /etc/nv_tegra_release, the dpkg database).
+    #[arg(long)]
+    pub device_root: Option<PathBuf>,
+    /// Also unpack the verified package into this new folder (atomically).
+    #[arg(long)]
+    pub extract: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Folder for trident.key (0600) and trident.pub; existing keys are never overwritten.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write the secret key without a password (throwaway keys, tests). Otherwise the password
+    /// comes from $TRIDENT_SIGN_KEY_PASSWORD.
+    #[arg(long)]
+    pub unencrypted: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -16,6 +16,9 @@ use crate::cli::{ExportArgs, PrecisionArg};
 use crate::ui::progress;
 
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
+    if a.package.package {
+        return crate::package::build(&a);
+    }
     if a.verify_images == 0 {
         bail!("--verify-images 0: expected at least one image (or --no-validate)");
     }

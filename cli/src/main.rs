@@ -8,6 +8,7 @@ mod data;
 mod eval;
 mod export;
 mod fuse;
+mod package;
 mod predict;
 mod train;
 mod ui;
@@ -39,5 +40,6 @@ fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
         cli::Command::Export(args) => export::run(args),
         cli::Command::Calibrate(args) => calibrate::run(args),
         cli::Command::Fuse(args) => fuse::run(args),
+        cli::Command::Package { command } => package::run(command),
     }
 }

@@ -60,7 +60,8 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
             .or_else(|| judged(cause, trident_exporter::Error::is_input_error))
             .or_else(|| judged(cause, trident_edge::Error::is_input_error))
             .or_else(|| judged(cause, trident_calibration::Error::is_input_error))
-            .or_else(|| judged(cause, trident_tensorrt::Error::is_input_error));
+            .or_else(|| judged(cause, trident_tensorrt::Error::is_input_error))
+            .or_else(|| judged(cause, trident_package::Error::is_input_error));
         if let Some(input) = input {
             return if input { 2 } else { 1 };
         }

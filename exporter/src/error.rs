@@ -13,6 +13,11 @@ pub enum Error {
     Eval(#[from] trident_eval::Error),
     #[error(transparent)]
     Runtime(#[from] trident_edge::Error),
+    #[error(transparent)]
+    Package(#[from] trident_package::Error),
+    /// Input that is not acceptable; `location` names the file or field.
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
     /// A command-line option out of range; the message names it.
     #[error("{0}")]
     Option(String),
@@ -45,6 +50,13 @@ impl Error {
         }
     }
 
+    pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+
     /// True when the user's input is at fault (exit status 2).
     pub fn is_input_error(&self) -> bool {
         match self {
@@ -52,6 +64,8 @@ impl Error {
             Error::Data(e) => e.is_input_error(),
             Error::Eval(e) => e.is_input_error(),
             Error::Runtime(e) => e.is_input_error(),
+            Error::Package(e) => e.is_input_error(),
+            Error::Invalid { .. } => true,
             Error::Option(_) | Error::Onnx { .. } | Error::Unsupported { .. } => true,
             Error::Verification(_) => false,
         }

@@ -13,6 +13,8 @@ pub mod inspect;
 pub mod lint;
 pub mod metadata;
 pub mod onnx;
+pub mod package;
+pub mod release;
 pub mod verify;
 
 pub use error::{Error, Result};

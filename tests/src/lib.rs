@@ -123,3 +123,117 @@ pub fn fixture_models(dir: &Path, variants: &[&str], names: &[&str]) -> (PathBuf
     }
     (out, digest)
 }
+
+/// The inputs of a release as `trident export --package` reads them, in `dir`: fixture models
+/// for the three variants, calibration tables fitted for exactly those models, the repository's
+/// Nano profiles and systemd unit, `binary` as the runtime, and `release.yaml` naming them all.
+/// Returns the config's path.
+pub fn release_inputs(dir: &Path, binary: &Path, arch: &str) -> PathBuf {
+    use trident_core::calibration::{
+        CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration,
+    };
+    let variants = ["high_recall", "balanced", "high_precision"];
+    let names = ["lionfish", "urchin", "abalone"];
+    let (models, digest) = fixture_models(dir, &variants, &names);
+    let tables = CalibrationTables {
+        schema: trident_core::calibration::SCHEMA.into(),
+        names: names.iter().map(|n| n.to_string()).collect(),
+        models: variants
+            .iter()
+            .map(|v| ModelCalibration {
+                variant: v.to_string(),
+                sha256: digest.clone(),
+                temperature: 0.8,
+                class_temperatures: None,
+            })
+            .collect(),
+        fusion: FusionTable {
+            method: FusionMethod::Wbf,
+            iou_thr: 0.55,
+            skip_box_thr: 0.0,
+            conf_type: ConfType::Avg,
+            weights: Default::default(),
+        },
+        thresholds: [("lionfish".to_string(), 0.3)].into(),
+        tta: vec![],
+        fitted_on: Default::default(),
+    };
+    let calibration = dir.join("calibration.yaml");
+    tables.save(&calibration).unwrap();
+    let root = workspace_root();
+    let config = dir.join("release.yaml");
+    let text = format!(
+        "name: trident\nversion: 1.2.3\ntarget: jetson-nano-jp46\nmodels:\n  dir: {models}\n  variants: [high_recall, balanced, high_precision]\ncalibration: {calibration}\nprofiles:\n  - {p10}\n  - {p5}\nbinary: {binary}\nsystemd_unit: {unit}\ndevice: {{device: jetson-nano, arch: {arch}, jetpack: \"4.6\", tensorrt: \"8.2\", max_glibc: \"2.27\"}}\n",
+        models = models.display(),
+        calibration = calibration.display(),
+        p10 = root.join("configs/profiles/nano-10w.yaml").display(),
+        p5 = root.join("configs/profiles/nano-5w.yaml").display(),
+        binary = binary.display(),
+        unit = root.join("deploy/systemd/trident-edge.service").display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A tiny C program compiled for aarch64 with zig against glibc `glibc` (e.g. "2.27"): an ELF
+/// that stands in for the runtime where only its architecture and glibc needs matter.
+pub fn aarch64_program(dir: &Path, glibc: &str) -> PathBuf {
+    let src = dir.join("hello.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(void) { puts(\"hello from aarch64\"); return 0; }\n",
+    )
+    .unwrap();
+    let out = dir.join(format!("hello-glibc-{glibc}"));
+    let status = Command::new(python())
+        .args(["-m", "ziglang", "cc", "-target"])
+        .arg(format!("aarch64-linux-gnu.{glibc}"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run zig (the venv's ziglang; `cargo xtask setup` installs it)");
+    assert!(
+        status.success(),
+        "zig cc for aarch64-linux-gnu.{glibc} failed"
+    );
+    out
+}
+
+/// The cross-compiled `trident-edge` (aarch64, glibc 2.27) and the sysroot qemu runs it with,
+/// from `cargo xtask test` (or `cargo xtask cross` + the two variables by hand).
+///
+/// Tests of the shipped binary must not pass without it, so a missing build panics with the
+/// command that makes it.
+pub fn cross_runtime() -> (PathBuf, PathBuf) {
+    let root = workspace_root();
+    let binary = std::env::var_os("TRIDENT_EDGE_AARCH64")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/aarch64-unknown-linux-gnu/release/trident-edge"));
+    let sysroot = std::env::var_os("TRIDENT_AARCH64_SYSROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/aarch64-sysroot"));
+    assert!(
+        binary.is_file() && sysroot.join("lib/ld-linux-aarch64.so.1").exists(),
+        "the aarch64 runtime ({}) or its sysroot ({}) is missing: run `cargo xtask cross` (or the whole suite with `cargo xtask test`)",
+        binary.display(),
+        sysroot.display()
+    );
+    (binary, sysroot)
+}
+
+/// `qemu-aarch64-static PROGRAM` with the sysroot's loader and libraries, GStreamer plugins
+/// from the sysroot scanned in-process (the plugin scanner is an aarch64 program too).
+pub fn qemu(program: &Path, sysroot: &Path) -> Command {
+    let mut c = Command::new("qemu-aarch64-static");
+    c.arg(program)
+        .env("QEMU_LD_PREFIX", sysroot)
+        .env(
+            "GST_PLUGIN_SYSTEM_PATH_1_0",
+            sysroot.join("usr/lib/aarch64-linux-gnu/gstreamer-1.0"),
+        )
+        .env("GST_REGISTRY_FORK", "no")
+        .env_remove("GST_PLUGIN_PATH")
+        .env_remove("GST_PLUGIN_PATH_1_0");
+    c
+}

@@ -1,0 +1,309 @@
+//! `trident export --package` (build), `trident package verify` and `trident package keygen`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use trident_exporter::package::{PackageRequest, build_package};
+use trident_exporter::release::ReleaseConfig;
+use trident_package::facts::DeviceFacts;
+use trident_package::signature::{PublicKey, SigningKey, generate_keypair};
+use trident_package::verify::{VerifyOptions, verify_package};
+
+use crate::cli::{ExportArgs, KeygenArgs, PackageCommand, VerifyPackageArgs};
+
+/// The environment variable holding the signing key's text (release CI secrets).
+pub const KEY_ENV: &str = "TRIDENT_SIGN_KEY";
+/// The environment variable holding an encrypted key's password.
+pub const PASSWORD_ENV: &str = "TRIDENT_SIGN_KEY_PASSWORD";
+
+pub fn run(command: PackageCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PackageCommand::Verify(a) => verify(a),
+        PackageCommand::Keygen(a) => keygen(a),
+    }
+}
+
+/// `trident export --package --config release.yaml --out dist/`.
+pub fn build(a: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let p = &a.package;
+    let config_path = p
+        .config
+        .as_deref()
+        .expect("clap requires --config with --package");
+    let mut config = ReleaseConfig::load(config_path)?;
+    if let Some(dir) = &p.models {
+        config.models.dir = Some(dir.clone());
+    }
+    if let Some(c) = &p.calibration {
+        config.calibration = c.clone();
+    }
+    if let Some(b) = &p.binary {
+        config.binary = b.clone();
+    }
+    if let Some(v) = &p.release_version {
+        config.version = Some(v.clone());
+    }
+    // The key first: a release without its key should fail in a second, not after an export.
+    let signer = signing_key(p.sign_key.as_deref(), p.unsigned)?;
+    let version = config
+        .version
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    let export_dir;
+    let models_dir = match models_to_export(&config) {
+        None => config
+            .models
+            .dir
+            .clone()
+            .expect("checked by models_to_export"),
+        Some(missing) => {
+            export_dir = tempfile::Builder::new()
+                .prefix(".trident-package-export-")
+                .tempdir()
+                .context("creating a folder for the package's exports")?;
+            eprintln!(
+                "exporting {} from checkpoints for the package",
+                missing.join(", ")
+            );
+            export_checkpoints(&config, export_dir.path())?;
+            if let Some(dir) = &config.models.dir {
+                copy_models(dir, export_dir.path(), &config.models.variants)?;
+            }
+            export_dir.path().to_path_buf()
+        }
+    };
+    let request = PackageRequest {
+        config: &config,
+        models_dir: &models_dir,
+        version: &version,
+        git_revision: git_revision(config_path.parent().unwrap_or(Path::new("."))),
+        signer: signer.as_ref(),
+    };
+    let built = build_package(&request, &a.out)
+        .with_context(|| format!("building the package from {}", config_path.display()))?;
+    let m = &built.manifest;
+    println!(
+        "{}: {} {} for {} (JetPack {}, TensorRT {}, glibc ≤ {}), {} files, {:.1} MiB",
+        built.archive.display(),
+        m.name,
+        m.version,
+        m.target.device,
+        m.target.jetpack,
+        m.target.tensorrt,
+        m.target.max_glibc,
+        m.files.len() + 1,
+        built.bytes as f64 / (1 << 20) as f64
+    );
+    println!("  sha256 {}", built.sha256);
+    println!(
+        "  models: {}",
+        m.models
+            .iter()
+            .map(|x| format!("{} ({}…)", x.variant, &x.sha256[..12]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(b) = &m.binary {
+        println!("  runtime: {} (needs GLIBC_{})", b.file, b.max_glibc);
+    }
+    match (&built.signature, &signer) {
+        (Some(sig), Some(key)) => println!("  signature: {} (key {})", sig.display(), key.key_id()),
+        _ => println!("  unsigned (--unsigned): units refuse it unless told --allow-unsigned"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signing_key(file: Option<&Path>, unsigned: bool) -> anyhow::Result<Option<SigningKey>> {
+    let password = std::env::var(PASSWORD_ENV).ok();
+    match file {
+        Some(path) => Ok(Some(SigningKey::from_file(path, password).with_context(
+            || {
+                format!(
+                    "the signing key (an encrypted key's password is read from ${PASSWORD_ENV})"
+                )
+            },
+        )?)),
+        None if std::env::var_os(KEY_ENV).is_some() => {
+            Ok(Some(SigningKey::from_env(KEY_ENV, PASSWORD_ENV)?))
+        }
+        None if unsigned => Ok(None),
+        None => Err(trident_core::Error::invalid(
+            "no signing key",
+            format!("pass --sign-key FILE or put the key in ${KEY_ENV} (or build with --unsigned)"),
+        )
+        .into()),
+    }
+}
+
+/// The variants the models folder lacks, when checkpoints can supply them; `None` when the
+/// folder has them all.
+fn models_to_export(c: &ReleaseConfig) -> Option<Vec<String>> {
+    let missing: Vec<String> = c
+        .models
+        .variants
+        .iter()
+        .filter(|v| {
+            c.models
+                .dir
+                .as_ref()
+                .is_none_or(|d| !d.join(format!("{v}.card.json")).is_file())
+        })
+        .cloned()
+        .collect();
+    (!missing.is_empty() && !c.models.checkpoints.is_empty()).then_some(missing)
+}
+
+/// Runs `trident export` on the config's checkpoints into `dir` (verification included).
+fn export_checkpoints(c: &ReleaseConfig, dir: &Path) -> anyhow::Result<()> {
+    use clap::Parser;
+    let mut argv: Vec<std::ffi::OsString> = vec!["trident".into(), "export".into()];
+    argv.extend(["--out".into(), dir.as_os_str().to_owned()]);
+    for ck in &c.models.checkpoints {
+        argv.extend(["--checkpoint".into(), ck.as_os_str().to_owned()]);
+    }
+    if let Some(d) = &c.models.data {
+        argv.extend(["--data".into(), d.as_os_str().to_owned()]);
+    }
+    let cli = crate::cli::Cli::try_parse_from(argv).context("the release config's checkpoints")?;
+    match cli.command {
+        crate::cli::Command::Export(args) => crate::export::run(args).map(drop),
+        _ => unreachable!("parsed as export"),
+    }
+}
+
+/// Copies the variants `dir` has (ONNX + card) beside the fresh exports.
+fn copy_models(dir: &Path, into: &Path, variants: &[String]) -> anyhow::Result<()> {
+    for v in variants {
+        for name in [format!("{v}.onnx"), format!("{v}.card.json")] {
+            let (from, to) = (dir.join(&name), into.join(&name));
+            if from.is_file() && !to.exists() {
+                std::fs::copy(&from, &to)
+                    .with_context(|| format!("copying {} for the package", from.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `git rev-parse HEAD` of the tree holding the config, `-dirty` when tracked files changed.
+fn git_revision(dir: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}-dirty") } else { head })
+}
+
+fn public_key(text: &str) -> anyhow::Result<PublicKey> {
+    let path = PathBuf::from(text);
+    Ok(if path.is_file() {
+        PublicKey::from_file(&path)?
+    } else {
+        PublicKey::from_text(text, "--pubkey")?
+    })
+}
+
+/// `trident package verify PKG --pubkey KEY`.
+fn verify(a: VerifyPackageArgs) -> anyhow::Result<ExitCode> {
+    let key = a.pubkey.as_deref().map(public_key).transpose()?;
+    let facts = a.device_root.as_deref().map(DeviceFacts::probe_target);
+    let opts = VerifyOptions {
+        public_key: key.as_ref(),
+        signature: a.signature.clone(),
+        allow_unsigned: a.allow_unsigned,
+        facts: facts.as_ref(),
+        limits: Default::default(),
+    };
+    let v = verify_package(&a.package, &opts, a.extract.as_deref())
+        .with_context(|| format!("verifying {}", a.package.display()))?;
+    print_verified(&a.package, &v);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn print_verified(package: &Path, v: &trident_package::verify::Verified) {
+    let m = &v.manifest;
+    println!(
+        "{}: verified — {} {}{} for {} {} (JetPack {}, TensorRT {}, glibc ≤ {})",
+        package.display(),
+        m.name,
+        m.version,
+        m.git_revision
+            .as_ref()
+            .map(|r| format!(" (git {})", &r[..r.len().min(12)]))
+            .unwrap_or_default(),
+        m.target.device,
+        m.target.arch,
+        m.target.jetpack,
+        m.target.tensorrt,
+        m.target.max_glibc
+    );
+    match &v.signature {
+        Some(s) => println!(
+            "  signature: good, key {} (trusted comment: {})",
+            s.key_id, s.trusted_comment
+        ),
+        None => println!("  signature: NOT checked (--allow-unsigned)"),
+    }
+    println!(
+        "  {} files, {:.1} MiB, every sha256 matches the manifest",
+        v.files,
+        v.bytes as f64 / (1 << 20) as f64
+    );
+    println!(
+        "  models: {} — classes [{}]",
+        m.models
+            .iter()
+            .map(|x| x.variant.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        m.models
+            .first()
+            .map(|x| x.classes.join(", "))
+            .unwrap_or_default()
+    );
+    if let Some(b) = &m.binary {
+        println!("  runtime: {} (needs GLIBC_{})", b.file, b.max_glibc);
+    }
+    for w in &v.warnings {
+        println!("  warning: {w}");
+    }
+    if let Some(dir) = &v.installed {
+        println!("  unpacked into {}", dir.display());
+    }
+}
+
+/// `trident package keygen --out DIR`.
+fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
+    let password = match (a.unencrypted, std::env::var(PASSWORD_ENV).ok()) {
+        (true, _) => None,
+        (false, Some(p)) if !p.is_empty() => Some(p),
+        (false, _) => {
+            return Err(trident_core::Error::invalid(
+                "no password",
+                format!(
+                    "set ${PASSWORD_ENV} to the password for the new key, or pass --unencrypted for a throwaway key"
+                ),
+            )
+            .into());
+        }
+    };
+    let (secret, public) = generate_keypair(&a.out, password)?;
+    let key = PublicKey::from_file(&public)?;
+    println!(
+        "key {}: secret {} (keep it out of the repository), public {}",
+        key.key_id(),
+        secret.display(),
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
