@@ -38,6 +38,32 @@ pub enum Command {
     /// Build and validate TensorRT engines for this device into the engine cache (once per
     /// device and model; a no-op with a message where there is no GPU or TensorRT).
     Prepare(PrepareArgs),
+    /// Verify a deployment package before installing it: signature, manifest, every file's
+    /// sha256, the runtime binary, and compatibility with this unit (architecture, JetPack,
+    /// TensorRT, glibc); with --install, unpack it atomically.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The package (`trident-<version>-<target>.tar.zst`).
+    pub package: PathBuf,
+    /// Trusted minisign public key (file, or the key's base64 line).
+    #[arg(long)]
+    pub pubkey: Option<String>,
+    /// Detached signature (default: `<package>.minisig`).
+    #[arg(long)]
+    pub signature: Option<PathBuf>,
+    /// Accept a package without a signature or without --pubkey (every sha256 is still checked).
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Unpack the verified package into this folder (must not exist; renamed into place only
+    /// after every check passed).
+    #[arg(long)]
+    pub install: Option<PathBuf>,
+    /// Root of the system whose facts are checked (/etc/nv_tegra_release, the dpkg database).
+    #[arg(long, default_value = "/")]
+    pub system_root: PathBuf,
 }
 
 /// The models to run: a folder or an unpacked package (exactly one).
@@ -183,6 +209,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(a) => crate::commands::run(a),
         Command::Prepare(a) => crate::commands::prepare(a),
+        Command::Verify(a) => crate::commands::verify(a),
     }
 }
 

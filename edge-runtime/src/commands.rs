@@ -17,7 +17,7 @@ use trident_edge::output::jsonl::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 
-use crate::cli::{HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs};
+use crate::cli::{HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, VerifyArgs};
 
 impl ModelsArgs {
     fn from(&self) -> ModelsFrom<'_> {
@@ -96,7 +96,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             "TTA levels cost ×{cost:.2} per frame (calibration tables; the profile said ×{:.2})",
             profile.estimates.tta_factor
         );
-        profile.estimates.tta_factor = cost;
+        let dropped = profile.fit_tta(cost, ensemble.has_tta());
+        if !dropped.is_empty() {
+            tracing::info!(
+                "the calibration tables keep no TTA view: ladder level(s) {} would repeat their \
+                 plain twin, dropped",
+                dropped.join(", ")
+            );
+        }
     }
     if let Some(c) = a.conf {
         for m in &mut ensemble.members {
@@ -259,5 +266,58 @@ pub fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
     }
     let report = prepare(&opts)?;
     println!("{report}");
+    Ok(())
+}
+
+/// `trident-edge verify PKG --pubkey KEY [--install DIR]`.
+pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    use trident_package::facts::DeviceFacts;
+    use trident_package::signature::PublicKey;
+    use trident_package::verify::{VerifyOptions, verify_package};
+    let key = match a.pubkey.as_deref() {
+        Some(k) if Path::new(k).is_file() => Some(PublicKey::from_file(Path::new(k))?),
+        Some(k) => Some(PublicKey::from_text(k, "--pubkey")?),
+        None => None,
+    };
+    let facts = DeviceFacts::probe(&a.system_root);
+    let opts = VerifyOptions {
+        public_key: key.as_ref(),
+        signature: a.signature.clone(),
+        allow_unsigned: a.allow_unsigned,
+        facts: Some(&facts),
+        limits: Default::default(),
+    };
+    let v = verify_package(&a.package, &opts, a.install.as_deref())
+        .with_context(|| format!("verifying {}", a.package.display()))?;
+    let m = &v.manifest;
+    println!(
+        "{}: verified — {} {} for {} (JetPack {}, TensorRT {}); {} files, {:.1} MiB",
+        a.package.display(),
+        m.name,
+        m.version,
+        m.target.device,
+        m.target.jetpack,
+        m.target.tensorrt,
+        v.files,
+        v.bytes as f64 / (1 << 20) as f64
+    );
+    match &v.signature {
+        Some(s) => println!("  signature: good, key {}", s.key_id),
+        None => println!("  signature: NOT checked (--allow-unsigned)"),
+    }
+    println!(
+        "  this unit: {} L4T {} JetPack {} TensorRT {} glibc {}",
+        facts.arch,
+        facts.l4t.as_deref().unwrap_or("?"),
+        facts.jetpack.as_deref().unwrap_or("?"),
+        facts.tensorrt.as_deref().unwrap_or("?"),
+        facts.glibc.as_deref().unwrap_or("?")
+    );
+    for w in &v.warnings {
+        println!("  warning: {w}");
+    }
+    if let Some(dir) = &v.installed {
+        println!("  installed into {}", dir.display());
+    }
     Ok(())
 }

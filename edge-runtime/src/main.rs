@@ -23,6 +23,8 @@ fn main() -> ExitCode {
                         .is_some_and(trident_edge::Error::is_input_error)
                     || c.downcast_ref::<trident_core::Error>()
                         .is_some_and(trident_core::Error::is_input_error)
+                    || c.downcast_ref::<trident_package::Error>()
+                        .is_some_and(trident_package::Error::is_input_error)
             });
             ExitCode::from(if input { 2 } else { 1 })
         }

@@ -4,7 +4,9 @@
 //! installed first, and the demo can call the library crates directly. Every command runs
 //! `setup` first, which is idempotent and takes seconds on a ready machine.
 
+mod cross;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -16,8 +18,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup   install what the project needs (apt packages, .venv, aarch64 target, zig); idempotent
+  fuzz [SECONDS]
+          the package parsers' fuzz targets (manifest, extract), SECONDS each (default 600)
+  cross   setup, then trident-edge for the Jetson Nano (aarch64, glibc 2.27) with cargo-zigbuild
   demo    setup, build, then run the pipeline on synthetic data and print a summary
-  test    setup, then rustfmt check, clippy -D warnings and the whole test suite
+  test    setup, then rustfmt check, clippy -D warnings, the aarch64 runtime (cross) and the
+          whole test suite (which runs that binary under qemu-aarch64)
   bench   setup, then the benchmarks (evaluation speed vs pycocotools; the edge run loop's
           overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
           export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640; `trident fuse`
@@ -27,6 +33,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
+        Some("cross") => setup::run().and_then(|_| cross::run()),
+        Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
+            None => fuzz::run(600),
+            Some(Ok(seconds)) if seconds > 0 => fuzz::run(seconds),
+            Some(_) => {
+                eprintln!("xtask fuzz: expected a number of seconds, e.g. `cargo xtask fuzz 600`");
+                std::process::exit(2);
+            }
+        },
         Some("demo") => setup::run().and_then(|_| demo::run()),
         Some("test") => setup::run().and_then(|_| test()),
         Some("bench") => setup::run().and_then(|_| bench()),
@@ -106,7 +121,14 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    exec(cargo().args(["test", "--workspace"]))
+    // The Nano binary the packaging and qemu tests check (built once, release, as shipped).
+    let built = cross::build()?;
+    exec(
+        cargo()
+            .args(["test", "--workspace"])
+            .env("TRIDENT_EDGE_AARCH64", &built.binary)
+            .env("TRIDENT_AARCH64_SYSROOT", &built.sysroot),
+    )
 }
 
 fn bench() -> Result<()> {

@@ -26,13 +26,15 @@ const APT_PACKAGES: &[&str] = &[
     "gcc-aarch64-linux-gnu",
     "libc6-dev-arm64-cross",
     "qemu-user-static",
+    // Verifies package signatures in the tests exactly as a field engineer would.
+    "minisign",
 ];
 
 const AARCH64: &str = "aarch64-unknown-linux-gnu";
 
 pub fn run() -> Result<()> {
     let start = Instant::now();
-    apt()?;
+    apt_packages()?;
     venv()?;
     links()?;
     rust_target()?;
@@ -40,14 +42,14 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn output(c: &mut std::process::Command) -> Option<String> {
+pub fn output(c: &mut std::process::Command) -> Option<String> {
     c.output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn apt() -> Result<()> {
+fn apt_packages() -> Result<()> {
     let mut wanted: Vec<&str> = APT_PACKAGES.to_vec();
     // Debian's own python3 needs python3-venv for `-m venv`; pyenv and similar builds have it.
     if output(cmd("python3").args(["-c", "import venv, ensurepip"])).is_none() {
@@ -65,26 +67,33 @@ fn apt() -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing apt packages: {}", missing.join(" "));
-    let root_user = output(cmd("id").arg("-u")).is_some_and(|s| s.trim() == "0");
-    let apt = |args: &[&str]| {
-        let mut c = if root_user {
-            cmd("apt-get")
-        } else {
-            let mut c = cmd("sudo");
-            c.arg("apt-get");
-            c
-        };
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
     quiet(&mut apt(&["update", "-q"]))?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing);
     quiet(&mut install).context("installing apt packages (run as root or with sudo)")
 }
 
+/// `apt-get ARGS`, through sudo unless this is root.
+pub fn apt(args: &[&str]) -> std::process::Command {
+    privileged("apt-get", args)
+}
+
+/// A system administration command, through sudo unless this is root.
+pub fn privileged(program: &str, args: &[&str]) -> std::process::Command {
+    let root_user = output(cmd("id").arg("-u")).is_some_and(|s| s.trim() == "0");
+    let mut c = if root_user {
+        cmd(program)
+    } else {
+        let mut c = cmd("sudo");
+        c.arg(program);
+        c
+    };
+    c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
 /// Runs a chatty installer, showing its output only when it fails.
-fn quiet(c: &mut std::process::Command) -> Result<()> {
+pub fn quiet(c: &mut std::process::Command) -> Result<()> {
     let shown = describe(c);
     eprintln!("$ {shown}");
     let out = c

@@ -1,0 +1,177 @@
+//! `cargo xtask cross`: `trident-edge` for the Jetson Nano — aarch64, glibc 2.27 (JetPack 4.6
+//! is Ubuntu 18.04) — with cargo-zigbuild, which links against glibc 2.27's symbol versions
+//! whatever the build machine's glibc is. `cross` would do the same in Docker, which build
+//! machines may not have.
+//!
+//! GStreamer is linked from a sysroot: `TRIDENT_AARCH64_SYSROOT` names a JetPack/L4T root file
+//! system in real use (e.g. from NVIDIA's `Linux_for_Tegra/rootfs`). Without it, Debian's arm64
+//! packages stand in: downloaded with apt (the `arm64` architecture added to dpkg, nothing
+//! installed) and unpacked under `target/aarch64-sysroot`. The runtime only uses GStreamer 1.14
+//! API (no version features on the bindings), so the newer stand-in links the same symbols.
+//! The same sysroot lets qemu-aarch64 run the binary in the tests.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::setup::{apt, output, privileged, quiet};
+use crate::{cmd, exec, root};
+
+/// The Rust target with the glibc version cargo-zigbuild links against.
+pub const ZIG_TARGET: &str = "aarch64-unknown-linux-gnu.2.27";
+pub const TARGET: &str = "aarch64-unknown-linux-gnu";
+/// The highest glibc the Nano's Ubuntu 18.04 has.
+pub const MAX_GLIBC: &str = "2.27";
+
+/// Debian arm64 packages whose files make the stand-in sysroot (their dependencies follow).
+const SYSROOT_PACKAGES: &[&str] = &[
+    "libc6:arm64",
+    "libgstreamer1.0-dev:arm64",
+    "libgstreamer-plugins-base1.0-dev:arm64",
+    // videotestsrc, videoconvert, appsink: what `test://` sources need under qemu.
+    "gstreamer1.0-plugins-base:arm64",
+];
+
+/// The built binary and the sysroot it was linked against.
+pub struct CrossBuild {
+    pub binary: PathBuf,
+    pub sysroot: PathBuf,
+}
+
+pub fn run() -> Result<()> {
+    let built = build()?;
+    let size = std::fs::metadata(&built.binary)?.len();
+    println!(
+        "{} ({:.1} MiB, aarch64, glibc ≤ {MAX_GLIBC}; sysroot {})",
+        built.binary.display(),
+        size as f64 / (1 << 20) as f64,
+        built.sysroot.display()
+    );
+    Ok(())
+}
+
+/// Builds `trident-edge` for the Nano (release profile) and checks its glibc needs.
+pub fn build() -> Result<CrossBuild> {
+    let sysroot = sysroot()?;
+    let mut c = cmd("cargo");
+    c.args([
+        "zigbuild",
+        "--release",
+        "--target",
+        ZIG_TARGET,
+        "-p",
+        "trident-edge",
+    ]);
+    pkg_config_env(&mut c, &sysroot);
+    exec(&mut c).context("cross-compiling trident-edge (cargo zigbuild)")?;
+    let binary = root().join(format!("target/{TARGET}/release/trident-edge"));
+    let facts = trident_package::elf::inspect(&binary)
+        .with_context(|| format!("inspecting {}", binary.display()))?;
+    let glibc = facts.max_glibc.clone().unwrap_or_else(|| "none".into());
+    if facts.machine != "aarch64" {
+        bail!(
+            "{} is a {} binary, expected aarch64",
+            binary.display(),
+            facts.machine
+        );
+    }
+    if !trident_package::elf::version_le(&glibc, MAX_GLIBC) {
+        bail!(
+            "{} needs GLIBC_{glibc}, newer than the Nano's {MAX_GLIBC}",
+            binary.display()
+        );
+    }
+    eprintln!("cross: {} needs GLIBC_{glibc} at most", binary.display());
+    Ok(CrossBuild { binary, sysroot })
+}
+
+/// pkg-config finds the sysroot's GStreamer and prefixes its paths with the sysroot.
+fn pkg_config_env(c: &mut std::process::Command, sysroot: &Path) {
+    let lib = sysroot.join("usr/lib/aarch64-linux-gnu/pkgconfig");
+    let share = sysroot.join("usr/share/pkgconfig");
+    c.env("PKG_CONFIG_ALLOW_CROSS", "1")
+        .env("PKG_CONFIG_SYSROOT_DIR", sysroot)
+        .env(
+            "PKG_CONFIG_LIBDIR",
+            std::env::join_paths([lib, share]).expect("plain paths"),
+        );
+}
+
+/// The sysroot: `TRIDENT_AARCH64_SYSROOT`, or the Debian stand-in (built once).
+pub fn sysroot() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("TRIDENT_AARCH64_SYSROOT") {
+        let dir = PathBuf::from(dir);
+        if !dir
+            .join("usr/lib/aarch64-linux-gnu/pkgconfig/gstreamer-1.0.pc")
+            .is_file()
+        {
+            bail!(
+                "TRIDENT_AARCH64_SYSROOT={}: no usr/lib/aarch64-linux-gnu/pkgconfig/gstreamer-1.0.pc; \
+                 expected an L4T root file system with GStreamer's development files",
+                dir.display()
+            );
+        }
+        return Ok(dir);
+    }
+    let dir = root().join("target/aarch64-sysroot");
+    let stamp = dir.join(".trident-sysroot");
+    let wanted = SYSROOT_PACKAGES.join(" ");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
+        return Ok(dir);
+    }
+    eprintln!(
+        "cross: building the Debian arm64 stand-in sysroot in {}",
+        dir.display()
+    );
+    if !output(cmd("dpkg").arg("--print-foreign-architectures"))
+        .is_some_and(|s| s.lines().any(|l| l.trim() == "arm64"))
+    {
+        quiet(&mut privileged("dpkg", &["--add-architecture", "arm64"]))?;
+        quiet(&mut apt(&["update", "-q"]))?;
+    }
+    let debs = root().join("target/aarch64-debs");
+    std::fs::create_dir_all(debs.join("partial"))?;
+    // Download only: the arm64 -dev packages conflict with the host's amd64 ones, and nothing
+    // of the build machine's own system should change.
+    let archives = format!("Dir::Cache::archives={}", debs.display());
+    let mut args = vec![
+        "install",
+        "--download-only",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "-o",
+        &archives,
+    ];
+    args.extend(SYSROOT_PACKAGES);
+    if quiet(&mut apt(&args)).is_err() {
+        // Stale package lists (a fresh arm64 architecture, a mirror update): refresh once.
+        quiet(&mut apt(&["update", "-q"]))?;
+        quiet(&mut apt(&args)).context("downloading the arm64 packages of the sysroot")?;
+    }
+    let staging = root().join("target/aarch64-sysroot.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let mut count = 0;
+    for entry in std::fs::read_dir(&debs)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            let status = cmd("dpkg-deb")
+                .arg("-x")
+                .arg(&path)
+                .arg(&staging)
+                .status()
+                .context("running dpkg-deb")?;
+            if !status.success() {
+                bail!("dpkg-deb -x {} failed with {status}", path.display());
+            }
+            count += 1;
+        }
+    }
+    std::fs::write(staging.join(".trident-sysroot"), &wanted)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&staging, &dir)
+        .with_context(|| format!("moving the sysroot into {}", dir.display()))?;
+    eprintln!("cross: sysroot from {count} arm64 packages");
+    Ok(dir)
+}
