@@ -104,14 +104,7 @@ pub fn check_relative(path: &str) -> std::result::Result<PathBuf, String> {
     if path.is_empty() || path.contains('\\') {
         return Err(format!("`{path}` is not a package path"));
     }
-    // `Path::components` drops empty and `.` parts silently (`a//b`, `a/./b`), which would let
-    // two spellings name one file; the raw parts must all be plain names.
-    if path.split('/').any(|part| part.is_empty() || part == ".") {
-        if path.starts_with('/') {
-            return Err(format!("`{path}` is absolute"));
-        }
-        return Err(format!("`{path}` has an empty or `.` component"));
-    }
+
     for c in p.components() {
         match c {
             Component::Normal(_) => {}
@@ -121,6 +114,11 @@ pub fn check_relative(path: &str) -> std::result::Result<PathBuf, String> {
                 return Err(format!("`{path}` is absolute"));
             }
         }
+    }
+    // `Path::components` drops inner empty and `.` parts silently (`a//b`, `a/./b`), which
+    // would let two spellings name one file; the raw parts must all be plain names.
+    if path.split('/').any(|part| part.is_empty() || part == ".") {
+        return Err(format!("`{path}` has an empty or `.` part"));
     }
     Ok(p.to_path_buf())
 }

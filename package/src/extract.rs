@@ -98,24 +98,7 @@ pub fn extract_from_reader<R: Read>(
     limits: &Limits,
     origin: &str,
 ) -> Result<Extracted> {
-    match std::fs::symlink_metadata(dest) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dest)
-            .map_err(|e| Error::io("cannot create directory", dest, e))?,
-        Err(e) => return Err(Error::io("cannot read", dest, e)),
-        Ok(_) => {}
-    }
-    let meta = std::fs::symlink_metadata(dest).map_err(|e| Error::io("cannot read", dest, e))?;
-    if !meta.is_dir()
-        || std::fs::read_dir(dest)
-            .map_err(|e| Error::io("cannot read", dest, e))?
-            .next()
-            .is_some()
-    {
-        return Err(Error::invalid(
-            dest.display().to_string(),
-            "must be an empty folder to unpack a package into",
-        ));
-    }
+    prepare_dest(dest)?;
     let origin = Path::new(origin);
     let corrupt = |e: std::io::Error| {
         Error::archive(origin, None, format!("cannot decompress: {}", io_chain(&e)))
@@ -139,11 +122,52 @@ pub fn extract_from_reader<R: Read>(
     decoder
         .window_log_max(ZSTD_WINDOW_LOG_MAX)
         .map_err(corrupt)?;
+    walk_tar(decoder, dest, limits, origin)
+}
+
+/// Unpacks an uncompressed tar stream with every rule of [`extract_from_reader`]. Packages are
+/// always zstd-compressed; this entry point lets a fuzz target reach the tar walker directly
+/// instead of through the decompressor.
+pub fn extract_tar_from_reader<R: Read>(
+    tar_stream: R,
+    dest: &Path,
+    limits: &Limits,
+    origin: &str,
+) -> Result<Extracted> {
+    prepare_dest(dest)?;
+    walk_tar(tar_stream, dest, limits, Path::new(origin))
+}
+
+/// `dest` must be absent (it is created) or an empty folder.
+fn prepare_dest(dest: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dest)
+            .map_err(|e| Error::io("cannot create directory", dest, e))?,
+        Err(e) => return Err(Error::io("cannot read", dest, e)),
+        Ok(_) => {}
+    }
+    let meta = std::fs::symlink_metadata(dest).map_err(|e| Error::io("cannot read", dest, e))?;
+    if !meta.is_dir()
+        || std::fs::read_dir(dest)
+            .map_err(|e| Error::io("cannot read", dest, e))?
+            .next()
+            .is_some()
+    {
+        return Err(Error::invalid(
+            dest.display().to_string(),
+            "must be an empty folder to unpack a package into",
+        ));
+    }
+    Ok(())
+}
+
+/// Walks a (decompressed) tar stream into `dest` under the limits.
+fn walk_tar<R: Read>(stream: R, dest: &Path, limits: &Limits, origin: &Path) -> Result<Extracted> {
     let cap = limits.max_total_bytes.saturating_add(
         OVERHEAD_PER_ENTRY.saturating_mul(limits.max_entries as u64 + 2) + 20 * 512,
     );
     let mut archive = tar::Archive::new(Budget {
-        inner: decoder,
+        inner: stream,
         left: cap,
         exceeded: false,
     });

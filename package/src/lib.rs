@@ -39,7 +39,10 @@ pub mod verify;
 pub use archive::{ArchiveEntry, write_archive};
 pub use elf::{ElfFacts, compare_versions, version_le};
 pub use error::{Error, Result};
-pub use extract::{Extracted, Limits, StagedPackage, extract, extract_from_reader, extract_staged};
+pub use extract::{
+    Extracted, Limits, StagedPackage, extract, extract_from_reader, extract_staged,
+    extract_tar_from_reader,
+};
 pub use facts::DeviceFacts;
 pub use signature::{PublicKey, SignatureInfo, verify_file};
 #[cfg(feature = "sign")]

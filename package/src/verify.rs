@@ -175,8 +175,10 @@ pub fn verify_package(
         Some(_) => Some(staged.commit()?),
         None => None,
     };
+    // The caller presents the warnings (they are in `Verified`); logged here at debug only, so
+    // a command line does not show each twice.
     for w in &warnings {
-        tracing::warn!("{}: {w}", pkg.display());
+        tracing::debug!("{}: {w}", pkg.display());
     }
     Ok(Verified {
         manifest,

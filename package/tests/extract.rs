@@ -468,3 +468,36 @@ fn a_reader_unpacks_into_a_destination_it_creates() {
     let e = extract_from_reader(&t.zst()[..], &file, &Limits::default(), "mem").unwrap_err();
     assert!(e.to_string().contains("must be an empty folder"), "{e}");
 }
+
+#[test]
+fn the_uncompressed_entry_point_applies_the_same_rules() {
+    let case = Case::new();
+    let mut good = RawTar::new();
+    good.dir("models").file("models/a.onnx", b"onnx");
+    let done = trident_package::extract_tar_from_reader(
+        good.tar().as_slice(),
+        &case.dest(),
+        &Limits::default(),
+        "good.tar",
+    )
+    .unwrap();
+    assert_eq!(done.files, 1);
+    assert_eq!(
+        std::fs::read(case.dest().join("models/a.onnx")).unwrap(),
+        b"onnx"
+    );
+
+    let mut bad = RawTar::new();
+    bad.file("../escape", b"x");
+    let dest = case.root().join("bad");
+    let e = trident_package::extract_tar_from_reader(
+        bad.tar().as_slice(),
+        &dest,
+        &Limits::default(),
+        "bad.tar",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`../escape`"), "{e}");
+    assert!(!case.root().join("escape").exists());
+}

@@ -6,8 +6,10 @@
 //! plots → train the three ensemble variants on a short CPU budget → predict the held-out test
 //! split with the balanced variant and evaluate it → export the three variants to verified ONNX
 //! (parity against tch with tract and ONNX Runtime, FP16-weights mAP delta) → calibrate the
-//! ensemble on the validation split (report headline) → the edge runtime with those tables on
-//! a feed of the held-out test split. Later stages (package, deploy) extend this list.
+//! ensemble on the validation split (report headline) → cross-compile the Nano runtime, build
+//! and sign the deployment package with a throwaway key, verify it on the host and with the
+//! aarch64 runtime under qemu (installing it) → the edge runtime on that installed package,
+//! on a feed of the held-out test split. Later stages (deploy) extend this list.
 
 use std::path::Path;
 use std::process::Command;
@@ -264,6 +266,97 @@ pub fn run() -> Result<()> {
         });
     }
 
+    // The release: the Nano runtime, a throwaway signing key, the signed package, and its
+    // verification on the host and — under qemu-aarch64 — by the device's own binary.
+    let t = Instant::now();
+    let cross = crate::cross::build()?;
+    stages.push(Stage {
+        name: "cross build",
+        result: format!(
+            "trident-edge for aarch64 (glibc ≤ {}), {:.1} MiB",
+            crate::cross::MAX_GLIBC,
+            std::fs::metadata(&cross.binary)?.len() as f64 / (1 << 20) as f64
+        ),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    let t = Instant::now();
+    let keys = demo.join("keys");
+    let _ = std::fs::remove_dir_all(&keys);
+    run_cmd(&mut trident(&[
+        "package",
+        "keygen",
+        "--unencrypted",
+        "--out",
+        "demo/keys",
+    ]))?;
+    let mut package = trident(&[
+        "export",
+        "--package",
+        "--config",
+        "configs/release.yaml",
+        "--out",
+        "demo/dist",
+        "--sign-key",
+        "demo/keys/trident.key",
+        "--models",
+        "demo/models",
+        "--calibration",
+        "demo/calibration/calibration.yaml",
+    ]);
+    package
+        .arg("--binary")
+        .arg(&cross.binary)
+        .env_remove("TRIDENT_SIGN_KEY");
+    run_cmd(&mut package)?;
+    let name = format!(
+        "trident-{}-jetson-nano-jp46.tar.zst",
+        env!("CARGO_PKG_VERSION")
+    );
+    let pkg = format!("demo/dist/{name}");
+    let bytes = std::fs::metadata(root().join(&pkg))?.len();
+    stages.push(Stage {
+        name: "package",
+        result: format!(
+            "{pkg} ({:.1} MiB) + .minisig (throwaway key demo/keys)",
+            bytes as f64 / (1 << 20) as f64
+        ),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    let t = Instant::now();
+    run_cmd(&mut trident(&[
+        "package",
+        "verify",
+        &pkg,
+        "--pubkey",
+        "demo/keys/trident.pub",
+    ]))?;
+    let release = demo.join(format!("device/releases/{}", env!("CARGO_PKG_VERSION")));
+    let _ = std::fs::remove_dir_all(demo.join("device"));
+    std::fs::create_dir_all(demo.join("device/releases"))?;
+    let mut device = Command::new("qemu-aarch64-static");
+    device
+        .current_dir(root())
+        .arg(&cross.binary)
+        .args([
+            "verify",
+            &pkg,
+            "--pubkey",
+            "demo/keys/trident.pub",
+            "--install",
+        ])
+        .arg(&release)
+        .env("QEMU_LD_PREFIX", &cross.sysroot);
+    run_cmd(&mut device)?;
+    stages.push(Stage {
+        name: "verify",
+        result: format!(
+            "host and device (aarch64 under qemu): signature and {} sha256s, installed → {}",
+            manifest_files(&release)?,
+            release.strip_prefix(root()).unwrap_or(&release).display()
+        ),
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
     let t = Instant::now();
     let frames = make_test_feed(&demo.join("dataset/images/test"), &demo.join("test_feed"))?;
     stages.push(Stage {
@@ -305,25 +398,25 @@ pub fn run() -> Result<()> {
 
     let t = Instant::now();
     let mut edge = Command::new(bin.join("trident-edge"));
-    edge.current_dir(root()).args([
-        "run",
-        "--models",
-        "demo/models",
-        "--calibration",
-        "demo/calibration/calibration.yaml",
-        "--profile",
-        "configs/profiles/host-cpu.yaml",
-        "--source",
-        "file://demo/test_feed.avi",
-        "--loop-files",
-        "--duration",
-        EDGE_SECONDS,
-        "--out",
-        "demo/edge",
-        // /healthz and /metrics on a free port, so a busy 8080 cannot fail the demo.
-        "--http",
-        "127.0.0.1:0",
-    ]);
+    // The models and tables of the installed package (its manifest is checked again at load).
+    edge.current_dir(root())
+        .arg("run")
+        .arg("--package")
+        .arg(&release)
+        .args([
+            "--profile",
+            "configs/profiles/host-cpu.yaml",
+            "--source",
+            "file://demo/test_feed.avi",
+            "--loop-files",
+            "--duration",
+            EDGE_SECONDS,
+            "--out",
+            "demo/edge",
+            // /healthz and /metrics on a free port, so a busy 8080 cannot fail the demo.
+            "--http",
+            "127.0.0.1:0",
+        ]);
     println!();
     eprintln!("$ {}", crate::describe(&edge));
     let out = edge.output()?;
@@ -353,6 +446,15 @@ pub fn run() -> Result<()> {
     }
     println!("{:<w$}  {:>8.1}", "total", total.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// How many files an installed package's manifest lists.
+fn manifest_files(release: &Path) -> Result<usize> {
+    let path = release.join("manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    Ok(m["files"].as_object().map_or(0, |f| f.len()))
 }
 
 /// Runs a `trident eval … --json` command and summarises its metrics in one line.

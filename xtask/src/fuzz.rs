@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cmd, exec, root};
 
-pub const TARGETS: [&str; 2] = ["manifest", "extract"];
+pub const TARGETS: [&str; 3] = ["manifest", "extract", "extract_tar"];
 
 pub fn run(seconds: u64) -> Result<()> {
     if !cmd("cargo")

@@ -19,7 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   setup   install what the project needs (apt packages, .venv, aarch64 target, zig); idempotent
   fuzz [SECONDS]
-          the package parsers' fuzz targets (manifest, extract), SECONDS each (default 600)
+          the package parsers' fuzz targets (manifest, extract, extract_tar), SECONDS each
+          (default 600)
   cross   setup, then trident-edge for the Jetson Nano (aarch64, glibc 2.27) with cargo-zigbuild
   demo    setup, build, then run the pipeline on synthetic data and print a summary
   test    setup, then rustfmt check, clippy -D warnings, the aarch64 runtime (cross) and the
