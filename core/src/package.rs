@@ -198,6 +198,25 @@ impl Manifest {
         }
         for (i, m) in self.models.iter().enumerate() {
             listed(format!("models[{i}].file"), &m.file, &m.sha256)?;
+            // A floor outside [0, 1] (a number too large for f32 parses as infinity) would
+            // silence or flood the model on the unit.
+            if let Some(f) = m.conf_floor
+                && !(f.is_finite() && (0.0..=1.0).contains(&f))
+            {
+                return Err(Error::invalid(
+                    at(format!("models[{i}].conf_floor")),
+                    format!("{f}: expected a confidence between 0 and 1"),
+                ));
+            }
+            if m.input.len() != 4 || m.output.len() != 3 {
+                return Err(Error::invalid(
+                    at(format!("models[{i}]")),
+                    format!(
+                        "input {:?} / output {:?}: expected [1, 3, H, W] and [1, 4 + classes, N]",
+                        m.input, m.output
+                    ),
+                ));
+            }
             if m.classes != self.models[0].classes {
                 return Err(Error::invalid(
                     at(format!("models[{i}].classes")),
@@ -419,6 +438,30 @@ mod tests {
         let mut m = package(dir.path());
         m.version = "1.2.3-rc.1+build.5".into();
         m.validate("manifest.json").unwrap();
+    }
+
+    #[test]
+    fn a_floor_out_of_range_is_refused_found_by_fuzzing() {
+        // The manifest fuzz target found this: a floor too large for f32 parsed as infinity,
+        // validated, and came back as `null` after a round trip.
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = package(dir.path());
+        let mut text = serde_json::to_string(&m).unwrap();
+        text = text.replace(
+            "\"conf_floor\":0.25",
+            &format!("\"conf_floor\":1{}.25", "7".repeat(60)),
+        );
+        let e = Manifest::parse(text.as_bytes(), Path::new("manifest.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("models[0].conf_floor"), "{e}");
+        m.models[0].conf_floor = Some(-0.1);
+        assert!(m.validate("manifest.json").is_err());
+        m.models[0].conf_floor = Some(1.0);
+        m.validate("manifest.json").unwrap();
+        m.models[0].input = vec![1, 3];
+        let e = m.validate("manifest.json").unwrap_err().to_string();
+        assert!(e.contains("models[0]"), "{e}");
     }
 
     #[test]
