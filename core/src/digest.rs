@@ -19,14 +19,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// SHA-256 of a file, hex, read in pieces (engines and models can be large).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f =
+    let f =
         std::fs::File::open(path).map_err(|e| Error::io("cannot read", path.to_path_buf(), e))?;
+    sha256_reader(f).map_err(|e| Error::io("cannot read", path.to_path_buf(), e))
+}
+
+/// SHA-256 of everything a reader yields, hex (e.g. the first bytes of a file with `take`).
+pub fn sha256_reader<R: Read>(mut reader: R) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| Error::io("cannot read", path.to_path_buf(), e))?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }

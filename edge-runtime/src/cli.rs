@@ -42,6 +42,23 @@ pub enum Command {
     /// sha256, the runtime binary, and compatibility with this unit (architecture, JetPack,
     /// TensorRT, glibc); with --install, unpack it atomically.
     Verify(VerifyArgs),
+    /// Ask a running runtime's /healthz, waiting up to --wait for it to report ok; exit 0 when
+    /// healthy, 1 when not (the deploy stage's health gate).
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Where the runtime serves /healthz (its --http address).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Keep asking (once a second) until healthy or this long has passed: 90s, 2m. Default:
+    /// ask once.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Print the /healthz JSON instead of a summary line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +227,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Run(a) => crate::commands::run(a),
         Command::Prepare(a) => crate::commands::prepare(a),
         Command::Verify(a) => crate::commands::verify(a),
+        Command::Health(a) => crate::commands::health(a),
     }
 }
 

@@ -17,7 +17,7 @@ use trident_edge::output::jsonl::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 
-use crate::cli::{HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, VerifyArgs};
+use crate::cli::{HealthArgs, HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, VerifyArgs};
 
 impl ModelsArgs {
     fn from(&self) -> ModelsFrom<'_> {
@@ -320,4 +320,58 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         println!("  installed into {}", dir.display());
     }
     Ok(())
+}
+
+/// `trident-edge health [--addr A] [--wait D] [--json]`.
+pub fn health(a: HealthArgs) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + a.wait.unwrap_or_default();
+    let last = loop {
+        let answer = trident_edge::http::get_healthz(a.addr, Duration::from_secs(5));
+        let healthy = matches!(&answer, Ok((200, _)));
+        if healthy || Instant::now() >= deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    match last {
+        Ok((status, body)) => {
+            let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if a.json {
+                println!("{}", body.trim());
+            } else {
+                println!(
+                    "{}: {} — version {}, {} frames, {:.2} fps, level {}{}",
+                    a.addr,
+                    if status == 200 {
+                        "healthy"
+                    } else {
+                        "NOT healthy"
+                    },
+                    report["version"].as_str().unwrap_or("?"),
+                    report["frames"].as_u64().unwrap_or(0),
+                    report["fps"].as_f64().unwrap_or(0.0),
+                    report["level_name"].as_str().unwrap_or("-"),
+                    report["problems"]
+                        .as_array()
+                        .filter(|p| !p.is_empty())
+                        .map(|p| format!(
+                            "; {}",
+                            p.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            anyhow::ensure!(status == 200, "{}: /healthz answered {status}", a.addr);
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "{}: no answer from /healthz: {e} (is trident-edge running with --http {}?)",
+            a.addr,
+            a.addr
+        )),
+    }
 }

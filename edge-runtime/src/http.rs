@@ -196,3 +196,29 @@ fn no_store(mut r: Response<String>) -> Response<String> {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
+
+/// `GET /healthz` of a runtime at `addr` (what `trident-edge health` and the deploy stage's
+/// health gate ask): the HTTP status and the JSON body. A plain HTTP/1.1 request over a TCP
+/// stream — one request needs no client library.
+pub fn get_healthz(addr: SocketAddr, timeout: Duration) -> io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP header end"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status"))?;
+    Ok((status, body.to_string()))
+}

@@ -280,3 +280,41 @@ fn prepare_is_a_clear_no_op_without_a_gpu_and_refuses_a_broken_package() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("balanced.onnx"));
 }
+
+#[test]
+fn the_health_command_waits_for_a_healthy_runtime_and_fails_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, _) = models(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out = dir.path().join("out");
+    let mut args = run_args("--models", s(&models), s(&out), "60s");
+    let http = args.iter().position(|a| *a == "off").unwrap();
+    args[http] = &addr;
+    let mut runtime = Command::new(env!("CARGO_BIN_EXE_trident-edge"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let o = edge(&["health", "--addr", &addr, "--wait", "60s"]);
+    let healthy = o.status.success();
+    let json = edge(&["health", "--addr", &addr, "--json"]);
+    let _ = runtime.kill();
+    let _ = runtime.wait();
+    assert!(healthy, "{}", text(&o));
+    assert!(text(&o).contains("healthy"), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["version"].is_string(), "{report}");
+
+    // Nobody listening: exit 1 at once, saying so.
+    let o = edge(&["health", "--addr", &addr]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no answer"), "{}", text(&o));
+}
