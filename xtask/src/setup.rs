@@ -28,6 +28,11 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-user-static",
     // Verifies package signatures in the tests exactly as a field engineer would.
     "minisign",
+    // The deploy tests play Nano units with real OpenSSH servers on loopback; uploads use rsync
+    // when both ends have it.
+    "openssh-client",
+    "openssh-server",
+    "rsync",
 ];
 
 const AARCH64: &str = "aarch64-unknown-linux-gnu";
