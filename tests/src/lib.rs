@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use trident_core::digest::sha256_hex;
 use trident_core::model_card::{CardDim, CardSource, FORMAT, ModelCard, TensorInfo};
 
+pub mod fleet;
+
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
