@@ -10,5 +10,6 @@ pub mod error;
 pub mod inventory;
 pub mod quote;
 pub mod ssh;
+pub mod unit_facts;
 
 pub use error::{Error, Result};
