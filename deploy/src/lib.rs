@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod inventory;
+pub mod provision;
 pub mod quote;
 pub mod ssh;
 pub mod unit_facts;

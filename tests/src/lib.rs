@@ -239,3 +239,22 @@ pub fn qemu(program: &Path, sysroot: &Path) -> Command {
         .env_remove("GST_PLUGIN_PATH_1_0");
     c
 }
+
+/// This workspace's host build of `trident-edge` (`target/<profile>/trident-edge`), which
+/// `cargo test --workspace` builds before any test runs. Tests that play units run it; without
+/// it they fail with the command that builds it.
+pub fn host_runtime() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/trident-edge
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("trident-edge"))
+        .expect("a test binary lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the suite with `cargo xtask test` (or `cargo build -p trident-edge` first)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,135 @@
+//! `trident deploy provision`: first-time setup of a freshly flashed unit.
+//!
+//! The package given is verified here first (signature with the fleet's trusted key, every
+//! sha256); its runtime becomes the unit's verifier (`/opt/trident/bin/trident-edge`, which
+//! checks every later package on the unit before anything is installed) and its systemd unit
+//! is installed. The unit gets the `/opt/trident` layout (`releases/`, `current`, `data/`,
+//! `engines/`, `incoming/`), the `trident` service user (in `video`, for the camera and GPU),
+//! the trusted public key and the inventory's nvpmodel power mode. Units whose facts do not
+//! fit the package (architecture, JetPack, TensorRT, glibc) are refused before anything
+//! changes on them.
+
+use std::path::Path;
+
+use trident_package::signature::PublicKey;
+use trident_package::verify::{VerifyOptions, verify_package};
+
+use crate::error::{Error, Result};
+use crate::inventory::Unit;
+use crate::ssh::Ssh;
+use crate::unit_facts::{self, UnitFacts};
+
+/// What provisioning found and did.
+#[derive(Clone, Debug)]
+pub struct Provisioned {
+    pub before: UnitFacts,
+    pub after: UnitFacts,
+    /// Facts that could not be read (not a Jetson, …): warnings, not refusals.
+    pub warnings: Vec<String>,
+}
+
+/// `$1` root, `$2` nvpmodel mode, `$3` trusted key text, `$4` systemd unit text.
+const PROVISION: &str = r#"set -eu
+R="$1"; T="$R/opt/trident"
+mkdir -p "$T/releases" "$T/data" "$T/engines" "$T/incoming" "$T/bin" "$R/etc/systemd/system"
+if ! id trident >/dev/null 2>&1; then
+  useradd --system --home-dir /opt/trident --no-create-home --shell /usr/sbin/nologin --groups video trident
+fi
+chown trident:trident "$T/data" "$T/engines"
+printf '%s\n' "$3" > "$T/trusted.pub.tmp" && mv -f "$T/trusted.pub.tmp" "$T/trusted.pub"
+S="$R/etc/systemd/system/trident-edge.service"
+printf '%s' "$4" > "$S.tmp" && mv -f "$S.tmp" "$S"
+systemctl daemon-reload
+systemctl enable trident-edge
+nvpmodel -m "$2"
+echo ok
+"#;
+
+/// Provisions one unit with `package` (verified with `trusted_key` on this host first).
+pub fn provision(
+    ssh: &Ssh,
+    unit: &Unit,
+    package: &Path,
+    trusted_key: &Path,
+) -> Result<Provisioned> {
+    let key = PublicKey::from_file(trusted_key)?;
+    let key_text = std::fs::read_to_string(trusted_key).map_err(|e| Error::Io {
+        action: "cannot read",
+        path: trusted_key.to_path_buf(),
+        source: e,
+    })?;
+    let before = unit_facts::read(ssh, unit)?;
+    // The package's files, verified against the key the unit will trust.
+    let scratch = tempfile::tempdir().map_err(|e| Error::Io {
+        action: "cannot create a temporary folder in",
+        path: std::env::temp_dir(),
+        source: e,
+    })?;
+    let unpacked = scratch.path().join("package");
+    let verified = verify_package(
+        package,
+        &VerifyOptions {
+            public_key: Some(&key),
+            ..Default::default()
+        },
+        Some(&unpacked),
+    )?;
+    let device = before
+        .device
+        .clone()
+        .ok_or_else(|| Error::remote(&unit.name, "facts", "no facts"))?;
+    let warnings = trident_package::facts::check(&verified.manifest, &device).map_err(|e| {
+        Error::Incompatible {
+            unit: unit.name.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let binary = verified
+        .manifest
+        .binary
+        .as_ref()
+        .map(|b| unpacked.join(&b.file))
+        .ok_or_else(|| {
+            Error::inventory(
+                package.display().to_string(),
+                "the package carries no runtime binary to verify with",
+            )
+        })?;
+    let service = unpacked.join("systemd/trident-edge.service");
+    let service_text = std::fs::read_to_string(&service).map_err(|e| Error::Io {
+        action: "cannot read",
+        path: service.clone(),
+        source: e,
+    })?;
+
+    let mode = unit.power_mode.nvpmodel_id().to_string();
+    let out = ssh.check(
+        unit,
+        "provision",
+        PROVISION,
+        &[&unit.root, &mode, key_text.trim_end(), &service_text],
+    )?;
+    if out.trim() != "ok" {
+        return Err(Error::remote(
+            &unit.name,
+            "provision",
+            out.trim().to_string(),
+        ));
+    }
+    let verifier = unit.remote("/opt/trident/bin/trident-edge");
+    ssh.upload(unit, &binary, &verifier, &|_| {}, None)?;
+    ssh.check(unit, "provision", "chmod 755 \"$1\"", &[&verifier])?;
+    let after = unit_facts::read(ssh, unit)?;
+    if !after.provisioned {
+        return Err(Error::remote(
+            &unit.name,
+            "provision",
+            "the layout, trusted key or verifier is missing after provisioning",
+        ));
+    }
+    Ok(Provisioned {
+        before,
+        after,
+        warnings,
+    })
+}

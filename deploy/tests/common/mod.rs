@@ -1,0 +1,95 @@
+//! A test fleet with a signed package for it: the host's `trident-edge` as the runtime (the
+//! units run on this machine), three fixture models with their tables, built by the exporter's
+//! package builder and signed with a fresh key.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use trident_deploy::inventory::{PowerMode, Unit};
+use trident_deploy::ssh::Ssh;
+use trident_e2e::fleet::TestFleet;
+use trident_exporter::package::{PackageRequest, build_package};
+use trident_exporter::release::ReleaseConfig;
+use trident_package::signature::SigningKey;
+
+pub struct TestSetup {
+    pub fleet: TestFleet,
+    pub ssh: Ssh,
+    pub package: PathBuf,
+    pub public_key: PathBuf,
+    pub secret_key: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestSetup {
+    pub fn new(units: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = TestFleet::start(&dir.path().join("fleet"), units);
+        let ssh = Ssh {
+            config: Some(fleet.ssh_config()),
+        };
+        let (secret_key, public_key) =
+            trident_package::signature::generate_keypair(&dir.path().join("keys"), None).unwrap();
+        let package = build(dir.path(), "1.0.0", &secret_key);
+        TestSetup {
+            fleet,
+            ssh,
+            package,
+            public_key,
+            secret_key,
+            dir,
+        }
+    }
+
+    /// Another version of the package (same inputs), signed with the same key.
+    pub fn package_version(&self, version: &str) -> PathBuf {
+        build(self.dir.path(), version, &self.secret_key)
+    }
+}
+
+/// Builds `trident-<version>-test.tar.zst` for this machine (x86-64, its glibc).
+pub fn build(dir: &Path, version: &str, secret_key: &Path) -> PathBuf {
+    let inputs = dir.join(format!("inputs-{version}"));
+    std::fs::create_dir_all(&inputs).unwrap();
+    let runtime = trident_e2e::host_runtime();
+    let config = trident_e2e::release_inputs(&inputs, &runtime, std::env::consts::ARCH);
+    let glibc = trident_package::elf::inspect(&runtime)
+        .unwrap()
+        .max_glibc
+        .unwrap_or_else(|| "2.17".into());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_glibc: \"2.27\"", &format!("max_glibc: \"{glibc}\""))
+        .replace("target: jetson-nano-jp46", "target: test");
+    std::fs::write(&config, text).unwrap();
+    let release = ReleaseConfig::load(&config).unwrap();
+    let key = SigningKey::from_file(secret_key, None).unwrap();
+    let models = release.models.dir.clone().unwrap();
+    let built = build_package(
+        &PackageRequest {
+            config: &release,
+            models_dir: &models,
+            version,
+            git_revision: None,
+            signer: Some(&key),
+        },
+        &dir.join("dist"),
+    )
+    .unwrap();
+    built.archive
+}
+
+/// The inventory entry of a harness unit (its Host block in the harness's ssh config).
+pub fn unit(fleet: &TestFleet, name: &str) -> Unit {
+    let t = fleet.unit(name);
+    Unit {
+        name: name.into(),
+        host: name.into(),
+        port: None,
+        user: None,
+        tags: vec![],
+        power_mode: PowerMode::Maxn,
+        root: t.root.display().to_string(),
+        health_addr: ([127, 0, 0, 1], t.health_port).into(),
+    }
+}
