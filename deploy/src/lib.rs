@@ -9,6 +9,7 @@
 pub mod error;
 pub mod inventory;
 pub mod provision;
+pub mod push;
 pub mod quote;
 pub mod ssh;
 pub mod unit_facts;

@@ -336,7 +336,7 @@ fn systemctl_runs_the_current_release_and_teardown_leaves_no_process() {
         args_file.exists()
     });
     let c = unit.path("/opt/trident/current").display().to_string();
-    let expected = |extra: &[&str]| -> String {
+    let expected = |source: &str| -> String {
         let http = format!("127.0.0.1:{}", unit.health_port);
         let out = unit.path("/opt/trident/data").display().to_string();
         let profile = format!("{c}/profiles/nano-10w.yaml");
@@ -347,9 +347,8 @@ fn systemctl_runs_the_current_release_and_teardown_leaves_no_process() {
             "--profile",
             &profile,
             "--source",
-            "test://",
+            source,
         ];
-        v.extend_from_slice(extra);
         v.extend_from_slice(&[
             "--width",
             "320",
@@ -366,7 +365,7 @@ fn systemctl_runs_the_current_release_and_teardown_leaves_no_process() {
         ]);
         v.iter().map(|a| format!("{a}\n")).collect()
     };
-    assert_eq!(fs::read_to_string(&args_file).unwrap(), expected(&[]));
+    assert_eq!(fs::read_to_string(&args_file).unwrap(), expected("test://"));
 
     // A restart replaces the process; the service outlives the SSH session that started it.
     fs::remove_file(&args_file).unwrap();
@@ -380,7 +379,7 @@ fn systemctl_runs_the_current_release_and_teardown_leaves_no_process() {
     });
     assert_eq!(
         fs::read_to_string(&args_file).unwrap(),
-        expected(&["--duration", "1s"])
+        expected("file:///nonexistent/camera-unplugged.avi")
     );
     unit.set_fault("unhealthy", false);
 

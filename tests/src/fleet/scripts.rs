@@ -71,10 +71,15 @@ start_service() {
     fi
     port=$(cat "$T/health_port")
     C="$R/opt/trident/current"
-    set -- "$C/bin/trident-edge" run --package "$C" --profile "$C/profiles/nano-10w.yaml" --source test://
-    if [ -e "$T/faults/unhealthy" ]; then
-        set -- "$@" --duration 1s
+    # `unhealthy`: any release; `unhealthy-<version>`: only that release (a bad update whose
+    # rollback target is fine). The camera cannot be opened: /healthz answers 503 while the
+    # runtime starts, then nothing once it has exited with the error.
+    release=$(basename "$(readlink "$C" 2>/dev/null || echo none)")
+    source=test://
+    if [ -e "$T/faults/unhealthy" ] || [ -e "$T/faults/unhealthy-$release" ]; then
+        source=file:///nonexistent/camera-unplugged.avi
     fi
+    set -- "$C/bin/trident-edge" run --package "$C" --profile "$C/profiles/nano-10w.yaml" --source "$source"
     set -- "$@" --width 320 --height 240 --backend tract --http "127.0.0.1:$port" \
         --stale-after 10s --out "$R/opt/trident/data"
     mkdir -p "$R/run"

