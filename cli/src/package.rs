@@ -1,6 +1,6 @@
 //! `trident export --package` (build), `trident package verify` and `trident package keygen`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
@@ -204,18 +204,9 @@ fn git_revision(dir: &Path) -> Option<String> {
     Some(if dirty { format!("{head}-dirty") } else { head })
 }
 
-fn public_key(text: &str) -> anyhow::Result<PublicKey> {
-    let path = PathBuf::from(text);
-    Ok(if path.is_file() {
-        PublicKey::from_file(&path)?
-    } else {
-        PublicKey::from_text(text, "--pubkey")?
-    })
-}
-
 /// `trident package verify PKG --pubkey KEY`.
 fn verify(a: VerifyPackageArgs) -> anyhow::Result<ExitCode> {
-    let key = a.pubkey.as_deref().map(public_key).transpose()?;
+    let key = a.pubkey.as_deref().map(PublicKey::from_arg).transpose()?;
     let facts = a.device_root.as_deref().map(DeviceFacts::probe_target);
     let opts = VerifyOptions {
         public_key: key.as_ref(),

@@ -3,26 +3,13 @@
 //! the next upload resumes from, a part that does not match is started over, and the finished
 //! file is the local one byte for byte.
 
+mod common;
+
 use std::path::Path;
 
-use trident_deploy::inventory::{PowerMode, Unit};
+use common::unit;
 use trident_deploy::ssh::Ssh;
 use trident_e2e::fleet::TestFleet;
-
-fn unit(fleet: &TestFleet, name: &str) -> Unit {
-    let t = fleet.unit(name);
-    Unit {
-        name: name.into(),
-        // The harness's ssh config has a Host block per unit name.
-        host: name.into(),
-        port: None,
-        user: None,
-        tags: vec![],
-        power_mode: PowerMode::Maxn,
-        root: t.root.display().to_string(),
-        health_addr: ([127, 0, 0, 1], t.health_port).into(),
-    }
-}
 
 fn payload(dir: &Path, len: usize) -> std::path::PathBuf {
     // Bytes that do not repeat, so a misplaced chunk cannot go unnoticed.

@@ -274,11 +274,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     use trident_package::facts::DeviceFacts;
     use trident_package::signature::PublicKey;
     use trident_package::verify::{VerifyOptions, verify_package};
-    let key = match a.pubkey.as_deref() {
-        Some(k) if Path::new(k).is_file() => Some(PublicKey::from_file(Path::new(k))?),
-        Some(k) => Some(PublicKey::from_text(k, "--pubkey")?),
-        None => None,
-    };
+    let key = a.pubkey.as_deref().map(PublicKey::from_arg).transpose()?;
     let facts = DeviceFacts::probe(&a.system_root);
     let opts = VerifyOptions {
         public_key: key.as_ref(),

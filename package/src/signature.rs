@@ -47,6 +47,17 @@ impl PublicKey {
         Self::from_text(&text, &path.display().to_string())
     }
 
+    /// A `--pubkey` value as both command lines take it: the path of a key file when one
+    /// exists there, else the key itself (its base64 line).
+    pub fn from_arg(value: &str) -> Result<Self> {
+        let path = Path::new(value);
+        if path.is_file() {
+            Self::from_file(path)
+        } else {
+            Self::from_text(value, "--pubkey")
+        }
+    }
+
     /// Parses a public key from text; `origin` (a path, a flag, a variable name) names it in
     /// errors.
     pub fn from_text(text: &str, origin: &str) -> Result<Self> {
