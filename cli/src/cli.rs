@@ -45,6 +45,120 @@ pub enum Command {
         #[command(subcommand)]
         command: PackageCommand,
     },
+    /// Provision Jetson Nano units over SSH and roll packages out to them in waves, with
+    /// health-gated rollback; fleet status.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The fleet inventory (units, waves, trusted key; see configs/fleet.yaml).
+    #[arg(
+        long,
+        global = true,
+        env = "TRIDENT_FLEET",
+        default_value = "configs/fleet.yaml"
+    )]
+    pub inventory: PathBuf,
+    #[command(subcommand)]
+    pub command: DeployCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// First-time setup of freshly flashed units: /opt/trident layout, service user, systemd
+    /// unit, trusted key, power mode; reports each unit's facts and refuses incompatible ones.
+    Provision(ProvisionArgs),
+    /// Roll a package out: canaries first, then the rest; per unit upload → verify → prepare →
+    /// switch → restart → health gate → commit, or automatic rollback.
+    Push(PushArgs),
+    /// Release, health, fps, ladder level, power mode and last contact of each unit.
+    Status(StatusArgs),
+    /// Switch a unit back to its previous release, with the same health gate.
+    Rollback(RollbackArgs),
+}
+
+/// Which units of the inventory a command addresses.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
+pub struct UnitSelectionArgs {
+    /// Units by name (repeat, or separate with commas).
+    #[arg(long = "unit", value_delimiter = ',')]
+    pub units: Vec<String>,
+    /// Every unit with this tag (repeat for several tags).
+    #[arg(long = "tag", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Every unit of the inventory.
+    #[arg(long, conflicts_with_all = ["units", "tags"])]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Units by name; or use --tag / --all.
+    #[arg(
+        value_name = "UNIT",
+        value_delimiter = ',',
+        required_unless_present_any = ["tags", "all"]
+    )]
+    pub names: Vec<String>,
+    /// Every unit with this tag.
+    #[arg(long = "tag", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// Every unit of the inventory.
+    #[arg(long, conflicts_with_all = ["names", "tags"])]
+    pub all: bool,
+    /// The signed package whose runtime becomes the units' verifier and whose systemd unit is
+    /// installed (it is not installed as a release: `push` does that).
+    #[arg(long)]
+    pub package: PathBuf,
+    /// Units provisioned at once (default: the inventory's waves.max_parallel).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The signed package (`*.tar.zst`, its `.minisig` beside it).
+    pub package: PathBuf,
+    #[command(flatten)]
+    pub select: UnitSelectionArgs,
+    /// Canary units, updated first; a failing canary stops the rollout (default: the
+    /// inventory's waves.canary).
+    #[arg(long)]
+    pub canary: Option<usize>,
+    /// Units in flight at once (default: the inventory's waves.max_parallel).
+    #[arg(long)]
+    pub max_parallel: Option<usize>,
+    /// Seconds a restarted unit has to report healthy (default: the inventory's
+    /// health.timeout_s).
+    #[arg(long)]
+    pub health_timeout: Option<u64>,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Units by name (default: every unit).
+    #[arg(long = "unit", value_delimiter = ',')]
+    pub units: Vec<String>,
+    /// Every unit with this tag.
+    #[arg(long = "tag", value_delimiter = ',')]
+    pub tags: Vec<String>,
+    /// JSON on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The unit to switch back.
+    pub unit: String,
+    /// Seconds the unit has to report healthy (default: the inventory's health.timeout_s).
+    #[arg(long)]
+    pub health_timeout: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 mod calibrate;
 mod cli;
 mod data;
+mod deploy;
 mod eval;
 mod export;
 mod fuse;
@@ -41,5 +42,6 @@ fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
         cli::Command::Calibrate(args) => calibrate::run(args),
         cli::Command::Fuse(args) => fuse::run(args),
         cli::Command::Package { command } => package::run(command),
+        cli::Command::Deploy(args) => deploy::run(args),
     }
 }

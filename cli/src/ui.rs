@@ -61,7 +61,8 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
             .or_else(|| judged(cause, trident_edge::Error::is_input_error))
             .or_else(|| judged(cause, trident_calibration::Error::is_input_error))
             .or_else(|| judged(cause, trident_tensorrt::Error::is_input_error))
-            .or_else(|| judged(cause, trident_package::Error::is_input_error));
+            .or_else(|| judged(cause, trident_package::Error::is_input_error))
+            .or_else(|| judged(cause, trident_deploy::Error::is_input_error));
         if let Some(input) = input {
             return if input { 2 } else { 1 };
         }
@@ -107,6 +108,33 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     for r in rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
         out.push('\n');
+    }
+    out
+}
+
+/// A plain text table, every column left-aligned (for words: unit names, results, notes).
+pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let text = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        format!("{}\n", text.trim_end())
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
     out
 }

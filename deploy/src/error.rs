@@ -33,6 +33,9 @@ pub enum Error {
     Incompatible { unit: String, message: String },
 }
 
+/// How [`Error::Remote`] messages of a failed connection begin.
+pub const UNREACHABLE: &str = "cannot reach the unit over SSH";
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -49,6 +52,12 @@ impl Error {
             step,
             message: message.into(),
         }
+    }
+
+    /// True when the unit could not be reached over SSH at all (as opposed to a step on it
+    /// failing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Remote { message, .. } if message.starts_with(UNREACHABLE))
     }
 
     /// True when the user's input is at fault (the CLI exits with status 2).

@@ -40,7 +40,7 @@ fn default_keep() -> usize {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Waves {
-    /// Units updated first, alone; a failure among them stops the rollout.
+    /// Units updated first, as a wave of their own; one failing stops the rollout.
     pub canary: usize,
     /// Units updated at once after the canaries.
     pub max_parallel: usize,
@@ -427,6 +427,21 @@ units:
 
     fn parse(text: &str) -> Result<Fleet> {
         Fleet::parse(text, Path::new("/etc/trident/fleet.yaml"))
+    }
+
+    #[test]
+    fn the_shipped_example_inventory_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/fleet.yaml");
+        let f = Fleet::load(&path).unwrap();
+        assert_eq!(f.units.len(), 4);
+        assert_eq!(f.unit("reef-02").unwrap().power_mode, PowerMode::FiveWatt);
+        assert_eq!(f.unit("kelp-07").unwrap().port, Some(2222));
+        assert_eq!(
+            f.unit("bench-nano").unwrap().remote("/opt/trident"),
+            "/mnt/sdcard/opt/trident"
+        );
+        assert!(f.trusted_key.ends_with("keys/trident.pub"));
+        assert_eq!((f.waves.canary, f.waves.max_parallel), (1, 4));
     }
 
     #[test]

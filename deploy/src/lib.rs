@@ -11,7 +11,10 @@ pub mod inventory;
 pub mod provision;
 pub mod push;
 pub mod quote;
+pub mod rollout;
 pub mod ssh;
+pub mod status;
 pub mod unit_facts;
+pub mod upload;
 
 pub use error::{Error, Result};

@@ -5,20 +5,40 @@
 //! host an error instead of a prompt. A remote step is a constant script of this crate sent on
 //! stdin to `sh -s`, its values passed as quoted positional parameters — nothing a unit name,
 //! path or version holds can become shell syntax.
+//!
+//! Uploads ([`Ssh::upload`], in [`crate::upload`]) go with `rsync` when both ends have it, else
+//! as a resumable chunked copy over `ssh`.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 use crate::inventory::Unit;
 use crate::quote::{is_host, quote_all};
 
+pub use crate::upload::Upload;
+
 /// How to reach units.
 #[derive(Clone, Debug, Default)]
 pub struct Ssh {
     /// `ssh -F FILE` instead of the user's configuration.
     pub config: Option<PathBuf>,
+    /// How [`Ssh::upload`] moves files.
+    pub transfer: Transfer,
+}
+
+/// How [`Ssh::upload`] moves a file to a unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transfer {
+    /// `rsync` when this machine and the unit both have rsync 3.1 or later (and the ssh config
+    /// path can be handed to rsync's `-e`), else the chunked copy.
+    #[default]
+    Auto,
+    /// `rsync` over the same `ssh` options; an error when either end lacks it.
+    Rsync,
+    /// The chunked copy: `ssh` + `sh` + coreutils on the unit, nothing else.
+    Chunked,
 }
 
 /// What a remote script printed.
@@ -36,7 +56,22 @@ impl Remote {
 }
 
 /// `ssh` exits 255 when the connection itself failed (refused, timed out, dropped, host key).
-const SSH_CONNECTION_FAILED: i32 = 255;
+pub(crate) const SSH_CONNECTION_FAILED: i32 = 255;
+
+/// The options of every connection, after `-F` and `-p`. No prompts; give up on an unanswering
+/// host after 10 s and notice a dead link within ~15 s (a unit out of radio range must not stall
+/// a rollout); no terminal. Plain words: [`Ssh::rsync_shell`] joins them with spaces.
+pub(crate) const SSH_OPTIONS: [&str; 9] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+    "-T",
+];
 
 impl Ssh {
     /// `ssh [-F config] [-p port] -o … -- [user@]host`.
@@ -49,17 +84,7 @@ impl Ssh {
         if let Some(port) = unit.port {
             c.arg("-p").arg(port.to_string());
         }
-        // No prompts; notice a dead link within ~15 s; never fall back to a shell the script
-        // did not ask for.
-        c.args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ServerAliveInterval=5",
-            "-o",
-            "ServerAliveCountMax=3",
-            "-T",
-        ]);
+        c.args(SSH_OPTIONS);
         c.arg("--");
         match &unit.user {
             Some(user) => c.arg(format!("{user}@{}", unit.host)),
@@ -104,7 +129,8 @@ impl Ssh {
                 &unit.name,
                 step,
                 format!(
-                    "cannot reach the unit over SSH: {}",
+                    "{}: {}",
+                    crate::error::UNREACHABLE,
                     last_line(&remote.stderr).unwrap_or("connection failed")
                 ),
             ));
@@ -134,177 +160,9 @@ impl Ssh {
             ))
         }
     }
-
-    /// Copies `local` to `remote_path` on the unit, resuming a partial copy left by an earlier
-    /// attempt: the part already there is kept when its SHA-256 matches the same prefix here.
-    /// The file is written as `remote_path.part` and renamed once its whole SHA-256 matches.
-    /// `progress(sent_so_far)` is called as bytes go out. `stop_after` (tests) drops the
-    /// connection after that many bytes, as a failing link would.
-    pub fn upload(
-        &self,
-        unit: &Unit,
-        local: &Path,
-        remote_path: &str,
-        progress: &dyn Fn(u64),
-        stop_after: Option<u64>,
-    ) -> Result<Upload> {
-        let total = std::fs::metadata(local)
-            .map_err(|e| Error::Io {
-                action: "cannot read",
-                path: local.to_path_buf(),
-                source: e,
-            })?
-            .len();
-        let part = format!("{remote_path}.part");
-        let have: u64 = self
-            .check(unit, "upload", scripts::PART_SIZE, &[&part])?
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        let mut offset = 0;
-        if have > 0 && have <= total {
-            let remote_sha = self.check(
-                unit,
-                "upload",
-                scripts::PREFIX_SHA256,
-                &[&part, &have.to_string()],
-            )?;
-            if remote_sha.trim() == prefix_sha256(local, have)? {
-                offset = have;
-            }
-        }
-        let mut file = std::fs::File::open(local).map_err(|e| Error::Io {
-            action: "cannot read",
-            path: local.to_path_buf(),
-            source: e,
-        })?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| Error::Io {
-            action: "cannot read",
-            path: local.to_path_buf(),
-            source: e,
-        })?;
-        let mut c = self.command(unit);
-        // `sh -c SCRIPT sh PART OFFSET`: stdin carries the data, so the script rides on the
-        // command line, its values as positional parameters.
-        c.arg(format!(
-            "sh -c {} sh {}",
-            crate::quote::quote(scripts::APPEND_FROM),
-            quote_all(&[part.as_str(), &offset.to_string()])
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let mut child = c
-            .spawn()
-            .map_err(|e| Error::remote(&unit.name, "upload", format!("cannot start ssh: {e}")))?;
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut sent = offset;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut dropped = false;
-        loop {
-            let n = file.read(&mut buf).map_err(|e| Error::Io {
-                action: "cannot read",
-                path: local.to_path_buf(),
-                source: e,
-            })?;
-            if n == 0 {
-                break;
-            }
-            let n = match stop_after {
-                Some(limit) if sent - offset + n as u64 >= limit => {
-                    dropped = true;
-                    (limit.saturating_sub(sent - offset)) as usize
-                }
-                _ => n,
-            };
-            if stdin.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            sent += n as u64;
-            progress(sent);
-            if dropped {
-                let _ = stdin.flush();
-                // What a cut link looks like to both ends: the client dies mid-stream.
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                let _ = child.kill();
-                break;
-            }
-        }
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::remote(&unit.name, "upload", format!("ssh: {e}")))?;
-        if dropped || !out.status.success() {
-            return Err(Error::remote(
-                &unit.name,
-                "upload",
-                format!(
-                    "the connection dropped after {sent} of {total} bytes ({}); the next push resumes",
-                    last_line(&String::from_utf8_lossy(&out.stderr)).unwrap_or("killed")
-                ),
-            ));
-        }
-        let want = prefix_sha256(local, total)?;
-        let got = self.check(
-            unit,
-            "upload",
-            scripts::FINISH,
-            &[&part, remote_path, &want],
-        )?;
-        if got.trim() != "ok" {
-            return Err(Error::remote(&unit.name, "upload", got.trim().to_string()));
-        }
-        Ok(Upload {
-            resumed_from: offset,
-            sent: sent - offset,
-            total,
-        })
-    }
 }
 
-/// What an upload did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Upload {
-    /// Bytes already on the unit from an earlier attempt, kept.
-    pub resumed_from: u64,
-    /// Bytes sent this time.
-    pub sent: u64,
-    pub total: u64,
-}
-
-/// SHA-256 of the first `len` bytes of a file, hex.
-fn prefix_sha256(path: &Path, len: u64) -> Result<String> {
-    let io = |e| Error::Io {
-        action: "cannot read",
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    trident_core::digest::sha256_reader(file.take(len)).map_err(io)
-}
-
-fn last_line(text: &str) -> Option<&str> {
+/// The last non-empty line of a command's output.
+pub(crate) fn last_line(text: &str) -> Option<&str> {
     text.lines().rev().map(str::trim).find(|l| !l.is_empty())
-}
-
-/// The remote side of an upload (POSIX sh + coreutils, as on JetPack's Ubuntu 18.04).
-mod scripts {
-    /// `$1`: part file. Prints its size, 0 when absent.
-    pub const PART_SIZE: &str = r#"set -eu
-if [ -f "$1" ]; then wc -c < "$1"; else echo 0; fi
-"#;
-    /// `$1`: part file, `$2`: bytes. Prints the SHA-256 of its first `$2` bytes.
-    pub const PREFIX_SHA256: &str = r#"set -eu
-head -c "$2" "$1" | sha256sum | cut -d' ' -f1
-"#;
-    /// `sh -c` with `$1` part file and `$2` offset: truncates the part to the offset (a
-    /// mismatching prefix restarts from 0), then appends stdin.
-    pub const APPEND_FROM: &str = r#"set -eu; part="$1"; off="$2"; mkdir -p "$(dirname "$part")"; if [ "$off" = 0 ]; then : > "$part"; else truncate -s "$off" "$part"; fi; cat >> "$part""#;
-    /// `$1` part, `$2` final path, `$3` expected SHA-256: rename when it matches, else remove
-    /// the part (it cannot be resumed into the right file) and say so.
-    pub const FINISH: &str = r#"set -eu
-got=$(sha256sum "$1" | cut -d' ' -f1)
-if [ "$got" = "$3" ]; then mv -f "$1" "$2"; echo ok
-else rm -f "$1"; echo "the uploaded file's sha256 $got differs from $3: corrupted in transit, removed"; fi
-"#;
 }

@@ -27,6 +27,7 @@ impl TestSetup {
         let fleet = TestFleet::start(&dir.path().join("fleet"), units);
         let ssh = Ssh {
             config: Some(fleet.ssh_config()),
+            ..Default::default()
         };
         let (secret_key, public_key) =
             trident_package::signature::generate_keypair(&dir.path().join("keys"), None).unwrap();
