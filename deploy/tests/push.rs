@@ -1,8 +1,9 @@
 //! `push` against loopback units: a healthy update commits and is not repeated; a release that
 //! fails its health check is rolled back automatically; a deploy stopped between switch and
 //! health check is resolved by the next run; a dropped upload resumes; a tampered package, a
-//! package signed by another key and a full disk change nothing. After every case the unit
-//! runs exactly one complete, verified release and its service is up.
+//! package signed by another key and a full disk change nothing; a part that rotted on the unit
+//! is sent again. After every case the unit runs exactly one complete, verified release and its
+//! service is up.
 
 mod common;
 
@@ -222,4 +223,77 @@ fn manifest_unchecked(pkg: &std::path::Path) -> trident_core::package::Manifest 
         .map(|v| v.manifest)
     })
     .unwrap()
+}
+
+/// The package's files on the unit, without logs.
+fn incoming_packages(t: &TestSetup) -> Vec<String> {
+    std::fs::read_dir(t.fleet.unit("reef-01").path("/opt/trident/incoming"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tar.zst"))
+        .collect()
+}
+
+#[test]
+fn a_tampered_package_or_a_rotten_part_never_becomes_current() {
+    let t = TestSetup::new(&["reef-01"]);
+    let u = ready(&t, "reef-01");
+    let tu = t.fleet.unit("reef-01");
+    push_unit(&t.ssh, &u, &t.package, &manifest(&t, &t.package), &opts(), &()).unwrap();
+    let p2 = t.package_version("1.1.0");
+    let m2 = manifest(&t, &p2);
+
+    // Tampered after signing: one byte flipped, the genuine signature beside it. The unit's
+    // verifier refuses it; nothing installed or switched, the upload removed.
+    let dir = t.dir.path().join("tampered");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tampered = dir.join(p2.file_name().unwrap());
+    let mut bytes = std::fs::read(&p2).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&tampered, bytes).unwrap();
+    let sig = trident_package::verify::signature_path(&p2);
+    std::fs::copy(&sig, trident_package::verify::signature_path(&tampered)).unwrap();
+    let e = push_unit(&t.ssh, &u, &tampered, &m2, &opts(), &())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("reef-01: verify:"), "{e}");
+    assert!(!tu.path("/opt/trident/releases/1.1.0").exists());
+    assert_eq!(incoming_packages(&t), Vec::<String>::new());
+    assert_on(&t, &u, "1.0.0");
+
+    // A dropped upload leaves a part, and bytes of it rot on the unit's card: the next push
+    // sends again what differs, and the release that goes live is the signed one.
+    let e = push_unit(
+        &t.ssh,
+        &u,
+        &p2,
+        &m2,
+        &PushOptions {
+            drop_upload_after: Some(1 << 20),
+            ..opts()
+        },
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("dropped"), "{e}");
+    let part = tu.path(&format!(
+        "/opt/trident/incoming/{}.part",
+        p2.file_name().unwrap().to_string_lossy()
+    ));
+    let mut bytes = std::fs::read(&part).unwrap();
+    assert!(bytes.len() > 4096);
+    bytes[1000] ^= 0xff;
+    std::fs::write(&part, bytes).unwrap();
+    let out = push_unit(&t.ssh, &u, &p2, &m2, &opts(), &()).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Updated {
+            from: Some("1.0.0".into()),
+            to: "1.1.0".into()
+        }
+    );
+    assert_on(&t, &u, "1.1.0");
+    assert_eq!(incoming_packages(&t), Vec::<String>::new());
 }
