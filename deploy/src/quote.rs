@@ -14,15 +14,17 @@ pub fn is_plain(s: &str) -> bool {
 }
 
 /// An absolute path of plain components joined by `/` (no `..`, no `.`, no empty parts except
-/// the root itself).
+/// the root itself). Components may be hidden (`.local`): the path starts with `/`, so none
+/// can read as an option.
 pub fn is_safe_path(s: &str) -> bool {
     s == "/"
         || (s.starts_with('/')
             && s.len() <= 512
-            && s[1..]
-                .trim_end_matches('/')
-                .split('/')
-                .all(|part| is_plain(part) && part != ".." && part != "."))
+            && s[1..].trim_end_matches('/').split('/').all(|part| {
+                part != ".."
+                    && part != "."
+                    && is_plain(part.strip_prefix('.').unwrap_or(part))
+            }))
 }
 
 /// A host name or IP address: letters, digits, `.`, `-`, `:` (IPv6), `_`, `%` (zone).
@@ -70,11 +72,11 @@ mod tests {
         ] {
             assert!(!is_plain(bad), "{bad}");
         }
-        for ok in ["/", "/opt/trident", "/media/sd/", "/a/b.c"] {
+        for ok in ["/", "/opt/trident", "/media/sd/", "/a/b.c", "/home/u/.local/x"] {
             assert!(is_safe_path(ok), "{ok}");
         }
         for bad in [
-            "", "opt", "/a/../b", "/a/./b", "/a//b", "/a b", "/a;rm", "/$(x)",
+            "", "opt", "/a/../b", "/a/./b", "/a//b", "/a b", "/a;rm", "/$(x)", "/a/..b/.",
         ] {
             assert!(!is_safe_path(bad), "{bad}");
         }

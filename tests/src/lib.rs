@@ -177,6 +177,23 @@ pub fn release_inputs(dir: &Path, binary: &Path, arch: &str) -> PathBuf {
     config
 }
 
+/// Release inputs for a package this machine can run (the test fleet's units are this
+/// machine): the host's `trident-edge`, its architecture and glibc, target `test`.
+pub fn host_release_inputs(dir: &Path) -> PathBuf {
+    let runtime = host_runtime();
+    let config = release_inputs(dir, &runtime, std::env::consts::ARCH);
+    let glibc = trident_package::elf::inspect(&runtime)
+        .unwrap()
+        .max_glibc
+        .unwrap_or_else(|| "2.17".into());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_glibc: \"2.27\"", &format!("max_glibc: \"{glibc}\""))
+        .replace("target: jetson-nano-jp46", "target: test");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// A tiny C program compiled for aarch64 with zig against glibc `glibc` (e.g. "2.27"): an ELF
 /// that stands in for the runtime where only its architecture and glibc needs matter.
 pub fn aarch64_program(dir: &Path, glibc: &str) -> PathBuf {

@@ -52,17 +52,7 @@ impl TestSetup {
 pub fn build(dir: &Path, version: &str, secret_key: &Path) -> PathBuf {
     let inputs = dir.join(format!("inputs-{version}"));
     std::fs::create_dir_all(&inputs).unwrap();
-    let runtime = trident_e2e::host_runtime();
-    let config = trident_e2e::release_inputs(&inputs, &runtime, std::env::consts::ARCH);
-    let glibc = trident_package::elf::inspect(&runtime)
-        .unwrap()
-        .max_glibc
-        .unwrap_or_else(|| "2.17".into());
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("max_glibc: \"2.27\"", &format!("max_glibc: \"{glibc}\""))
-        .replace("target: jetson-nano-jp46", "target: test");
-    std::fs::write(&config, text).unwrap();
+    let config = trident_e2e::host_release_inputs(&inputs);
     let release = ReleaseConfig::load(&config).unwrap();
     let key = SigningKey::from_file(secret_key, None).unwrap();
     let models = release.models.dir.clone().unwrap();
