@@ -27,7 +27,8 @@ pub fn run(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let ssh = Ssh {
         config: fleet.ssh_config.clone(),
         ..Default::default()
-    };
+    }
+    .share_connections()?;
     match args.command {
         DeployCommand::Provision(a) => provision_units(&fleet, &ssh, a),
         DeployCommand::Push(a) => push(&fleet, &ssh, a),

@@ -40,7 +40,14 @@ impl Setup {
         let config = trident_e2e::host_release_inputs(&inputs);
         let out = self.dir.path().join("dist");
         let o = Command::new(env!("CARGO_BIN_EXE_trident"))
-            .args(["export", "--package", "--config", s(&config), "--out", s(&out)])
+            .args([
+                "export",
+                "--package",
+                "--config",
+                s(&config),
+                "--out",
+                s(&out),
+            ])
             .args(["--sign-key", s(&self.secret), "--release-version", version])
             .env_remove("TRIDENT_SIGN_KEY")
             .output()
@@ -106,7 +113,11 @@ fn provision_push_status_rollback_through_the_cli() {
         assert!(table.contains(name), "{table}");
     }
     assert!(table.contains("provisioned (MAXN (10 W))"), "{table}");
-    assert!(stderr(&o).contains("2 of 2 unit(s) provisioned"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 of 2 unit(s) provisioned"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = t.deploy(&["push", s(&p1), "--all"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
@@ -136,7 +147,11 @@ fn provision_push_status_rollback_through_the_cli() {
     assert_eq!(find(&v, "reef-01")["result"], "rolled-back");
     assert_eq!(find(&v, "reef-01")["failed_release"], "1.1.0");
     assert_eq!(find(&v, "reef-02")["result"], "skipped");
-    assert!(stderr(&o).contains("2 of 2 unit(s) FAILED"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 of 2 unit(s) FAILED"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(
         t.fleet.unit("reef-02").calls("systemctl").len(),
         reef02_calls
@@ -145,14 +160,21 @@ fn provision_push_status_rollback_through_the_cli() {
     let table = stdout(&o);
     assert!(o.status.success(), "{table}{}", stderr(&o));
     let line = table.lines().find(|l| l.starts_with("reef-01")).unwrap();
-    assert!(line.contains("1.0.0") && line.contains("rolled back from 1.1.0"), "{table}");
+    assert!(
+        line.contains("1.0.0") && line.contains("rolled back from 1.1.0"),
+        "{table}"
+    );
     assert!(line.contains(" ok "), "{table}");
 
     // Fixed; --tag picks one unit, then the rest.
     t.fleet.unit("reef-01").set_fault("unhealthy-1.1.0", false);
     let o = t.deploy(&["push", s(&p2), "--tag", "south", "--canary", "0"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("updated 1.0.0 → 1.1.0"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("updated 1.0.0 → 1.1.0"),
+        "{}",
+        stdout(&o)
+    );
     assert!(!stdout(&o).contains("reef-01"), "{}", stdout(&o));
     assert_eq!(
         t.fleet.unit("reef-01").current_release().as_deref(),
@@ -162,7 +184,11 @@ fn provision_push_status_rollback_through_the_cli() {
     // Rollback with the health gate.
     let o = t.deploy(&["rollback", "reef-02"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("reef-02: updated 1.1.0 → 1.0.0"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("reef-02: updated 1.1.0 → 1.0.0"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         t.fleet.unit("reef-02").current_release().as_deref(),
         Some("1.0.0")
@@ -177,8 +203,15 @@ fn provision_push_status_rollback_through_the_cli() {
     assert_eq!(o.status.code(), Some(1));
     let table = stdout(&o);
     let line = table.lines().find(|l| l.starts_with("reef-02")).unwrap();
-    assert!(line.contains("s ago") && line.contains("cannot reach"), "{table}");
-    assert!(stderr(&o).contains("1 of 2 unit(s) unreachable"), "{}", stderr(&o));
+    assert!(
+        line.contains("s ago") && line.contains("cannot reach"),
+        "{table}"
+    );
+    assert!(
+        stderr(&o).contains("1 of 2 unit(s) unreachable"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Bad inventories, selections and packages exit 2 with the place named, touching no unit.
@@ -199,7 +232,11 @@ fn bad_input(t: &Setup, good: &Path) {
     assert_eq!(o.status.code(), Some(2), "no selection: {}", stderr(&o));
 
     // Tampered after signing: the host refuses it before any unit is contacted.
-    let tampered = t.dir.path().join("tampered").join(good.file_name().unwrap());
+    let tampered = t
+        .dir
+        .path()
+        .join("tampered")
+        .join(good.file_name().unwrap());
     std::fs::create_dir_all(tampered.parent().unwrap()).unwrap();
     let mut bytes = std::fs::read(good).unwrap();
     let mid = bytes.len() / 2;
@@ -212,7 +249,11 @@ fn bad_input(t: &Setup, good: &Path) {
     .unwrap();
     let o = t.deploy(&["push", s(&tampered), "--all"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not a package the fleet trusts"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a package the fleet trusts"),
+        "{}",
+        stderr(&o)
+    );
 
     let broken = t.dir.path().join("broken.yaml");
     let text = std::fs::read_to_string(&t.inventory)

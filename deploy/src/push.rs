@@ -85,9 +85,27 @@ mv -Tf "$T/current.new" "$T/current"
 systemctl restart trident-edge
 "#;
 
-/// `$1` root, `$2` health address, `$3` seconds.
+/// `$1` root, `$2` health address, `$3` seconds. Polls `/healthz` until it answers ok; gives
+/// up at the deadline, or at once when the service is no longer running (crashed at start, or
+/// systemd gave up restarting it): no point waiting out the timeout for a dead process.
 const HEALTH: &str = r#"set -u
-"$1/opt/trident/current/bin/trident-edge" health --addr "$2" --wait "$3s"
+E="$1/opt/trident/current/bin/trident-edge"
+deadline=$(( $(date +%s) + $3 ))
+while :; do
+  if out=$("$E" health --addr "$2" 2>&1); then printf '%s\n' "$out"; exit 0; fi
+  out=$(printf '%s' "$out" | tr '\n' ' ')
+  state=$(systemctl is-active trident-edge 2>/dev/null || true)
+  case "$state" in
+    failed | inactive)
+      printf 'the service is %s (it exited); last answer: %s\n' "$state" "$out" >&2
+      exit 1 ;;
+  esac
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    printf 'not healthy within %ss: %s\n' "$3" "$out" >&2
+    exit 1
+  fi
+  sleep 0.25
+done
 "#;
 
 /// `$1` root, `$2` release, `$3` releases to keep.

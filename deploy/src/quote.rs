@@ -21,9 +21,7 @@ pub fn is_safe_path(s: &str) -> bool {
         || (s.starts_with('/')
             && s.len() <= 512
             && s[1..].trim_end_matches('/').split('/').all(|part| {
-                part != ".."
-                    && part != "."
-                    && is_plain(part.strip_prefix('.').unwrap_or(part))
+                part != ".." && part != "." && is_plain(part.strip_prefix('.').unwrap_or(part))
             }))
 }
 
@@ -72,7 +70,13 @@ mod tests {
         ] {
             assert!(!is_plain(bad), "{bad}");
         }
-        for ok in ["/", "/opt/trident", "/media/sd/", "/a/b.c", "/home/u/.local/x"] {
+        for ok in [
+            "/",
+            "/opt/trident",
+            "/media/sd/",
+            "/a/b.c",
+            "/home/u/.local/x",
+        ] {
             assert!(is_safe_path(ok), "{ok}");
         }
         for bad in [

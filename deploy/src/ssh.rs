@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::inventory::Unit;
@@ -26,6 +27,36 @@ pub struct Ssh {
     pub config: Option<PathBuf>,
     /// How [`Ssh::upload`] moves files.
     pub transfer: Transfer,
+    /// Connection sharing, when on ([`Ssh::share_connections`]).
+    pub shared: Option<Arc<ControlDir>>,
+}
+
+/// The folder of OpenSSH control sockets (`ControlMaster`) of one trident command: the first
+/// command to a unit opens a connection that the later ones reuse, so a push costs one key
+/// exchange per unit instead of one per step (a dozen) — on a slow radio link and on a small
+/// host running many pushes at once alike. Dropping it closes the shared connections.
+#[derive(Debug)]
+pub struct ControlDir {
+    dir: tempfile::TempDir,
+}
+
+impl Drop for ControlDir {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for socket in entries.flatten() {
+            // With a literal ControlPath, `-O exit` reaches that master whatever the host word.
+            let _ = Command::new("ssh")
+                .arg("-o")
+                .arg(format!("ControlPath={}", socket.path().display()))
+                .args(["-O", "exit", "trident-control"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// How [`Ssh::upload`] moves a file to a unit.
@@ -74,6 +105,49 @@ pub(crate) const SSH_OPTIONS: [&str; 9] = [
 ];
 
 impl Ssh {
+    /// Shares one connection per unit between this `Ssh`'s commands (and its clones') until the
+    /// last of them is dropped.
+    pub fn share_connections(mut self) -> Result<Self> {
+        // A control socket's path must fit in sun_path (108 bytes): a short folder, `%C` (a
+        // 40-character hash of host, port and user) inside it.
+        let short = |dir: &std::path::Path| dir.as_os_str().len() <= 40;
+        let base = std::env::temp_dir();
+        let base = if short(&base) {
+            base
+        } else {
+            PathBuf::from("/tmp")
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("trident-ssh-")
+            .tempdir_in(&base)
+            .map_err(|e| Error::Io {
+                action: "cannot create a folder for SSH control sockets in",
+                path: base.clone(),
+                source: e,
+            })?;
+        self.shared = Some(Arc::new(ControlDir { dir }));
+        Ok(self)
+    }
+
+    /// The `-o` options of every connection, after `-F` and `-p`: [`SSH_OPTIONS`], plus the
+    /// connection sharing ones when on. Plain words (the control folder is ours).
+    pub fn options(&self) -> Vec<String> {
+        let mut words: Vec<String> = SSH_OPTIONS.iter().map(|w| w.to_string()).collect();
+        if let Some(shared) = &self.shared {
+            words.extend([
+                "-o".into(),
+                "ControlMaster=auto".into(),
+                "-o".into(),
+                format!("ControlPath={}/%C", shared.dir.path().display()),
+                // Kept while the command runs; closed by ControlDir's drop, or after a minute
+                // idle if this process is killed.
+                "-o".into(),
+                "ControlPersist=60".into(),
+            ]);
+        }
+        words
+    }
+
     /// `ssh [-F config] [-p port] -o … -- [user@]host`.
     pub fn command(&self, unit: &Unit) -> Command {
         debug_assert!(is_host(&unit.host));
@@ -84,7 +158,7 @@ impl Ssh {
         if let Some(port) = unit.port {
             c.arg("-p").arg(port.to_string());
         }
-        c.args(SSH_OPTIONS);
+        c.args(self.options());
         c.arg("--");
         match &unit.user {
             Some(user) => c.arg(format!("{user}@{}", unit.host)),

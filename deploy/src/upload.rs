@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 use crate::inventory::Unit;
 use crate::quote::quote_all;
-use crate::ssh::{SSH_OPTIONS, Ssh, Transfer, last_line};
+use crate::ssh::{Ssh, Transfer, last_line};
 
 /// The oldest rsync used at either end: `--info=progress2` is 3.1.0 (2013), `-s` and
 /// `--append-verify` 3.0.0; JetPack 4.6 (Ubuntu 18.04) has 3.1.2.
@@ -135,7 +135,7 @@ impl Ssh {
             words.push("-p".into());
             words.push(port.to_string());
         }
-        words.extend(SSH_OPTIONS.iter().map(|w| w.to_string()));
+        words.extend(self.options());
         Ok(words.join(" "))
     }
 

@@ -239,7 +239,15 @@ fn a_tampered_package_or_a_rotten_part_never_becomes_current() {
     let t = TestSetup::new(&["reef-01"]);
     let u = ready(&t, "reef-01");
     let tu = t.fleet.unit("reef-01");
-    push_unit(&t.ssh, &u, &t.package, &manifest(&t, &t.package), &opts(), &()).unwrap();
+    push_unit(
+        &t.ssh,
+        &u,
+        &t.package,
+        &manifest(&t, &t.package),
+        &opts(),
+        &(),
+    )
+    .unwrap();
     let p2 = t.package_version("1.1.0");
     let m2 = manifest(&t, &p2);
 

@@ -33,6 +33,7 @@ fn ssh(fleet: &TestFleet, transfer: Transfer) -> Ssh {
     Ssh {
         config: Some(fleet.ssh_config()),
         transfer,
+        shared: None,
     }
 }
 
@@ -296,6 +297,7 @@ fn without_a_usable_rsync_auto_copies_in_chunks_and_rsync_is_refused() {
     let spaced = |transfer| Ssh {
         config: Some(spaced.join("config")),
         transfer,
+        shared: None,
     };
     std::fs::remove_file(&remote).unwrap();
     let up = spaced(Transfer::Auto)
@@ -359,4 +361,44 @@ fn facts_come_back_in_one_round_trip() {
     assert!(f.mem_total_kb.unwrap() > 0);
     assert_eq!(f.current, None);
     assert!(!f.provisioned);
+}
+
+#[test]
+fn shared_connections_carry_scripts_and_uploads_and_survive_a_restarted_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = TestFleet::start(&dir.path().join("fleet"), &["reef-01"]);
+    let shared = ssh(&fleet, Transfer::Auto).share_connections().unwrap();
+    let u = unit(&fleet, "reef-01");
+    let sockets = |s: &Ssh| {
+        let dir = s.options().iter().find_map(|o| {
+            o.strip_prefix("ControlPath=")
+                .map(|p| PathBuf::from(p.trim_end_matches("/%C")))
+        });
+        std::fs::read_dir(dir.unwrap()).map_or(0, |d| d.count())
+    };
+    for i in 0..5 {
+        let out = shared
+            .check(&u, "echo", "echo \"$1\"", &[&i.to_string()])
+            .unwrap();
+        assert_eq!(out.trim(), i.to_string());
+    }
+    assert_eq!(sockets(&shared), 1, "one master for the unit");
+    let local = payload(dir.path(), 300_000);
+    let remote = u.remote("/opt/trident/incoming/p.bin");
+    let up = shared.upload(&u, &local, &remote, &|_| {}, None).unwrap();
+    assert_eq!(up.via, Transfer::Rsync);
+    assert_eq!(
+        std::fs::read(fleet.unit("reef-01").path("/opt/trident/incoming/p.bin")).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+
+    // The unit goes away and comes back: the dead master is not reused.
+    fleet.stop_unit("reef-01");
+    let e = shared.check(&u, "echo", "true", &[]).unwrap_err();
+    assert!(e.is_unreachable(), "{e}");
+    fleet.start_unit("reef-01");
+    assert_eq!(
+        shared.check(&u, "echo", "echo back", &[]).unwrap().trim(),
+        "back"
+    );
 }

@@ -328,7 +328,8 @@ pub fn health(a: HealthArgs) -> anyhow::Result<()> {
         if healthy || Instant::now() >= deadline {
             break answer;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // A local GET is cheap; a deploy's health gate waits for this loop.
+        std::thread::sleep(Duration::from_millis(250));
     };
     match last {
         Ok((status, body)) => {

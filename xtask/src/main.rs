@@ -28,7 +28,7 @@ commands:
   bench   setup, then the benchmarks (evaluation speed vs pycocotools; the edge run loop's
           overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
           export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640; `trident fuse`
-          vs ensemble-boxes)";
+          vs ensemble-boxes; a rollout to 8 loopback units vs 1)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -147,5 +147,15 @@ fn bench() -> Result<()> {
         "trident-calibration",
         "--bench",
         "fuse_speed",
-    ]))
+    ]))?;
+    // The loopback units run the host's release trident-edge.
+    exec(cmd("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "trident-edge",
+        "--bin",
+        "trident-edge",
+    ]))?;
+    exec(cmd("cargo").args(["bench", "-p", "trident-deploy", "--bench", "fleet_push"]))
 }

@@ -25,10 +25,13 @@ impl TestSetup {
     pub fn new(units: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let fleet = TestFleet::start(&dir.path().join("fleet"), units);
+        // As the CLI does: one shared connection per unit.
         let ssh = Ssh {
             config: Some(fleet.ssh_config()),
             ..Default::default()
-        };
+        }
+        .share_connections()
+        .unwrap();
         let (secret_key, public_key) =
             trident_package::signature::generate_keypair(&dir.path().join("keys"), None).unwrap();
         let package = build(dir.path(), "1.0.0", &secret_key);
