@@ -113,6 +113,13 @@ fn provision_push_status_rollback_through_the_cli() {
         assert!(table.contains(name), "{table}");
     }
     assert!(table.contains("provisioned (MAXN (10 W))"), "{table}");
+    // The facts read from the unit: JetPack from the L4T release file, TensorRT and GStreamer
+    // from dpkg.
+    assert!(
+        table.contains("32.7.1") && table.contains("4.6.1") && table.contains("8.2.1"),
+        "{table}"
+    );
+    assert!(table.contains("1.14.5"), "{table}");
     assert!(
         stderr(&o).contains("2 of 2 unit(s) provisioned"),
         "{}",

@@ -514,6 +514,18 @@ Source: tensorrt
 Version: 8.2.1-1+cuda10.2
 Description: TensorRT runtime libraries
 
+Package: libgstreamer1.0-0
+Status: install ok installed
+Priority: optional
+Section: libs
+Installed-Size: 3196
+Maintainer: Ubuntu Developers <ubuntu-devel-discuss@lists.ubuntu.com>
+Architecture: arm64
+Multi-Arch: same
+Source: gstreamer1.0
+Version: 1.14.5-0ubuntu1~18.04.2
+Description: Core GStreamer libraries and elements
+
 Package: gstreamer1.0-tools
 Status: install ok installed
 Priority: optional

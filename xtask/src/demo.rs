@@ -9,7 +9,9 @@
 //! ensemble on the validation split (report headline) → cross-compile the Nano runtime, build
 //! and sign the deployment package with a throwaway key, verify it on the host and with the
 //! aarch64 runtime under qemu (installing it) → the edge runtime on that installed package,
-//! on a feed of the held-out test split. Later stages (deploy) extend this list.
+//! → provision two loopback units (real sshd) and push a package to them with `trident deploy`,
+//! then their status → the edge runtime on the installed package, on a feed of the held-out
+//! test split. Later stages (bench) extend this list.
 
 use std::path::Path;
 use std::process::Command;
@@ -30,20 +32,35 @@ const TRAIN_MINUTES: &str = "2";
 /// How long the edge runtime plays the test feed.
 const EDGE_SECONDS: &str = "20s";
 
-struct Stage {
-    name: &'static str,
-    result: String,
-    seconds: f64,
+pub(crate) struct Stage {
+    pub name: &'static str,
+    pub result: String,
+    pub seconds: f64,
 }
 
 pub fn run() -> Result<()> {
     let total = Instant::now();
     let mut stages = Vec::new();
     let t = Instant::now();
-    run_cmd(cmd("cargo").args(["build", "--release", "-p", "trident", "-p", "trident-edge"]))?;
+    run_cmd(cmd("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "trident",
+        "-p",
+        "trident-edge",
+        "--bin",
+        "trident",
+        "--bin",
+        "trident-edge",
+        "-p",
+        "trident-e2e",
+        "--bin",
+        "loopback-fleet",
+    ]))?;
     stages.push(Stage {
         name: "build",
-        result: "trident, trident-edge (release)".into(),
+        result: "trident, trident-edge, loopback-fleet (release)".into(),
         seconds: t.elapsed().as_secs_f64(),
     });
 
@@ -356,6 +373,9 @@ pub fn run() -> Result<()> {
         ),
         seconds: t.elapsed().as_secs_f64(),
     });
+
+    // Fleet deployment to two loopback units.
+    stages.extend(crate::demo_deploy::run(&bin.join("trident"), &demo)?);
 
     let t = Instant::now();
     let frames = make_test_feed(&demo.join("dataset/images/test"), &demo.join("test_feed"))?;

@@ -6,6 +6,7 @@
 
 mod cross;
 mod demo;
+mod demo_deploy;
 mod fuzz;
 mod setup;
 
