@@ -143,6 +143,14 @@ impl PowerMode {
         }
     }
 
+    /// The package's deployment profile for this mode (`profiles/<name>.yaml`).
+    pub fn profile(self) -> &'static str {
+        match self {
+            PowerMode::Maxn => "nano-10w",
+            PowerMode::FiveWatt => "nano-5w",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             PowerMode::Maxn => "MAXN (10 W)",

@@ -5,7 +5,8 @@
 //! checks every later package on the unit before anything is installed) and its systemd unit
 //! is installed. The unit gets the `/opt/trident` layout (`releases/`, `current`, `data/`,
 //! `engines/`, `incoming/`), the `trident` service user (in `video`, for the camera and GPU),
-//! the trusted public key and the inventory's nvpmodel power mode. Units whose facts do not
+//! the trusted public key, the inventory's nvpmodel power mode and the deployment profile that
+//! goes with it (`/opt/trident/unit.env`). Units whose facts do not
 //! fit the package (architecture, JetPack, TensorRT, glibc) are refused before anything
 //! changes on them.
 
@@ -28,7 +29,8 @@ pub struct Provisioned {
     pub warnings: Vec<String>,
 }
 
-/// `$1` root, `$2` nvpmodel mode, `$3` trusted key text, `$4` systemd unit text.
+/// `$1` root, `$2` nvpmodel mode, `$3` trusted key text, `$4` systemd unit text, `$5` the
+/// deployment profile matching the power mode (read by the unit's `ExecStart` from `unit.env`).
 const PROVISION: &str = r#"set -eu
 R="$1"; T="$R/opt/trident"
 mkdir -p "$T/releases" "$T/data" "$T/engines" "$T/incoming" "$T/bin" "$R/etc/systemd/system"
@@ -39,6 +41,7 @@ chown trident:trident "$T/data" "$T/engines"
 printf '%s\n' "$3" > "$T/trusted.pub.tmp" && mv -f "$T/trusted.pub.tmp" "$T/trusted.pub"
 S="$R/etc/systemd/system/trident-edge.service"
 printf '%s' "$4" > "$S.tmp" && mv -f "$S.tmp" "$S"
+printf 'TRIDENT_PROFILE=%s\n' "$5" > "$T/unit.env.tmp" && mv -f "$T/unit.env.tmp" "$T/unit.env"
 systemctl daemon-reload
 systemctl enable trident-edge
 nvpmodel -m "$2"
@@ -107,7 +110,13 @@ pub fn provision(
         unit,
         "provision",
         PROVISION,
-        &[&unit.root, &mode, key_text.trim_end(), &service_text],
+        &[
+            &unit.root,
+            &mode,
+            key_text.trim_end(),
+            &service_text,
+            unit.power_mode.profile(),
+        ],
     )?;
     if out.trim() != "ok" {
         return Err(Error::remote(

@@ -274,6 +274,17 @@ pub fn push_unit(
         unit: unit.name.clone(),
         message: e.to_string(),
     })?;
+    let profile = format!("profiles/{}.yaml", unit.power_mode.profile());
+    if !manifest.profiles.contains(&profile) {
+        return Err(Error::Incompatible {
+            unit: unit.name.clone(),
+            message: format!(
+                "the package has no {profile} for this unit's power mode {} (it has: {})",
+                unit.power_mode.label(),
+                manifest.profiles.join(", ")
+            ),
+        });
+    }
     let version = manifest.version.clone();
     if facts.current.as_deref() == Some(version.as_str()) {
         return Ok(Outcome::AlreadyCurrent(version));

@@ -44,6 +44,11 @@ fn a_fresh_unit_gets_its_layout_key_service_power_mode_and_verifier() {
         "{systemctl:?}"
     );
     assert_eq!(tu.calls("nvpmodel"), ["-m 1"]);
+    // A 5 W unit runs the package's 5 W profile (the unit's ExecStart reads unit.env).
+    assert_eq!(
+        std::fs::read_to_string(tu.path("/opt/trident/unit.env")).unwrap(),
+        "TRIDENT_PROFILE=nano-5w\n"
+    );
     assert!(tu.calls("useradd").iter().any(|c| c.ends_with("trident")));
     // The other unit was not touched.
     assert!(t.fleet.unit("reef-02").calls("systemctl").is_empty());
