@@ -140,6 +140,19 @@ fn a_dropped_upload_resumes_and_bad_packages_or_a_full_disk_change_nothing() {
     let p2 = t.package_version("1.1.0");
     let m2 = manifest(&t, &p2);
 
+    // A 5 W unit and a package without the 5 W profile: refused in preflight.
+    let mut five_watt = u.clone();
+    five_watt.power_mode = trident_deploy::inventory::PowerMode::FiveWatt;
+    let mut no_5w = m2.clone();
+    no_5w.profiles.retain(|p| !p.ends_with("nano-5w.yaml"));
+    let e = push_unit(&t.ssh, &five_watt, &p2, &no_5w, &opts(), &())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refused: the package has no profiles/nano-5w.yaml"),
+        "{e}"
+    );
+
     // Disk full: refused in preflight, nothing uploaded or switched.
     tu.set_disk_avail_kb(1024);
     let e = push_unit(&t.ssh, &u, &p2, &m2, &opts(), &())
