@@ -20,7 +20,6 @@ use trident_deploy::inventory::Unit;
 use trident_deploy::provision::provision;
 use trident_deploy::push::{PushOptions, Report};
 use trident_deploy::rollout::{Progress, RolloutOptions, UnitReport, Wave, each_unit, rollout};
-use trident_package::verify::{VerifyOptions, verify_package};
 
 /// Seconds spent in each step, summed over units.
 #[derive(Default)]
@@ -122,23 +121,13 @@ fn main() {
         size as f64 / (1 << 20) as f64,
     );
 
-    let key = trident_package::signature::PublicKey::from_file(&t.public_key).unwrap();
     let push = |units: &[Unit],
                 pkg: &std::path::Path,
                 canary: usize,
                 max_parallel: usize,
                 steps: &Steps|
      -> Timed {
-        let manifest = verify_package(
-            pkg,
-            &VerifyOptions {
-                public_key: Some(&key),
-                ..Default::default()
-            },
-            None,
-        )
-        .unwrap()
-        .manifest;
+        let manifest = t.manifest(pkg);
         let opts = RolloutOptions {
             canary,
             max_parallel,

@@ -23,17 +23,30 @@ fn opts() -> PushOptions {
 }
 
 fn manifest(t: &TestSetup, pkg: &std::path::Path) -> trident_core::package::Manifest {
-    let key = trident_package::signature::PublicKey::from_file(&t.public_key).unwrap();
-    verify_package(
+    t.manifest(pkg)
+}
+
+/// A push whose connection drops after 1 MiB of the upload: an error, the part left behind.
+fn drop_upload(
+    t: &TestSetup,
+    u: &Unit,
+    pkg: &std::path::Path,
+    m: &trident_core::package::Manifest,
+) {
+    let e = push_unit(
+        &t.ssh,
+        u,
         pkg,
-        &VerifyOptions {
-            public_key: Some(&key),
-            ..Default::default()
+        m,
+        &PushOptions {
+            drop_upload_after: Some(1 << 20),
+            ..opts()
         },
-        None,
+        &(),
     )
-    .unwrap()
-    .manifest
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("dropped"), "{e}");
 }
 
 fn ready(t: &TestSetup, name: &str) -> Unit {
@@ -169,20 +182,7 @@ fn a_dropped_upload_resumes_and_bad_packages_or_a_full_disk_change_nothing() {
     tu.set_disk_avail_kb(10 << 20);
 
     // The link drops mid-upload; the next push resumes from what arrived.
-    let e = push_unit(
-        &t.ssh,
-        &u,
-        &p2,
-        &m2,
-        &PushOptions {
-            drop_upload_after: Some(1 << 20),
-            ..opts()
-        },
-        &(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("dropped"), "{e}");
+    drop_upload(&t, &u, &p2, &m2);
     assert_on(&t, &u, "1.0.0");
 
     // A package signed by another key: the unit's verifier refuses it, nothing switched.
@@ -285,20 +285,7 @@ fn a_tampered_package_or_a_rotten_part_never_becomes_current() {
 
     // A dropped upload leaves a part, and bytes of it rot on the unit's card: the next push
     // sends again what differs, and the release that goes live is the signed one.
-    let e = push_unit(
-        &t.ssh,
-        &u,
-        &p2,
-        &m2,
-        &PushOptions {
-            drop_upload_after: Some(1 << 20),
-            ..opts()
-        },
-        &(),
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("dropped"), "{e}");
+    drop_upload(&t, &u, &p2, &m2);
     let part = tu.path(&format!(
         "/opt/trident/incoming/{}.part",
         p2.file_name().unwrap().to_string_lossy()

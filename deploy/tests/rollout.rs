@@ -15,7 +15,6 @@ use trident_deploy::rollout::{
     Progress, RolloutOptions, UnitReport, UnitResult, Wave, each_unit, rollout,
 };
 use trident_deploy::status::{self, Health};
-use trident_package::verify::{VerifyOptions, verify_package};
 
 const UNITS: [&str; 3] = ["reef-01", "reef-02", "reef-03"];
 
@@ -35,17 +34,7 @@ fn opts(canary: usize, max_parallel: usize) -> RolloutOptions {
 }
 
 fn manifest(t: &TestSetup, pkg: &std::path::Path) -> trident_core::package::Manifest {
-    let key = trident_package::signature::PublicKey::from_file(&t.public_key).unwrap();
-    verify_package(
-        pkg,
-        &VerifyOptions {
-            public_key: Some(&key),
-            ..Default::default()
-        },
-        None,
-    )
-    .unwrap()
-    .manifest
+    t.manifest(pkg)
 }
 
 /// Records when units start and finish, and the most in flight at once.

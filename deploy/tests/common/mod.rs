@@ -45,6 +45,21 @@ impl TestSetup {
         }
     }
 
+    /// The manifest of `pkg`, verified with this setup's key.
+    pub fn manifest(&self, pkg: &Path) -> trident_core::package::Manifest {
+        let key = trident_package::signature::PublicKey::from_file(&self.public_key).unwrap();
+        trident_package::verify::verify_package(
+            pkg,
+            &trident_package::verify::VerifyOptions {
+                public_key: Some(&key),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap()
+        .manifest
+    }
+
     /// Another version of the package (same inputs), signed with the same key.
     pub fn package_version(&self, version: &str) -> PathBuf {
         build(self.dir.path(), version, &self.secret_key)
