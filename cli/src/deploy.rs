@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use trident_deploy::inventory::{Fleet, Selection, Unit};
-use trident_deploy::provision::{Provisioned, provision};
+use trident_deploy::provision::{ProvisionKit, Provisioned, provision_with};
 use trident_deploy::push::{Outcome, PushOptions, Report};
 use trident_deploy::rollout::{self, RolloutOptions, UnitReport, UnitResult, Wave};
 use trident_deploy::ssh::Ssh;
@@ -50,20 +50,27 @@ fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".trident-state"))
 }
 
-/// Records that `units` answered just now. Last-seen is a convenience: failing to keep it is
-/// a warning, never a failed deploy.
-fn seen(units: impl IntoIterator<Item = String>) {
+/// Opens the last-seen record, lets `update` read and change it, and saves it. Last-seen is a
+/// convenience: failing to keep it is a warning, never a failed command.
+fn with_last_seen(update: impl FnOnce(&mut LastSeen)) {
     let path = state_dir().join("last-seen.json");
-    let now = status::unix_now();
     let result = LastSeen::open(&path).and_then(|mut record| {
-        for u in units {
-            record.record(&u, now);
-        }
+        update(&mut record);
         record.save()
     });
     if let Err(e) = result {
         tracing::warn!("cannot keep the last-seen record: {e}");
     }
+}
+
+/// Records that `units` answered just now.
+fn seen(units: impl IntoIterator<Item = String>) {
+    let now = status::unix_now();
+    with_last_seen(|record| {
+        for u in units {
+            record.record(&u, now);
+        }
+    });
 }
 
 fn trusted_key(fleet: &Fleet) -> anyhow::Result<PublicKey> {
@@ -81,26 +88,20 @@ fn provision_units(fleet: &Fleet, ssh: &Ssh, a: ProvisionArgs) -> anyhow::Result
         units: a.names,
         tags: a.tags,
     })?;
-    // Refuse a package the units would refuse before touching any of them.
-    let key = trusted_key(fleet)?;
-    verify_package(
-        &a.package,
-        &VerifyOptions {
-            public_key: Some(&key),
-            ..Default::default()
-        },
-        None,
-    )
-    .with_context(|| format!("{} is not a package the fleet trusts", a.package.display()))?;
+    // Verified and unpacked once, before any unit is touched: a package the units would
+    // refuse stops here.
+    let kit = Arc::new(
+        ProvisionKit::prepare(&a.package, &fleet.trusted_key).with_context(|| {
+            format!("{} is not a package the fleet trusts", a.package.display())
+        })?,
+    );
     let bars = MultiProgress::new();
     let ssh = ssh.clone();
-    let package = a.package.clone();
-    let trusted = fleet.trusted_key.clone();
     let parallel = a.max_parallel.unwrap_or(fleet.waves.max_parallel);
     let results = rollout::each_unit(&units, parallel, move |u| {
         let bar = bars.add(spinner(&u.name));
         bar.set_message("provisioning");
-        let r = provision(&ssh, u, &package, &trusted);
+        let r = provision_with(&ssh, u, &kit);
         bar.finish_with_message(match &r {
             Ok(_) => "provisioned".to_string(),
             Err(e) => format!("FAILED: {e}"),
@@ -299,21 +300,14 @@ fn show_status(fleet: &Fleet, ssh: &Ssh, a: StatusArgs) -> anyhow::Result<ExitCo
         tags: a.tags,
     })?;
     let mut statuses = status::read_all(ssh, &units, fleet.waves.max_parallel.max(8))?;
-    let path = state_dir().join("last-seen.json");
-    match LastSeen::open(&path) {
-        Ok(mut record) => {
-            for s in &mut statuses {
-                match s.last_seen {
-                    Some(t) => record.record(&s.unit, t),
-                    None => s.last_seen = record.get(&s.unit),
-                }
-            }
-            if let Err(e) = record.save() {
-                tracing::warn!("cannot keep the last-seen record: {e}");
+    with_last_seen(|record| {
+        for s in &mut statuses {
+            match s.last_seen {
+                Some(t) => record.record(&s.unit, t),
+                None => s.last_seen = record.get(&s.unit),
             }
         }
-        Err(e) => tracing::warn!("{e}"),
-    }
+    });
     if a.json {
         let json: Vec<_> = statuses
             .iter()

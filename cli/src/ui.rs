@@ -78,42 +78,17 @@ fn judged<E: std::error::Error + 'static>(
     cause.downcast_ref::<E>().map(is_input)
 }
 
-/// A plain text table with right-aligned numeric columns.
+/// A plain text table: the first column left-aligned, the others (numbers) right-aligned.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    format!("{c:<w$}", w = widths[i])
-                } else {
-                    format!("{c:>w$}", w = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    let mut out = line(header.to_vec());
-    out.push('\n');
-    for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
-        out.push('\n');
-    }
-    out
+    render(header, rows, |i| i > 0)
 }
 
 /// A plain text table, every column left-aligned (for words: unit names, results, notes).
 pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    render(header, rows, |_| false)
+}
+
+fn render(header: &[&str], rows: &[Vec<String>], right: impl Fn(usize) -> bool) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()
@@ -127,7 +102,14 @@ pub fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
         let text = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if right(i) {
+                    format!("{c:>w$}")
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
             .collect::<Vec<_>>()
             .join("  ");
         format!("{}\n", text.trim_end())

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use trident_deploy::inventory::Unit;
-use trident_deploy::provision::provision;
+use trident_deploy::provision::{ProvisionKit, provision_with};
 use trident_deploy::push::{PushOptions, Report};
 use trident_deploy::rollout::{Progress, RolloutOptions, UnitReport, Wave, each_unit, rollout};
 
@@ -109,8 +109,9 @@ fn main() {
     let started = Instant::now();
     let t = common::TestSetup::new(&refs);
     let units: Vec<Unit> = refs.iter().map(|n| common::unit(&t.fleet, n)).collect();
-    let (ssh, package, key) = (t.ssh.clone(), t.package.clone(), t.public_key.clone());
-    for r in each_unit(&units, 9, move |u| provision(&ssh, u, &package, &key)).unwrap() {
+    let kit = ProvisionKit::prepare(&t.package, &t.public_key).unwrap();
+    let ssh = t.ssh.clone();
+    for r in each_unit(&units, 9, move |u| provision_with(&ssh, u, &kit)).unwrap() {
         r.unwrap();
     }
     let size = std::fs::metadata(&t.package).unwrap().len();

@@ -10,7 +10,7 @@
 //! fit the package (architecture, JetPack, TensorRT, glibc) are refused before anything
 //! changes on them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use trident_package::signature::PublicKey;
 use trident_package::verify::{VerifyOptions, verify_package};
@@ -48,62 +48,93 @@ nvpmodel -m "$2"
 echo ok
 "#;
 
-/// Provisions one unit with `package` (verified with `trusted_key` on this host first).
+/// A package made ready for provisioning, once for any number of units: verified with the
+/// fleet's trusted key and unpacked (its runtime and systemd unit are what units get).
+pub struct ProvisionKit {
+    key_text: String,
+    manifest: trident_core::package::Manifest,
+    binary: PathBuf,
+    service_text: String,
+    _unpacked: tempfile::TempDir,
+}
+
+impl ProvisionKit {
+    pub fn prepare(package: &Path, trusted_key: &Path) -> Result<Self> {
+        let key = PublicKey::from_file(trusted_key)?;
+        let key_text = std::fs::read_to_string(trusted_key).map_err(|e| Error::Io {
+            action: "cannot read",
+            path: trusted_key.to_path_buf(),
+            source: e,
+        })?;
+        let scratch = tempfile::tempdir().map_err(|e| Error::Io {
+            action: "cannot create a temporary folder in",
+            path: std::env::temp_dir(),
+            source: e,
+        })?;
+        let unpacked = scratch.path().join("package");
+        let verified = verify_package(
+            package,
+            &VerifyOptions {
+                public_key: Some(&key),
+                ..Default::default()
+            },
+            Some(&unpacked),
+        )?;
+        let binary = verified
+            .manifest
+            .binary
+            .as_ref()
+            .map(|b| unpacked.join(&b.file))
+            .ok_or_else(|| {
+                Error::inventory(
+                    package.display().to_string(),
+                    "the package carries no runtime binary to verify with",
+                )
+            })?;
+        let service = unpacked.join("systemd/trident-edge.service");
+        let service_text = std::fs::read_to_string(&service).map_err(|e| Error::Io {
+            action: "cannot read",
+            path: service.clone(),
+            source: e,
+        })?;
+        Ok(ProvisionKit {
+            key_text,
+            manifest: verified.manifest,
+            binary,
+            service_text,
+            _unpacked: scratch,
+        })
+    }
+
+    /// The verified package's manifest.
+    pub fn manifest(&self) -> &trident_core::package::Manifest {
+        &self.manifest
+    }
+}
+
+/// Provisions one unit with `package` (verified with `trusted_key` on this host first). For
+/// several units, prepare a [`ProvisionKit`] once and call [`provision_with`].
 pub fn provision(
     ssh: &Ssh,
     unit: &Unit,
     package: &Path,
     trusted_key: &Path,
 ) -> Result<Provisioned> {
-    let key = PublicKey::from_file(trusted_key)?;
-    let key_text = std::fs::read_to_string(trusted_key).map_err(|e| Error::Io {
-        action: "cannot read",
-        path: trusted_key.to_path_buf(),
-        source: e,
-    })?;
+    provision_with(ssh, unit, &ProvisionKit::prepare(package, trusted_key)?)
+}
+
+/// Provisions one unit from a prepared package.
+pub fn provision_with(ssh: &Ssh, unit: &Unit, kit: &ProvisionKit) -> Result<Provisioned> {
     let before = unit_facts::read(ssh, unit)?;
-    // The package's files, verified against the key the unit will trust.
-    let scratch = tempfile::tempdir().map_err(|e| Error::Io {
-        action: "cannot create a temporary folder in",
-        path: std::env::temp_dir(),
-        source: e,
-    })?;
-    let unpacked = scratch.path().join("package");
-    let verified = verify_package(
-        package,
-        &VerifyOptions {
-            public_key: Some(&key),
-            ..Default::default()
-        },
-        Some(&unpacked),
-    )?;
     let device = before
         .device
         .clone()
         .ok_or_else(|| Error::remote(&unit.name, "facts", "no facts"))?;
-    let warnings = trident_package::facts::check(&verified.manifest, &device).map_err(|e| {
-        Error::Incompatible {
+    let warnings =
+        trident_package::facts::check(&kit.manifest, &device).map_err(|e| Error::Incompatible {
             unit: unit.name.clone(),
             message: e.to_string(),
-        }
-    })?;
-    let binary = verified
-        .manifest
-        .binary
-        .as_ref()
-        .map(|b| unpacked.join(&b.file))
-        .ok_or_else(|| {
-            Error::inventory(
-                package.display().to_string(),
-                "the package carries no runtime binary to verify with",
-            )
         })?;
-    let service = unpacked.join("systemd/trident-edge.service");
-    let service_text = std::fs::read_to_string(&service).map_err(|e| Error::Io {
-        action: "cannot read",
-        path: service.clone(),
-        source: e,
-    })?;
 
     let mode = unit.power_mode.nvpmodel_id().to_string();
     let out = ssh.check(
@@ -113,8 +144,8 @@ pub fn provision(
         &[
             &unit.root,
             &mode,
-            key_text.trim_end(),
-            &service_text,
+            kit.key_text.trim_end(),
+            &kit.service_text,
             unit.power_mode.profile(),
         ],
     )?;
@@ -126,7 +157,7 @@ pub fn provision(
         ));
     }
     let verifier = unit.remote("/opt/trident/bin/trident-edge");
-    ssh.upload(unit, &binary, &verifier, &|_| {}, None)?;
+    ssh.upload(unit, &kit.binary, &verifier, &|_| {}, None)?;
     ssh.check(unit, "provision", "chmod 755 \"$1\"", &[&verifier])?;
     let after = unit_facts::read(ssh, unit)?;
     if !after.provisioned {

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::{TestSetup, unit};
 use trident_deploy::inventory::Unit;
-use trident_deploy::provision::provision;
+use trident_deploy::provision::{ProvisionKit, provision_with};
 use trident_deploy::push::{Outcome, PushOptions, Report};
 use trident_deploy::rollout::{
     Progress, RolloutOptions, UnitReport, UnitResult, Wave, each_unit, rollout,
@@ -70,8 +70,9 @@ impl Progress for Recorder {
 fn a_failing_canary_stops_the_rollout_and_a_good_release_reaches_every_unit() {
     let t = TestSetup::new(&UNITS);
     let units: Vec<Unit> = UNITS.iter().map(|n| unit(&t.fleet, n)).collect();
-    let (ssh, package, key) = (t.ssh.clone(), t.package.clone(), t.public_key.clone());
-    for r in each_unit(&units, 3, move |u| provision(&ssh, u, &package, &key)).unwrap() {
+    let kit = ProvisionKit::prepare(&t.package, &t.public_key).unwrap();
+    let ssh = t.ssh.clone();
+    for r in each_unit(&units, 3, move |u| provision_with(&ssh, u, &kit)).unwrap() {
         r.unwrap();
     }
 
