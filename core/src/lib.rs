@@ -5,6 +5,7 @@
 //! the calibration tools and the edge runtime cannot drift apart. This crate must stay free of
 //! tch, Python and GPU dependencies: the edge runtime links it.
 
+pub mod bench;
 pub mod calibration;
 pub mod checkpoint;
 pub mod dataset;

@@ -1,4 +1,4 @@
-//! Line charts rendered to PNG in memory and written atomically.
+//! Line charts and bar charts rendered to PNG in memory and written atomically.
 //!
 //! plotters draws with `ab_glyph` and the DejaVu Sans font compiled into the binary, so charts
 //! render the same on a build host, in CI and on a Jetson without fontconfig.
@@ -8,6 +8,10 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+
+mod bars;
+
+pub use bars::{Bar, BarPanel, bar_charts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
