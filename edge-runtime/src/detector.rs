@@ -3,6 +3,8 @@
 //! --models`, export verification and calibration call this same code, so what they measure is
 //! what a Nano computes.
 
+use std::time::Instant;
+
 use trident_core::geometry::BoxXyxy;
 use trident_core::letterbox::{Letterbox, LetterboxPlan};
 use trident_core::postprocess::{Detection, NmsOptions, decode};
@@ -20,6 +22,26 @@ pub struct OnnxDetector {
     plans: Vec<(f32, LetterboxPlan)>,
     /// The mirrored frame of a flipped test-time view, reused.
     mirrored: Vec<u8>,
+    /// Where the time of the passes since the last [`take_times`](Self::take_times) went.
+    times: PassTimes,
+}
+
+/// Seconds spent in each step of a model's passes: what `trident-edge bench` reports per model
+/// and what tells a slow pre-processing step from a slow model.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PassTimes {
+    /// Letterbox into the input tensor (and mirroring, for a flipped test-time view).
+    pub preprocess: f64,
+    /// The backend's forward pass.
+    pub forward: f64,
+    /// Decoding, NMS and mapping boxes back to the frame (and merging test-time views).
+    pub postprocess: f64,
+}
+
+impl PassTimes {
+    pub fn total(&self) -> f64 {
+        self.preprocess + self.forward + self.postprocess
+    }
 }
 
 /// One test-time view of a frame: mirrored left–right or not, content scaled inside the input.
@@ -54,11 +76,22 @@ impl OnnxDetector {
             output: Vec::new(),
             plans: Vec::new(),
             mirrored: Vec::new(),
+            times: PassTimes::default(),
         })
     }
 
     pub fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// The time spent since the last call, by step; resets the counters.
+    pub fn take_times(&mut self) -> PassTimes {
+        std::mem::take(&mut self.times)
+    }
+
+    /// Adds post-processing done outside the detector (merging test-time views).
+    pub fn add_postprocess(&mut self, seconds: f64) {
+        self.times.postprocess += seconds;
     }
 
     /// Letterboxes an RGB frame (`width × height × 3` bytes) into the input buffer and runs the
@@ -104,9 +137,14 @@ impl OnnxDetector {
             }
         };
         let plan = &self.plans[k].1;
+        let t = Instant::now();
         plan.run(rgb, &mut self.input);
         let geometry = plan.geometry;
-        self.infer_prepared()?;
+        self.times.preprocess += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let ran = self.infer_prepared();
+        self.times.forward += t.elapsed().as_secs_f64();
+        ran?;
         Ok((&self.output, geometry))
     }
 
@@ -148,16 +186,22 @@ impl OnnxDetector {
         let nc = self.num_classes;
         let mut mirrored = std::mem::take(&mut self.mirrored);
         let source = if view.flip {
+            let t = Instant::now();
             mirror(rgb, width as usize, &mut mirrored);
+            self.times.preprocess += t.elapsed().as_secs_f64();
             &mirrored[..]
         } else {
             rgb
         };
+        let mut post = None;
         let result =
             self.infer_scaled(source, width, height, view.scale)
                 .map(|(output, geometry)| {
+                    let t = Instant::now();
                     let n = output.len() / (4 + nc);
-                    to_source(decode(output, nc, n, opts), &geometry)
+                    let d = to_source(decode(output, nc, n, opts), &geometry);
+                    post = Some(t);
+                    d
                 });
         self.mirrored = mirrored;
         let mut detections = result?;
@@ -166,6 +210,9 @@ impl OnnxDetector {
             for d in &mut detections {
                 (d.bbox.x1, d.bbox.x2) = (w - d.bbox.x2, w - d.bbox.x1);
             }
+        }
+        if let Some(t) = post {
+            self.times.postprocess += t.elapsed().as_secs_f64();
         }
         Ok(detections)
     }

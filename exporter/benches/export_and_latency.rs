@@ -49,7 +49,10 @@ fn latency(
         kind,
         &model,
         [1, 3, side, side],
-        &BackendOptions { threads },
+        &BackendOptions {
+            threads,
+            ..Default::default()
+        },
     ) {
         Ok(b) => b,
         Err(e) => {

@@ -314,6 +314,7 @@ fn load_backend(
         [1, 3, s, s],
         &trident_edge::BackendOptions {
             threads: settings.threads,
+            ..Default::default()
         },
     )
 }

@@ -33,6 +33,10 @@ pub trait Backend: Send {
     /// Runs `input` (NCHW float32, `input_shape` elements); writes the first output into `out`
     /// (cleared first) and returns its shape.
     fn run(&mut self, input: &[f32], out: &mut Vec<f32>) -> Result<Vec<usize>>;
+    /// Arithmetic precision of the forward pass (`fp32`; an engine built for FP16 says `fp16`).
+    fn precision(&self) -> String {
+        "fp32".into()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,6 +90,10 @@ impl FromStr for BackendKind {
 pub struct BackendOptions {
     /// Intra-op threads (default: the backend's own choice).
     pub threads: Option<usize>,
+    /// Let idle intra-op threads spin-wait for work (ONNX Runtime). Off by default: the
+    /// ensemble runs its models concurrently, and spinning threads of one model take the cores
+    /// the others are computing on.
+    pub spinning: bool,
 }
 
 /// An ONNX model to load: its bytes and where they came from (for messages).

@@ -93,7 +93,7 @@ pub fn load(
     input_shape: [usize; 4],
     options: &TensorRtOptions,
 ) -> Result<Box<dyn Backend>> {
-    let engine_path = enabled::engine_for(model, input_shape, options)?;
+    let (engine_path, precision) = enabled::engine_for(model, input_shape, options)?;
     let engine = trident_tensorrt::TrtEngine::load(&engine_path)?;
     if engine.input().shape != input_shape {
         return Err(Error::Shape(format!(
@@ -106,6 +106,7 @@ pub fn load(
     Ok(Box::new(TensorRtBackend {
         engine,
         input_shape,
+        precision,
     }))
 }
 
@@ -114,6 +115,7 @@ pub fn load(
 struct TensorRtBackend {
     engine: trident_tensorrt::TrtEngine,
     input_shape: [usize; 4],
+    precision: trident_tensorrt::Precision,
 }
 
 #[cfg(feature = "tensorrt")]
@@ -130,6 +132,10 @@ impl Backend for TensorRtBackend {
         check_input(BackendKind::TensorRt, self.input_shape, input)?;
         Ok(self.engine.run(input, out)?)
     }
+
+    fn precision(&self) -> String {
+        self.precision.to_string()
+    }
 }
 
 #[cfg(feature = "tensorrt")]
@@ -145,12 +151,12 @@ mod enabled {
     use crate::backend::OnnxModel;
     use crate::error::Result;
 
-    /// The engine for `model`: from the cache, else built into it.
+    /// The engine for `model` and its precision: from the cache, else built into it.
     pub(super) fn engine_for(
         model: &OnnxModel<'_>,
         input_shape: [usize; 4],
         options: &TensorRtOptions,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, Precision)> {
         let builder = select_builder()?;
         let gpu = detect_gpu()?;
         let cache = EngineCache::new(&options.cache_dir);
@@ -170,7 +176,7 @@ mod enabled {
                 input_shape,
             };
             if let Some(engine) = cache.lookup(&key)? {
-                return Ok(engine);
+                return Ok((engine, precision));
             }
         }
         // The builder reads the file; ensure_engine refuses it (naming it) if its bytes are not
@@ -181,15 +187,12 @@ mod enabled {
             "no prepared TensorRT engine; building one now (minutes on a Jetson Nano); \
              run `trident-edge prepare` beforehand to build and validate engines"
         );
-        let mut req = BuildRequest::new(
-            model.path,
-            options.precision.unwrap_or(Precision::Fp16),
-            input_shape,
-        );
+        let precision = options.precision.unwrap_or(Precision::Fp16);
+        let mut req = BuildRequest::new(model.path, precision, input_shape);
         req.workspace_mib = options.workspace_mib;
         req.timing_cache = Some(cache.root().join("timing.cache"));
         let (engine, _built) = ensure_engine(&cache, builder.as_ref(), &req, &sha, &gpu)?;
-        Ok(engine)
+        Ok((engine, precision))
     }
 }
 

@@ -11,7 +11,7 @@ use trident_core::postprocess::{Detection, NmsOptions};
 use super::fusion::Fusion;
 use super::worker::{FrameSlot, Job, SharedFrame, Worker};
 use crate::backend::{self, BackendKind, BackendOptions, OnnxModel};
-use crate::detector::{OnnxDetector, View};
+use crate::detector::{OnnxDetector, PassTimes, View};
 use crate::error::{Error, Result};
 use crate::models::ModelSet;
 
@@ -20,8 +20,11 @@ pub struct Member {
     pub name: String,
     /// SHA-256 of the ONNX file (what calibration tables are tied to).
     pub sha256: String,
-    /// The backend the model runs on.
+    /// The backend the model runs on, and the precision of its forward pass.
     pub backend: BackendKind,
+    pub precision: String,
+    /// Model input (width, height).
+    pub input: [u32; 2],
     /// Confidence floor applied to this model's detections before fusion.
     pub floor: f32,
     /// Per-class temperatures from the calibration tables (`None`: scores as they are).
@@ -30,6 +33,8 @@ pub struct Member {
     pub failed: Option<String>,
     /// Seconds of the last frame's passes (letterbox, model, decode; every TTA view).
     pub last_seconds: f64,
+    /// The same time by step.
+    pub last_times: PassTimes,
     pub frames: u64,
     worker: Worker,
 }
@@ -117,8 +122,11 @@ impl Ensemble {
         let frame: FrameSlot = Arc::new(RwLock::new(SharedFrame::default()));
         let mut members = Vec::new();
         for d in detectors {
+            let [_, _, h, w] = d.detector.backend().input_shape();
             members.push(Member {
                 backend: d.detector.backend().kind(),
+                precision: d.detector.backend().precision(),
+                input: [w as u32, h as u32],
                 worker: Worker::spawn(&d.name, d.detector, frame.clone())?,
                 name: d.name,
                 sha256: d.sha256,
@@ -126,6 +134,7 @@ impl Ensemble {
                 temperatures: None,
                 failed: None,
                 last_seconds: 0.0,
+                last_times: PassTimes::default(),
                 frames: 0,
             });
         }
@@ -254,8 +263,9 @@ impl Ensemble {
             let result = m.worker.collect();
             infer_seconds = t0.elapsed().as_secs_f64();
             per_model.push(match result {
-                Ok((mut d, seconds)) => {
+                Ok((mut d, seconds, times)) => {
                     m.last_seconds = seconds;
+                    m.last_times = times;
                     m.frames += 1;
                     if let Some(t) = &m.temperatures {
                         for x in &mut d {

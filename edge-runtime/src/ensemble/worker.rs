@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use trident_core::postprocess::{Detection, NmsOptions, nms};
 
-use crate::detector::{OnnxDetector, View};
+use crate::detector::{OnnxDetector, PassTimes, View};
 use crate::error::{Error, Result};
 
 /// The frame every model of the ensemble reads; its buffer keeps its capacity between frames.
@@ -32,8 +32,9 @@ pub struct Job {
     pub views: Arc<[View]>,
 }
 
-/// A model's detections in frame pixels and the seconds its passes took.
-pub type JobResult = Result<(Vec<Detection>, f64)>;
+/// A model's detections in frame pixels, the seconds its passes took (wall, from the job's
+/// arrival) and where they went.
+pub type JobResult = Result<(Vec<Detection>, f64, PassTimes)>;
 
 pub struct Worker {
     jobs: Option<SyncSender<Job>>,
@@ -52,13 +53,15 @@ impl Worker {
                 let mut detector = detector;
                 while let Ok(job) = job_rx.recv() {
                     let t = Instant::now();
+                    detector.take_times();
                     let result = {
                         // A poisoned lock only means another model panicked mid-read; the
                         // frame itself is intact (only the ensemble writes it).
                         let f = frame.read().unwrap_or_else(PoisonError::into_inner);
                         run_views(&mut detector, &f, &job)
                     };
-                    let timed = result.map(|d| (d, t.elapsed().as_secs_f64()));
+                    let timed =
+                        result.map(|d| (d, t.elapsed().as_secs_f64(), detector.take_times()));
                     if result_tx.send(timed).is_err() {
                         break;
                     }
@@ -115,5 +118,8 @@ fn run_views(detector: &mut OnnxDetector, f: &SharedFrame, job: &Job) -> Result<
     for &view in job.views.iter() {
         all.extend(detector.detect_view(&f.rgb, f.width, f.height, &job.nms, view)?);
     }
-    Ok(nms(all, &job.nms))
+    let t = Instant::now();
+    let merged = nms(all, &job.nms);
+    detector.add_postprocess(t.elapsed().as_secs_f64());
+    Ok(merged)
 }
