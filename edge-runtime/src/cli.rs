@@ -42,9 +42,66 @@ pub enum Command {
     /// sha256, the runtime binary, and compatibility with this unit (architecture, JetPack,
     /// TensorRT, glibc); with --install, unpack it atomically.
     Verify(VerifyArgs),
+    /// Measure latency, FPS, power and energy per frame of each model and each ladder level on
+    /// this unit; writes bench.json, bench.md and charts, and with --write-profile a deployment
+    /// profile holding the measured figures.
+    Bench(BenchArgs),
     /// Ask a running runtime's /healthz, waiting up to --wait for it to report ok; exit 0 when
     /// healthy, 1 when not (the deploy stage's health gate).
     Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub models: ModelsArgs,
+    /// Calibration tables to apply instead of the package's or the models folder's.
+    #[arg(long, conflicts_with = "no_calibration")]
+    pub calibration: Option<PathBuf>,
+    /// Run without calibration tables even when some are present.
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// Deployment profile whose ladder, power sensor and power model are used (default: the
+    /// whole ensemble, then each model alone; sensors auto-detected).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Frame source: test://[pattern], file://PATH (looped), csi://N, v4l2:///dev/videoN, …
+    #[arg(long, default_value = "test://ball")]
+    pub source: String,
+    /// Measured frames per model and per ladder level.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub frames: u32,
+    /// Unmeasured frames before each model and each level (caches, clocks, allocators).
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u32,
+    /// Ladder levels to measure: `all`, or names (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub levels: Vec<String>,
+    /// Seconds of idle power measured before the models run (0: skip; needs a sensor).
+    #[arg(long, default_value_t = 5.0)]
+    pub idle: f64,
+    /// Output folder (bench.json, bench.md, latency.png, levels.png).
+    #[arg(long, default_value = "trident-bench")]
+    pub out: PathBuf,
+    /// Write the --profile with its estimates replaced by the measured figures to this file.
+    #[arg(long, requires = "profile")]
+    pub write_profile: Option<PathBuf>,
+    /// Inference backends, tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    pub backend: Vec<String>,
+    /// Frame size and rate asked of cameras and test sources.
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
+    #[arg(long, default_value_t = 30)]
+    pub source_fps: u32,
+    /// Root of the system whose facts and sensors are read.
+    #[arg(long, default_value = "/", hide = true)]
+    pub system_root: PathBuf,
+    /// Print the report's JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +285,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Prepare(a) => crate::commands::prepare(a),
         Command::Verify(a) => crate::commands::verify(a),
         Command::Health(a) => crate::commands::health(a),
+        Command::Bench(a) => crate::bench_command::bench(a),
     }
 }
 

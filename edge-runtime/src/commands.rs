@@ -20,7 +20,7 @@ use trident_edge::source::{Source, SourceOptions, SourceUri};
 use crate::cli::{HealthArgs, HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, VerifyArgs};
 
 impl ModelsArgs {
-    fn from(&self) -> ModelsFrom<'_> {
+    pub fn from(&self) -> ModelsFrom<'_> {
         match (&self.models, &self.package) {
             (_, Some(p)) => ModelsFrom::Package(p),
             (Some(m), None) => ModelsFrom::Dir(m),
@@ -29,7 +29,7 @@ impl ModelsArgs {
         }
     }
 
-    fn shown(&self) -> String {
+    pub fn shown(&self) -> String {
         match self.from() {
             ModelsFrom::Dir(p) | ModelsFrom::Package(p) => p.display().to_string(),
         }
@@ -52,59 +52,29 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         ),
     };
     let mut profile = Profile::load(&a.profile)?;
-    let tables = match (&a.calibration, a.no_calibration) {
-        (Some(p), _) => TablesChoice::File(p),
-        (None, true) => TablesChoice::Off,
-        (None, false) => TablesChoice::Auto,
+    match &profile.estimates.measured {
+        Some(m) => tracing::info!(
+            "profile `{}`: estimates measured on {} at {} (power: {})",
+            profile.name,
+            m.device,
+            m.at,
+            m.power
+        ),
+        None => tracing::info!(
+            "profile `{}`: estimates derived from published figures; `trident-edge bench \
+             --write-profile` measures them on this unit",
+            profile.name
+        ),
+    }
+    let ensemble_args = EnsembleArgs {
+        models: &a.models,
+        calibration: a.calibration.as_deref(),
+        no_calibration: a.no_calibration,
+        backend: &a.backend,
     };
-    let deployment = Deployment::load(a.models.from(), tables)?;
+    let (deployment, mut ensemble) =
+        load_ensemble(&ensemble_args, Some((&mut profile, &a.profile)))?;
     let set = &deployment.set;
-    for level in &profile.ladder {
-        for m in &level.models {
-            if set.get(m).is_none() {
-                return Err(InputError(format!(
-                    "{}: ladder level `{}` runs `{m}`, which is not among the models in {} ({})",
-                    a.profile.display(),
-                    level.name,
-                    a.models.shown(),
-                    set.models
-                        .iter()
-                        .map(|m| m.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-                .into());
-            }
-        }
-    }
-    let order = a
-        .backend
-        .iter()
-        .map(|b| b.parse())
-        .collect::<Result<Vec<BackendKind>, _>>()?;
-    let fusion = Fusion::Wbf(WbfOptions {
-        conf_type: ConfType::Avg,
-        clip_unit: false,
-        ..WbfOptions::default()
-    });
-    let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
-    deployment.calibrate(&mut ensemble)?;
-    // The tables know what their TTA views cost (measured when they were fitted); the profile's
-    // figure is a guess for tables not yet seen.
-    if let Some(cost) = ensemble.tta_cost() {
-        tracing::info!(
-            "TTA levels cost ×{cost:.2} per frame (calibration tables; the profile said ×{:.2})",
-            profile.estimates.tta_factor
-        );
-        let dropped = profile.fit_tta(cost, ensemble.has_tta());
-        if !dropped.is_empty() {
-            tracing::info!(
-                "the calibration tables keep no TTA view: ladder level(s) {} would repeat their \
-                 plain twin, dropped",
-                dropped.join(", ")
-            );
-        }
-    }
     if let Some(c) = a.conf {
         for m in &mut ensemble.members {
             m.floor = c;
@@ -154,6 +124,79 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the ensemble is loaded from (shared by `run` and `bench`).
+pub struct EnsembleArgs<'a> {
+    pub models: &'a ModelsArgs,
+    pub calibration: Option<&'a Path>,
+    pub no_calibration: bool,
+    pub backend: &'a [String],
+}
+
+/// Loads the models (verifying a package), checks that every ladder level of `profile` names
+/// loaded models, starts the ensemble on the first backend that works, applies the calibration
+/// tables and fits the profile's TTA levels to them.
+pub fn load_ensemble(
+    a: &EnsembleArgs<'_>,
+    profile: Option<(&mut Profile, &Path)>,
+) -> anyhow::Result<(Deployment, Ensemble)> {
+    let tables = match (a.calibration, a.no_calibration) {
+        (Some(p), _) => TablesChoice::File(p),
+        (None, true) => TablesChoice::Off,
+        (None, false) => TablesChoice::Auto,
+    };
+    let deployment = Deployment::load(a.models.from(), tables)?;
+    let set = &deployment.set;
+    if let Some((profile, path)) = &profile {
+        for level in &profile.ladder {
+            for m in &level.models {
+                if set.get(m).is_none() {
+                    return Err(InputError(format!(
+                        "{}: ladder level `{}` runs `{m}`, which is not among the models in {} ({})",
+                        path.display(),
+                        level.name,
+                        a.models.shown(),
+                        set.models
+                            .iter()
+                            .map(|m| m.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+    let order = a
+        .backend
+        .iter()
+        .map(|b| b.parse())
+        .collect::<Result<Vec<BackendKind>, _>>()?;
+    let fusion = Fusion::Wbf(WbfOptions {
+        conf_type: ConfType::Avg,
+        clip_unit: false,
+        ..WbfOptions::default()
+    });
+    let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
+    deployment.calibrate(&mut ensemble)?;
+    // The tables know what their TTA views cost (measured when they were fitted); the profile's
+    // figure is a guess for tables not yet seen.
+    if let (Some(cost), Some((profile, _))) = (ensemble.tta_cost(), profile) {
+        tracing::info!(
+            "TTA levels cost ×{cost:.2} per frame (calibration tables; the profile said ×{:.2})",
+            profile.estimates.tta_factor
+        );
+        let dropped = profile.fit_tta(cost, ensemble.has_tta());
+        if !dropped.is_empty() {
+            tracing::info!(
+                "the calibration tables keep no TTA view: ladder level(s) {} would repeat their \
+                 plain twin, dropped",
+                dropped.join(", ")
+            );
+        }
+    }
+    Ok((deployment, ensemble))
 }
 
 /// The snapshot settings, with class names checked against the models'.

@@ -60,6 +60,13 @@ pub enum Error {
     /// A power sensor that cannot be found or read.
     #[error("power: {0}")]
     Power(String),
+    /// A benchmark that cannot run as asked (unknown level, a source that ends, a model that
+    /// fails) or whose results cannot be written.
+    #[error("bench: {0}")]
+    Bench(String),
+    /// A command asked for something that does not exist (a ladder level, a model by name).
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,8 +87,8 @@ impl Error {
             // The model passed tract's checks at export; a disagreeing engine is TensorRT's doing.
             Error::EngineValidation(_) => false,
             Error::NotCompiled { .. } | Error::Shape(_) | Error::Models(_) => true,
-            Error::Profile { .. } => true,
-            Error::Power(_) => false,
+            Error::Profile { .. } | Error::Usage(_) => true,
+            Error::Power(_) | Error::Bench(_) => false,
             Error::Backend { .. } | Error::NoBackend { .. } | Error::Source { .. } => false,
         }
     }

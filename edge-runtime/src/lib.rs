@@ -5,6 +5,7 @@
 //! compute exactly what the device computes (export verification, calibration, host predict).
 
 pub mod backend;
+pub mod bench;
 pub mod deployment;
 pub mod detector;
 pub mod ensemble;

@@ -3,6 +3,7 @@
 //! over the library: parse the command line, call the library, print a summary. Errors print as
 //! `error: <context>: <cause>`; bad input exits with status 2, other failures with 1.
 
+mod bench_command;
 mod cli;
 mod commands;
 

@@ -162,6 +162,17 @@ pub fn jetpack_for_l4t(l4t: &str) -> Option<&'static str> {
     })
 }
 
+/// The upstream version (`1.14.5` of `1.14.5-0ubuntu1~18.04.2`) of the first of `names` that
+/// dpkg's database below `system_root` lists as installed; `None` when none is, or the database
+/// cannot be read. For facts beyond [`DeviceFacts`] (GStreamer, in a benchmark report).
+pub fn installed_package_version(system_root: &Path, names: &[&str]) -> Option<String> {
+    let status = std::fs::read_to_string(system_root.join(DPKG_STATUS)).ok()?;
+    names
+        .iter()
+        .find_map(|n| installed_version(&status, n))
+        .map(|v| upstream(&v).to_string())
+}
+
 /// The `Version:` of an installed package in dpkg's status file.
 fn installed_version(status: &str, package: &str) -> Option<String> {
     installed_field(status, package, "Version:")

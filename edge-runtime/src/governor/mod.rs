@@ -46,7 +46,7 @@ pub use power::{
     Ina3221, OpenedSource, PowerModel, PowerSource, Rapl, counter_delta, open_source, under,
 };
 pub use profile::{
-    CaptureWindows, ControlConfig, EnergyBudget, Estimates, Level, ModelEstimate,
+    CaptureWindows, ControlConfig, EnergyBudget, Estimates, Level, MeasuredBy, ModelEstimate,
     NANO_INA3221_PATH, PowerConfig, Prediction, Profile, RAPL_DIR, SourceChoice, TEGRASTATS_BINARY,
     TegrastatsConfig, predict,
 };

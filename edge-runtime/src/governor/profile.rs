@@ -94,6 +94,20 @@ impl Default for TegrastatsConfig {
     }
 }
 
+impl PowerConfig {
+    /// Sensor detection with the default paths (`source: auto`) and no meaningful cap: for
+    /// tools that only read power, such as `trident-edge bench` without a profile.
+    pub fn auto() -> PowerConfig {
+        PowerConfig {
+            cap_w: f64::INFINITY,
+            source: SourceChoice::Auto,
+            ina3221: default_ina3221(),
+            tegrastats: TegrastatsConfig::default(),
+            rapl: default_rapl(),
+        }
+    }
+}
+
 fn default_ina3221() -> PathBuf {
     NANO_INA3221_PATH.into()
 }
@@ -162,6 +176,24 @@ pub struct Estimates {
     pub tta_factor: f64,
     /// Per model (by variant name).
     pub models: BTreeMap<String, ModelEstimate>,
+    /// Set when the figures were measured on a unit (`trident-edge bench --write-profile`);
+    /// absent: derived from published figures (configs/profiles/README.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<MeasuredBy>,
+}
+
+/// Where measured estimates come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasuredBy {
+    /// `trident-edge 0.1.0 bench`.
+    pub by: String,
+    /// RFC 3339 time of the benchmark.
+    pub at: String,
+    /// Board and host name of the unit.
+    pub device: String,
+    /// The power source of the figures (`ina3221`, …; `estimate`: power kept from the profile).
+    pub power: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
