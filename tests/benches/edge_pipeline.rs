@@ -12,6 +12,8 @@
 //! models are the `tiny` preset at 320 px with random weights (latency does not depend on the
 //! values), exported by the exporter and loaded from their folder as a unit loads them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Barrier};
@@ -19,10 +21,7 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use tch::{Device, nn};
-use trident_core::checkpoint::CheckpointMeta;
 use trident_core::letterbox::LetterboxPlan;
-use trident_core::model_spec::ModelSpec;
 use trident_edge::backend::{OnnxModel, load};
 use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
 use trident_edge::ensemble::runner::Ensemble;
@@ -32,41 +31,11 @@ use trident_edge::output::jsonl::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary, run};
 use trident_edge::source::{Frame, Pull, Source, SourceOptions};
 use trident_edge::{BackendKind, BackendOptions};
-use trident_exporter::export::{ExportOptions, from_checkpoint};
-use trident_trainer::checkpoint::{named, save};
-use trident_trainer::model::Detector;
 
 const SIDE: u32 = 320;
 const FRAME_W: u32 = 640;
 const FRAME_H: u32 = 480;
 const CLIP_FRAMES: u32 = 60;
-const VARIANTS: [&str; 3] = ["high_recall", "balanced", "high_precision"];
-
-fn models(dir: &Path) -> PathBuf {
-    let out = dir.join("models");
-    for (i, v) in VARIANTS.iter().enumerate() {
-        tch::manual_seed(i as i64 + 1);
-        let names = vec!["lionfish".into(), "urchin".into(), "abalone".into()];
-        let spec = ModelSpec::preset("tiny", names, SIDE).unwrap();
-        let vs = nn::VarStore::new(Device::Cpu);
-        let _model = Detector::new(&vs.root(), &spec);
-        let meta = CheckpointMeta {
-            spec,
-            variant: Some(v.to_string()),
-            conf_floor: 0.25,
-            epoch: 0,
-            metrics: None,
-            training: None,
-        };
-        let ck = dir.join(format!("{v}.safetensors"));
-        save(&ck, &named("", &vs.variables()), &meta).unwrap();
-        from_checkpoint(&ck, &ExportOptions::default())
-            .unwrap()
-            .write(&out)
-            .unwrap();
-    }
-    out
-}
 
 /// A clip of moving test-pattern frames, JPEG in AVI (what a survey camera's recorder writes).
 fn clip(dir: &Path) -> PathBuf {
@@ -244,7 +213,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("\n== trident-edge: run-loop overhead and steady-state memory ({cores} cores) ==");
-    let set = ModelSet::load_dir(&models(dir.path())).unwrap();
+    let set = ModelSet::load_dir(&common::random_models(dir.path(), "tiny", SIDE, false)).unwrap();
     let clip = clip(dir.path());
     let frames = decoded(&clip);
     println!(

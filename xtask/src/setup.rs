@@ -3,7 +3,8 @@
 //! 1. apt packages: GStreamer headers, plugins and tools; the aarch64 cross linker and libc;
 //!    qemu-user-static; pkg-config (only missing packages are installed).
 //! 2. `.venv` from `python/requirements.txt`: libtorch (torch), libonnxruntime (onnxruntime),
-//!    zig + cargo-zigbuild, and the test references (pycocotools, ensemble-boxes, onnx, numpy);
+//!    zig + cargo-zigbuild, and the test references (pycocotools, ensemble-boxes, onnx, numpy,
+//!    opencv-python-headless);
 //!    skipped when the requirements file's hash matches the stamp of the last install.
 //! 3. Stable links `.venv/libtorch` and `.venv/onnxruntime/libonnxruntime.so`, which
 //!    `.cargo/config.toml` points LIBTORCH and ORT_DYLIB_PATH at.
