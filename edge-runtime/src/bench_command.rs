@@ -20,6 +20,9 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         return Err(InputError(format!("--idle {}: expected seconds ≥ 0", a.idle)).into());
     }
     let mut profile = a.profile.as_deref().map(Profile::load).transpose()?;
+    // The operator's profile as written: --write-profile replaces its estimates only, not the
+    // ladder that loading fits to the calibration tables below.
+    let as_written = profile.clone();
     let ensemble_args = EnsembleArgs {
         models: &a.models,
         calibration: a.calibration.as_deref(),
@@ -106,7 +109,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             println!("  wrote {}", p.display());
         }
     }
-    if let (Some(path), Some(base)) = (&a.write_profile, &profile) {
+    if let (Some(path), Some(base)) = (&a.write_profile, &as_written) {
         let (_, changes) = measured_profile::write(path, base, &report)?;
         println!(
             "  profile with the measured figures: {} ({})",

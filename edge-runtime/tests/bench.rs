@@ -414,3 +414,48 @@ fn without_a_profile_the_whole_ensemble_then_each_model_is_measured_and_bad_requ
         text(&o)
     );
 }
+
+#[test]
+fn a_written_profile_keeps_the_operators_ladder_when_the_tables_keep_no_views() {
+    // Loading fits the ladder to the tables (a TTA level without views is dropped for the
+    // run); the profile written back must still be the operator's, with new estimates only.
+    let dir = tempfile::tempdir().unwrap();
+    let (models, digest) = trident_e2e::fixture_models(dir.path(), &VARIANTS, &NAMES);
+    let mut tables = tables_with_tta(&digest);
+    tables.tta.clear();
+    tables.save(&models.join("calibration.yaml")).unwrap();
+    let root = dir.path().join("empty-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let out = dir.path().join("bench");
+    let written = dir.path().join("measured.yaml");
+    let base_path = host_profile();
+    let mut args = bench_args(s(&models), s(&out), "2");
+    args.extend([
+        "--profile",
+        s(&base_path),
+        "--system-root",
+        s(&root),
+        "--levels",
+        "balanced",
+        "--write-profile",
+        s(&written),
+    ]);
+    let o = edge(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let base = Profile::load(&base_path).unwrap();
+    let p = Profile::load(&written).unwrap();
+    assert_eq!(p.ladder, base.ladder);
+    assert_eq!(p.estimates.tta_factor, base.estimates.tta_factor);
+    // The fitted run did not offer the TTA level to measure.
+    let mut args = bench_args(s(&models), s(&out), "2");
+    args.extend([
+        "--profile",
+        s(&base_path),
+        "--system-root",
+        s(&root),
+        "--levels",
+        "ensemble-tta",
+    ]);
+    let o = edge(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

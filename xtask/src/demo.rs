@@ -458,6 +458,9 @@ pub fn run() -> Result<()> {
         seconds: t.elapsed().as_secs_f64(),
     });
 
+    // A short benchmark of the same package on this host, and its measured profile.
+    stages.push(crate::demo_bench::run(&bin.join("trident-edge"), &release)?);
+
     println!("\n== trident demo summary ==");
     let w = stages.iter().map(|s| s.name.len()).max().unwrap_or(5);
     println!("{:<w$}  {:>8}  result", "stage", "seconds");

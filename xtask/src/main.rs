@@ -6,6 +6,7 @@
 
 mod cross;
 mod demo;
+mod demo_bench;
 mod demo_deploy;
 mod fuzz;
 mod setup;
@@ -28,8 +29,9 @@ commands:
           whole test suite (which runs that binary under qemu-aarch64)
   bench   setup, then the benchmarks (evaluation speed vs pycocotools; the edge run loop's
           overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
-          export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640; `trident fuse`
-          vs ensemble-boxes; a rollout to 8 loopback units vs 1)";
+          the ensemble on tract and ONNX Runtime vs a Python ONNX Runtime + ensemble-boxes
+          reference; export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640;
+          `trident fuse` vs ensemble-boxes; a rollout to 8 loopback units vs 1)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
