@@ -2,13 +2,19 @@
 //! (`weighted_boxes_fusion` for each `conf_type`, and `nms` with weights), on random three-model
 //! ensembles: overlapping clusters with jitter, duplicate boxes from one model, class confusion,
 //! singletons, boxes under `skip_box_thr`, out-of-range and swapped corners, zero-area boxes, an
-//! empty model, and ties in score.
+//! empty model, and ties in score. Plus a chain of same-class boxes on the anchor grid (from the
+//! host comparison harness) with exact IoU ties, fused as the runner does, in frame pixels.
 //!
 //! Ties: the package orders equal scores with numpy's/numba's unstable quicksort, so which of two
 //! tied boxes comes first is platform dependent. Ties whose order cannot change the result are
 //! kept (identical boxes, different classes, equal fused scores); any other tie is nudged apart,
 //! so a failure here is a real disagreement, not a sorting accident. All cases go to Python in one
 //! run. Without the venv (`cargo xtask setup`) the test fails; it never skips.
+//!
+//! Exact IoU ties (a box halfway between two same-sized clusters) go to the first cluster, as
+//! `np.argmax`. They stay ties only while the arithmetic is exact: dividing pixel boxes by 640 and
+//! 480 rounds and decides them one way or the other, dividing by a power of two does not, so
+//! pixel cases reach the package divided by 1024 (as `tests/python/host_reference.py` does).
 
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -51,6 +57,9 @@ enum Method {
 
 struct Case {
     name: String,
+    /// 1 for boxes in `[0, 1]`; else (WBF only) a power of two ≥ the frame: the boxes are frame
+    /// pixels, fused unclipped (the runner's setting), and the package gets them divided by this.
+    scale: f64,
     method: Method,
     weights: Option<Vec<f64>>,
     iou_thr: f64,
@@ -194,6 +203,7 @@ fn cases() -> Vec<Case> {
             for method in methods {
                 let mut case = Case {
                     name: format!("seed {seed}.{extra} {method:?} weights {weights:?}"),
+                    scale: 1.0,
                     method,
                     weights: weights.clone(),
                     iou_thr: [0.55, 0.4, 0.7][((seed + extra) % 3) as usize],
@@ -205,9 +215,11 @@ fn cases() -> Vec<Case> {
             }
         }
     }
+    out.extend(grid_chain());
     // Nothing detected by anyone (WBF only: the package's nms cannot concatenate nothing).
     out.push(Case {
         name: "no detections".into(),
+        scale: 1.0,
         method: Method::Wbf(ConfType::Avg),
         weights: None,
         iou_thr: 0.55,
@@ -215,6 +227,56 @@ fn cases() -> Vec<Case> {
         per_model: vec![Vec::new(); 3],
     });
     out
+}
+
+/// One model's boxes of one class along the bottom of a 640×480 frame, on the 16 px anchor grid
+/// with nearly equal scores (frame 34 of the host comparison harness, random weights). In order
+/// of score, [128, 368, 368, 480] overlaps the clusters [192, 368, 432, 480] and
+/// [64, 368, 304, 480] by exactly 11/19 each and joins the first. As frame pixels (the runner)
+/// and divided by 1024 the tie is exact; divided by 640 and 480 the rounding gives the box to the
+/// second cluster (0.5789473684210525 vs ...528), the later boxes follow, and 4 of the 5 fused
+/// boxes move (by up to 56 px).
+fn grid_chain() -> Vec<Case> {
+    let row = [
+        (0.004_286_706_4, 0.0, 160.0),
+        (0.003_859_698_8, 192.0, 432.0),
+        (0.003_814_28, 64.0, 304.0),
+        (0.003_813_535, 128.0, 368.0),
+        (0.003_805_339_3, 16.0, 256.0),
+        (0.003_804_743_3, 400.0, 640.0),
+        (0.003_800_332_5, 304.0, 544.0),
+        (0.003_786_057_2, 0.0, 208.0),
+        (0.003_784_12, 480.0, 640.0),
+        (0.003_751_635_6, 240.0, 480.0),
+    ];
+    let pixels: Vec<Detection> = row
+        .iter()
+        .map(|&(s, x1, x2)| det(2, s, [x1, 368.0, x2, 480.0]))
+        .collect();
+    let normalised = pixels
+        .iter()
+        .map(|d| {
+            let b = d.bbox;
+            det(
+                2,
+                d.score,
+                [b.x1 / 640.0, b.y1 / 480.0, b.x2 / 640.0, b.y2 / 480.0],
+            )
+        })
+        .collect();
+    let case = |name: &str, scale, dets| Case {
+        name: format!("anchor-grid chain with IoU ties, {name}"),
+        scale,
+        method: Method::Wbf(ConfType::Avg),
+        weights: None,
+        iou_thr: 0.55,
+        skip_box_thr: 0.0,
+        per_model: vec![Vec::new(), Vec::new(), dets],
+    };
+    vec![
+        case("frame pixels", 1024.0, pixels),
+        case("divided by the frame size", 1.0, normalised),
+    ]
 }
 
 fn json_list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> String {
@@ -228,8 +290,8 @@ fn json_list<T>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> String) -> 
 fn case_json(c: &Case) -> String {
     let boxes = json_list(&c.per_model, |m| {
         json_list(m, |d| {
-            let b = d.bbox;
-            format!("[{},{},{},{}]", b.x1, b.y1, b.x2, b.y2)
+            let (b, s) = (d.bbox, c.scale);
+            format!("[{},{},{},{}]", b.x1 / s, b.y1 / s, b.x2 / s, b.y2 / s)
         })
     });
     let scores = json_list(&c.per_model, |m| {
@@ -292,7 +354,7 @@ fn fusion_matches_ensemble_boxes() {
                     skip_box_thr: c.skip_box_thr,
                     weights: c.weights.clone(),
                     conf_type,
-                    clip_unit: true,
+                    clip_unit: c.scale == 1.0,
                 };
                 weighted_boxes_fusion(&c.per_model, &opts)
             }
@@ -317,8 +379,12 @@ fn fusion_matches_ensemble_boxes() {
         let mut mine: Vec<Row> = ours
             .iter()
             .map(|d| {
-                let b = d.bbox;
-                (d.class, f64::from(d.score), [b.x1, b.y1, b.x2, b.y2])
+                let (b, s) = (d.bbox, case.scale);
+                (
+                    d.class,
+                    f64::from(d.score),
+                    [b.x1, b.y1, b.x2, b.y2].map(|x| x / s),
+                )
             })
             .collect();
         canonical(&mut theirs);
@@ -346,6 +412,52 @@ fn fusion_matches_ensemble_boxes() {
     assert!(
         rows_total > 200,
         "too few boxes to mean anything: {rows_total}"
+    );
+}
+
+/// The anchor-grid chain is a tie that matters: fused in frame pixels and fused divided by the
+/// frame size, the fused boxes differ (which is why pixel cases reach the package divided by a
+/// power of two), while dividing by 1024 changes nothing, to the bit.
+#[test]
+fn grid_chain_ties_hold_only_under_exact_scaling() {
+    let [pixels, normalised] = <[Case; 2]>::try_from(grid_chain()).ok().unwrap();
+    let fuse = |c: &Case, clip_unit| {
+        let opts = WbfOptions {
+            clip_unit,
+            ..Default::default()
+        };
+        weighted_boxes_fusion(&c.per_model, &opts).unwrap()
+    };
+    let scaled = |dets: &[Detection], sx: f64, sy: f64| -> Vec<Detection> {
+        let s = |d: &Detection| {
+            let b = d.bbox;
+            det(
+                d.class,
+                d.score,
+                [b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy],
+            )
+        };
+        dets.iter().map(s).collect()
+    };
+    let ours = fuse(&pixels, false);
+    let by_1024 = Case {
+        per_model: pixels
+            .per_model
+            .iter()
+            .map(|m| scaled(m, 1.0 / 1024.0, 1.0 / 1024.0))
+            .collect(),
+        ..pixels
+    };
+    assert_eq!(ours, scaled(&fuse(&by_1024, true), 1024.0, 1024.0));
+    let by_frame = scaled(&fuse(&normalised, true), 640.0, 480.0);
+    let moved = ours
+        .iter()
+        .filter(|d| by_frame.iter().all(|e| (e.bbox.x1 - d.bbox.x1).abs() > 1.0))
+        .count();
+    assert_eq!(
+        (ours.len(), by_frame.len(), moved),
+        (5, 5, 4),
+        "{ours:?}\n{by_frame:?}"
     );
 }
 

@@ -19,7 +19,13 @@ It reproduces trident's semantics so that the detections can be compared box for
 - boxes mapped back as edge-runtime/src/detector.rs `to_source` (undo pad and scale, clip to
   the frame, drop boxes that collapse);
 - fusion as the ensemble runner: one model's detections pass through unfused, several are fused
-  with `weighted_boxes_fusion` on boxes normalised by the frame size, then scaled back.
+  with `weighted_boxes_fusion` and scaled back. The runner fuses frame pixels; the package wants
+  [0, 1], so the boxes are divided by a power of two >= the frame's larger side, not by the frame
+  size: that scaling is exact, so every IoU and weighted average is the pixel one, bit for bit.
+  Dividing by 640 and 480 rounds, and that breaks exact IoU ties, which `np.argmax` gives to the
+  first cluster: a box on the 16 px anchor grid halfway between two same-sized clusters overlaps
+  both by 11/19 (0.5789473684210527) in pixels, but by 0.5789473684210525 and ...528 normalised,
+  and joins the second cluster where the runner puts it into the first.
 
 Usage:
   host_reference.py --frames FILE --width W --height H --count N
@@ -154,7 +160,7 @@ def process(frame, models, geometries, args, stages):
     if len(per_model) == 1:  # trident's runner does not fuse a single model's detections
         boxes, scores, classes = per_model[0]
     else:
-        size = np.array([w, h, w, h], dtype=np.float64)
+        size = float(1 << (max(w, h) - 1).bit_length())  # exact: see the module docstring
         with contextlib.redirect_stdout(sys.stderr):  # the package prints its warnings
             boxes, scores, classes = weighted_boxes_fusion(
                 [b / size for b, _, _ in per_model],
