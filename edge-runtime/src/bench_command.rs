@@ -25,8 +25,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let as_written = profile.clone();
     let ensemble_args = EnsembleArgs {
         models: &a.models,
-        calibration: a.calibration.as_deref(),
-        no_calibration: a.no_calibration,
+        tables: &a.tables,
         backend: &a.backend,
     };
     let (deployment, mut ensemble) =

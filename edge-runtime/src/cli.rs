@@ -55,12 +55,8 @@ pub enum Command {
 pub struct BenchArgs {
     #[command(flatten)]
     pub models: ModelsArgs,
-    /// Calibration tables to apply instead of the package's or the models folder's.
-    #[arg(long, conflicts_with = "no_calibration")]
-    pub calibration: Option<PathBuf>,
-    /// Run without calibration tables even when some are present.
-    #[arg(long)]
-    pub no_calibration: bool,
+    #[command(flatten)]
+    pub tables: TablesArgs,
     /// Deployment profile whose ladder, power sensor and power model are used (default: the
     /// whole ensemble, then each model alone; sensors auto-detected).
     #[arg(long)]
@@ -154,6 +150,18 @@ pub struct ModelsArgs {
     pub package: Option<PathBuf>,
 }
 
+/// Which calibration tables to apply (by default the package's, or `calibration.yaml` beside the
+/// models).
+#[derive(Debug, Args)]
+pub struct TablesArgs {
+    /// Calibration tables to apply instead of the package's or the models folder's.
+    #[arg(long, conflicts_with = "no_calibration")]
+    pub calibration: Option<PathBuf>,
+    /// Run without calibration tables even when some are present.
+    #[arg(long)]
+    pub no_calibration: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct PrepareArgs {
     #[command(flatten)]
@@ -174,12 +182,8 @@ pub struct PrepareArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub models: ModelsArgs,
-    /// Calibration tables to apply instead of the package's or the models folder's.
-    #[arg(long, conflicts_with = "no_calibration")]
-    pub calibration: Option<PathBuf>,
-    /// Run without calibration tables even when some are present.
-    #[arg(long)]
-    pub no_calibration: bool,
+    #[command(flatten)]
+    pub tables: TablesArgs,
     /// Deployment profile (configs/profiles/*.yaml).
     #[arg(long)]
     pub profile: PathBuf,

@@ -17,7 +17,9 @@ use trident_edge::output::jsonl::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 
-use crate::cli::{HealthArgs, HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, VerifyArgs};
+use crate::cli::{
+    HealthArgs, HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, TablesArgs, VerifyArgs,
+};
 
 impl ModelsArgs {
     pub fn from(&self) -> ModelsFrom<'_> {
@@ -68,8 +70,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let ensemble_args = EnsembleArgs {
         models: &a.models,
-        calibration: a.calibration.as_deref(),
-        no_calibration: a.no_calibration,
+        tables: &a.tables,
         backend: &a.backend,
     };
     let (deployment, mut ensemble) =
@@ -129,8 +130,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 /// What the ensemble is loaded from (shared by `run` and `bench`).
 pub struct EnsembleArgs<'a> {
     pub models: &'a ModelsArgs,
-    pub calibration: Option<&'a Path>,
-    pub no_calibration: bool,
+    pub tables: &'a TablesArgs,
     pub backend: &'a [String],
 }
 
@@ -141,7 +141,7 @@ pub fn load_ensemble(
     a: &EnsembleArgs<'_>,
     profile: Option<(&mut Profile, &Path)>,
 ) -> anyhow::Result<(Deployment, Ensemble)> {
-    let tables = match (a.calibration, a.no_calibration) {
+    let tables = match (a.tables.calibration.as_deref(), a.tables.no_calibration) {
         (Some(p), _) => TablesChoice::File(p),
         (None, true) => TablesChoice::Off,
         (None, false) => TablesChoice::Auto,

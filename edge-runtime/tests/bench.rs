@@ -3,38 +3,16 @@
 //! `--system-root`), on a host without a sensor (power estimated from the profile), and without
 //! a profile (the built-in ladder); the measured profile it writes, and what it refuses.
 
+mod common;
+
+use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use trident_core::bench::{BenchReport, SCHEMA};
 use trident_core::calibration::{
     CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, TtaTransform,
 };
 use trident_edge::governor::Profile;
-
-const VARIANTS: [&str; 3] = ["high_recall", "balanced", "high_precision"];
-const NAMES: [&str; 3] = ["lionfish", "urchin", "abalone"];
-
-fn edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trident-edge"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn host_profile() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/profiles/host-cpu.yaml")

@@ -2,40 +2,19 @@
 //! package, calibration tables found beside them, a test feed under the host-cpu profile, and
 //! bad input refused with exit status 2 and a message that says what is wrong.
 
+mod common;
+
+use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use trident_core::calibration::{
     CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA, TtaTransform,
 };
 use trident_core::package::{Manifest, PackagedFile, PackagedModel, TargetFacts};
 
-const VARIANTS: [&str; 3] = ["high_recall", "balanced", "high_precision"];
-const NAMES: [&str; 3] = ["lionfish", "urchin", "abalone"];
-
-fn edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trident-edge"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn sha(bytes: &[u8]) -> String {
     trident_core::digest::sha256_hex(bytes)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// The three variants as copies of the Ultralytics fixture (96 px, three classes), with cards.
