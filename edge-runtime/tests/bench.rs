@@ -9,9 +9,7 @@ use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};
 
 use trident_core::bench::{BenchReport, SCHEMA};
-use trident_core::calibration::{
-    CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, TtaTransform,
-};
+use trident_core::calibration::{CalibrationTables, TtaTransform};
 use trident_edge::governor::Profile;
 
 fn host_profile() -> PathBuf {
@@ -20,34 +18,14 @@ fn host_profile() -> PathBuf {
 
 /// Tables keeping one flipped test-time view, so that the TTA cost is measured.
 fn tables_with_tta(digest: &str) -> CalibrationTables {
-    CalibrationTables {
-        schema: trident_core::calibration::SCHEMA.into(),
-        names: NAMES.iter().map(|n| n.to_string()).collect(),
-        models: VARIANTS
-            .iter()
-            .map(|v| ModelCalibration {
-                variant: v.to_string(),
-                sha256: digest.into(),
-                temperature: 1.0,
-                class_temperatures: None,
-            })
-            .collect(),
-        fusion: FusionTable {
-            method: FusionMethod::Wbf,
-            iou_thr: 0.55,
-            skip_box_thr: 0.0,
-            conf_type: ConfType::Avg,
-            weights: Default::default(),
-        },
-        thresholds: Default::default(),
-        tta: vec![TtaTransform {
-            flip: true,
-            scale: 1.0,
-            gain: 0.01,
-            cost: 2.0,
-        }],
-        fitted_on: Default::default(),
-    }
+    let mut t = trident_e2e::fixture_tables(digest, &VARIANTS, &NAMES, 1.0);
+    t.tta = vec![TtaTransform {
+        flip: true,
+        scale: 1.0,
+        gain: 0.01,
+        cost: 2.0,
+    }];
+    t
 }
 
 /// A Jetson Nano's files below a fake root: board, L4T 32.7.1, TensorRT and GStreamer

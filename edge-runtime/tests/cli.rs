@@ -8,9 +8,7 @@ use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use trident_core::calibration::{
-    CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA, TtaTransform,
-};
+use trident_core::calibration::{CalibrationTables, TtaTransform};
 use trident_core::package::{Manifest, PackagedFile, PackagedModel, TargetFacts};
 
 fn sha(bytes: &[u8]) -> String {
@@ -23,34 +21,17 @@ fn models(dir: &Path) -> (PathBuf, String) {
 }
 
 fn tables(digest: &str) -> CalibrationTables {
-    CalibrationTables {
-        schema: SCHEMA.into(),
-        names: NAMES.iter().map(|n| n.to_string()).collect(),
-        models: VARIANTS
-            .iter()
-            .map(|v| ModelCalibration {
-                variant: v.to_string(),
-                sha256: digest.into(),
-                temperature: 1.3,
-                class_temperatures: None,
-            })
-            .collect(),
-        fusion: FusionTable {
-            method: FusionMethod::Wbf,
-            iou_thr: 0.6,
-            skip_box_thr: 0.0,
-            conf_type: ConfType::Avg,
-            weights: [("balanced".to_string(), 2.0)].into(),
-        },
-        thresholds: [("urchin".to_string(), 0.3)].into(),
-        tta: vec![TtaTransform {
-            flip: true,
-            scale: 1.0,
-            gain: 0.01,
-            cost: 2.0,
-        }],
-        fitted_on: Default::default(),
-    }
+    let mut t = trident_e2e::fixture_tables(digest, &VARIANTS, &NAMES, 1.3);
+    t.fusion.iou_thr = 0.6;
+    t.fusion.weights = [("balanced".to_string(), 2.0)].into();
+    t.thresholds = [("urchin".to_string(), 0.3)].into();
+    t.tta = vec![TtaTransform {
+        flip: true,
+        scale: 1.0,
+        gain: 0.01,
+        cost: 2.0,
+    }];
+    t
 }
 
 fn profile() -> PathBuf {

@@ -126,26 +126,27 @@ pub fn fixture_models(dir: &Path, variants: &[&str], names: &[&str]) -> (PathBuf
     (out, digest)
 }
 
-/// The inputs of a release as `trident export --package` reads them, in `dir`: fixture models
-/// for the three variants, calibration tables fitted for exactly those models, the repository's
-/// Nano profiles and systemd unit, `binary` as the runtime, and `release.yaml` naming them all.
-/// Returns the config's path.
-pub fn release_inputs(dir: &Path, binary: &Path, arch: &str) -> PathBuf {
+/// Calibration tables for the fixture models (`digest` each): one `temperature` for every
+/// variant, plain WBF (iou 0.55, average confidence, equal weights), no thresholds, no TTA view.
+/// Tests change the fields they exercise.
+pub fn fixture_tables(
+    digest: &str,
+    variants: &[&str],
+    names: &[&str],
+    temperature: f32,
+) -> trident_core::calibration::CalibrationTables {
     use trident_core::calibration::{
-        CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration,
+        CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA,
     };
-    let variants = ["high_recall", "balanced", "high_precision"];
-    let names = ["lionfish", "urchin", "abalone"];
-    let (models, digest) = fixture_models(dir, &variants, &names);
-    let tables = CalibrationTables {
-        schema: trident_core::calibration::SCHEMA.into(),
+    CalibrationTables {
+        schema: SCHEMA.into(),
         names: names.iter().map(|n| n.to_string()).collect(),
         models: variants
             .iter()
             .map(|v| ModelCalibration {
                 variant: v.to_string(),
-                sha256: digest.clone(),
-                temperature: 0.8,
+                sha256: digest.into(),
+                temperature,
                 class_temperatures: None,
             })
             .collect(),
@@ -156,10 +157,22 @@ pub fn release_inputs(dir: &Path, binary: &Path, arch: &str) -> PathBuf {
             conf_type: ConfType::Avg,
             weights: Default::default(),
         },
-        thresholds: [("lionfish".to_string(), 0.3)].into(),
+        thresholds: Default::default(),
         tta: vec![],
         fitted_on: Default::default(),
-    };
+    }
+}
+
+/// The inputs of a release as `trident export --package` reads them, in `dir`: fixture models
+/// for the three variants, calibration tables fitted for exactly those models, the repository's
+/// Nano profiles and systemd unit, `binary` as the runtime, and `release.yaml` naming them all.
+/// Returns the config's path.
+pub fn release_inputs(dir: &Path, binary: &Path, arch: &str) -> PathBuf {
+    let variants = ["high_recall", "balanced", "high_precision"];
+    let names = ["lionfish", "urchin", "abalone"];
+    let (models, digest) = fixture_models(dir, &variants, &names);
+    let mut tables = fixture_tables(&digest, &variants, &names, 0.8);
+    tables.thresholds = [("lionfish".to_string(), 0.3)].into();
     let calibration = dir.join("calibration.yaml");
     tables.save(&calibration).unwrap();
     let root = workspace_root();
