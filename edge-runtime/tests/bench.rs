@@ -7,6 +7,7 @@ mod common;
 
 use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use trident_core::bench::{BenchReport, SCHEMA};
 use trident_core::calibration::{CalibrationTables, TtaTransform};
@@ -125,6 +126,23 @@ fn bench_args<'a>(models: &'a str, out: &'a str, frames: &'a str) -> Vec<&'a str
         "--out",
         out,
     ]
+}
+
+/// `trident-edge bench` of `models` into `dir/bench` (returned) with `extra` arguments, on a
+/// system root without any power sensor or device file (`dir/empty-root`).
+fn bench_without_sensor(
+    dir: &Path,
+    models: &Path,
+    frames: &str,
+    extra: &[&str],
+) -> (Output, PathBuf) {
+    let root = dir.join("empty-root");
+    std::fs::create_dir_all(&root).unwrap();
+    let out = dir.join("bench");
+    let mut args = bench_args(s(models), s(&out), frames);
+    args.extend(["--system-root", s(&root)]);
+    args.extend(extra);
+    (edge(&args), out)
 }
 
 #[test]
@@ -265,23 +283,21 @@ fn without_a_sensor_power_is_estimated_and_the_measured_profile_replaces_latency
     tables_with_tta(&digest)
         .save(&models.join("calibration.yaml"))
         .unwrap();
-    let root = dir.path().join("empty-root");
-    std::fs::create_dir_all(&root).unwrap();
-    let out = dir.path().join("bench");
     let written = dir.path().join("host-measured.yaml");
     let base_path = host_ladder_profile(dir.path());
-    let mut args = bench_args(s(&models), s(&out), "4");
-    args.extend([
-        "--profile",
-        s(&base_path),
-        "--system-root",
-        s(&root),
-        "--levels",
-        "ensemble-tta,balanced",
-        "--write-profile",
-        s(&written),
-    ]);
-    let o = edge(&args);
+    let (o, out) = bench_without_sensor(
+        dir.path(),
+        &models,
+        "4",
+        &[
+            "--profile",
+            s(&base_path),
+            "--levels",
+            "ensemble-tta,balanced",
+            "--write-profile",
+            s(&written),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let report = BenchReport::load(&out.join("bench.json")).unwrap();
     assert_eq!(report.setup.power_source, "estimate");
@@ -356,12 +372,7 @@ fn without_a_sensor_power_is_estimated_and_the_measured_profile_replaces_latency
 fn without_a_profile_the_whole_ensemble_then_each_model_is_measured_and_bad_requests_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let (models, _) = trident_e2e::fixture_models(dir.path(), &VARIANTS, &NAMES);
-    let root = dir.path().join("empty-root");
-    std::fs::create_dir_all(&root).unwrap();
-    let out = dir.path().join("bench");
-    let mut args = bench_args(s(&models), s(&out), "2");
-    args.extend(["--system-root", s(&root), "--json"]);
-    let o = edge(&args);
+    let (o, out) = bench_without_sensor(dir.path(), &models, "2", &["--json"]);
     assert!(o.status.success(), "{}", text(&o));
     // --json prints the report itself.
     let printed: BenchReport = serde_json::from_slice(&o.stdout).unwrap();
@@ -380,19 +391,15 @@ fn without_a_profile_the_whole_ensemble_then_each_model_is_measured_and_bad_requ
     assert_eq!(BenchReport::load(&out.join("bench.json")).unwrap(), printed);
 
     // An unknown level names the ones there are; --write-profile needs a profile to start from.
-    let mut args = bench_args(s(&models), s(&out), "2");
-    args.extend(["--system-root", s(&root), "--levels", "ensemble,turbo"]);
-    let o = edge(&args);
+    let (o, _) = bench_without_sensor(dir.path(), &models, "2", &["--levels", "ensemble,turbo"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains("turbo") && stderr.contains("high_recall"),
         "{stderr}"
     );
-    let mut args = bench_args(s(&models), s(&out), "2");
     let p = dir.path().join("p.yaml");
-    args.extend(["--write-profile", s(&p)]);
-    let o = edge(&args);
+    let (o, _) = bench_without_sensor(dir.path(), &models, "2", &["--write-profile", s(&p)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--profile"),
@@ -410,38 +417,32 @@ fn a_written_profile_keeps_the_operators_ladder_when_the_tables_keep_no_views() 
     let mut tables = tables_with_tta(&digest);
     tables.tta.clear();
     tables.save(&models.join("calibration.yaml")).unwrap();
-    let root = dir.path().join("empty-root");
-    std::fs::create_dir_all(&root).unwrap();
-    let out = dir.path().join("bench");
     let written = dir.path().join("measured.yaml");
     let base_path = host_profile();
-    let mut args = bench_args(s(&models), s(&out), "2");
-    args.extend([
-        "--profile",
-        s(&base_path),
-        "--system-root",
-        s(&root),
-        "--levels",
-        "balanced",
-        "--write-profile",
-        s(&written),
-    ]);
-    let o = edge(&args);
+    let (o, _) = bench_without_sensor(
+        dir.path(),
+        &models,
+        "2",
+        &[
+            "--profile",
+            s(&base_path),
+            "--levels",
+            "balanced",
+            "--write-profile",
+            s(&written),
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let base = Profile::load(&base_path).unwrap();
     let p = Profile::load(&written).unwrap();
     assert_eq!(p.ladder, base.ladder);
     assert_eq!(p.estimates.tta_factor, base.estimates.tta_factor);
     // The fitted run did not offer the TTA level to measure.
-    let mut args = bench_args(s(&models), s(&out), "2");
-    args.extend([
-        "--profile",
-        s(&base_path),
-        "--system-root",
-        s(&root),
-        "--levels",
-        "ensemble-tta",
-    ]);
-    let o = edge(&args);
+    let (o, _) = bench_without_sensor(
+        dir.path(),
+        &models,
+        "2",
+        &["--profile", s(&base_path), "--levels", "ensemble-tta"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
