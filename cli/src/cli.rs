@@ -289,8 +289,11 @@ pub struct TrainArgs {
     /// Model preset: tiny, nano or small.
     #[arg(long)]
     pub model: Option<String>,
-    /// Wall-clock budget per variant in minutes; the schedule is fitted to it and the best
-    /// checkpoint is kept when it runs out.
+    /// Wall-clock budget per variant in minutes (Ultralytics' `time=`); the schedule is fitted
+    /// to it and the best checkpoint is kept when it runs out. How much a budget trains depends
+    /// on the machine's speed: a warning says when it fits fewer epochs than the warm-up and the
+    /// first useful ones. For a result that does not depend on the machine, use --epochs with a
+    /// `target_map50` in the config.
     #[arg(long)]
     pub time: Option<f64>,
     #[arg(long)]
@@ -298,8 +301,8 @@ pub struct TrainArgs {
     /// libtorch threads per variant (default: the cores divided among the concurrent jobs).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Variants trained at the same time, each in its own process (default: one per core, up to
-    /// the number of variants, on CPU; one on CUDA).
+    /// Variants trained at the same time, each in its own process (default on CPU: all of them,
+    /// sharing the cores; one on CUDA).
     #[arg(long)]
     pub jobs: Option<usize>,
     /// Output folder for this run (default: runs/<config name>); variants go in subfolders.

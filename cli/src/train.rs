@@ -1,8 +1,10 @@
 //! `trident train`: every variant of the config (or one).
 //!
-//! On CPU, variants train side by side, one process each with its share of the cores: on the
-//! 2-core reference machine two 1-thread jobs finished 20 % sooner than the same two variants one
-//! after another with 2 threads (README, "Training"). On CUDA they run one after another.
+//! On CPU, all variants train side by side, one process each with its share of the cores (at
+//! least one thread): on a 2-core machine the demo's three variants took 126 s as three 1-thread
+//! processes, 139 s as two at a time (the third then runs alone on one thread while a core
+//! idles) and 164 s one after another with 2 threads — small convolutions do not use a second
+//! thread well (README, "Training"). On CUDA they run one after another.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
@@ -65,7 +67,7 @@ pub fn run(a: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .any(|(_, s)| select_device(&s.device).is_ok_and(|d| d.is_cuda()));
     let jobs = a
         .jobs
-        .unwrap_or(if on_cuda { 1 } else { cores })
+        .unwrap_or(if on_cuda { 1 } else { settings.len() })
         .clamp(1, settings.len());
     if jobs > 1 {
         run_concurrently(&a, &settings, jobs, cores, quiet, &stop)?;
@@ -251,6 +253,9 @@ fn summary(out_root: &Path, variants: &[String]) -> String {
             Some(vec![
                 v.clone(),
                 meta["epochs_completed"].to_string(),
+                meta["stop_reason"]
+                    .as_str()
+                    .map_or("-".into(), |r| r.replace('_', " ")),
                 meta["best_epoch"].to_string(),
                 f(&m["map50"], 3),
                 f(&m["map50_95"], 3),
@@ -265,8 +270,18 @@ fn summary(out_root: &Path, variants: &[String]) -> String {
         .collect();
     table(
         &[
-            "variant", "epochs", "best", "mAP50", "mAP50-95", "floor", "P@floor", "R@floor",
-            "wall s", "img/s", "peak MiB",
+            "variant",
+            "epochs",
+            "stopped by",
+            "best",
+            "mAP50",
+            "mAP50-95",
+            "floor",
+            "P@floor",
+            "R@floor",
+            "wall s",
+            "img/s",
+            "peak MiB",
         ],
         &rows,
     )

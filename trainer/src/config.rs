@@ -34,6 +34,11 @@ pub struct TrainSettings {
     pub close_mosaic: usize,
     /// Stop after this many epochs without a better validation fitness (0: never).
     pub patience: usize,
+    /// Stop as soon as the EMA model's validation mAP50 reaches this quality target; `epochs`
+    /// (or `time`) still caps the run. Makes a run end by what it learned, not by how fast the
+    /// machine is (the demo's training uses it).
+    #[serde(default)]
+    pub target_map50: Option<f64>,
     /// Train each batch at a random size in 0.5–1.5 × imgsz.
     pub multi_scale: bool,
     pub grad_clip: f64,
@@ -83,6 +88,7 @@ impl Default for TrainSettings {
             warmup_bias_lr: 0.1,
             close_mosaic: 2,
             patience: 10,
+            target_map50: None,
             multi_scale: false,
             grad_clip: 10.0,
             seed: 0,
@@ -115,6 +121,11 @@ impl TrainSettings {
             && (t.is_nan() || t <= 0.0)
         {
             return bad("time", format!("{t} minutes is not a positive budget"));
+        }
+        if let Some(t) = self.target_map50
+            && !(t > 0.0 && t <= 1.0)
+        {
+            return bad("target_map50", format!("{t} is not in (0, 1]"));
         }
         if !(self.lr0 > 0.0 && self.lr0 < 1.0) {
             return bad("lr0", format!("{} is not in (0, 1)", self.lr0));

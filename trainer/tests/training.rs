@@ -12,7 +12,9 @@ use trident_trainer::checkpoint::Checkpoint;
 use trident_trainer::config::{AugmentSpec, TrainSettings};
 use trident_trainer::data::augment::Augmentation;
 use trident_trainer::predict::Predictor;
-use trident_trainer::train::{StopReason, TrainJob, train};
+use trident_trainer::train::{
+    MIN_USEFUL_EPOCHS, StopReason, TrainJob, short_budget_warning, train,
+};
 
 /// A synthetic dataset of `images` frames; `same_val` makes val the training images (overfit).
 fn dataset(dir: &Path, images: usize, seed: u64, same_val: bool) -> PathBuf {
@@ -341,4 +343,33 @@ fn trains_on_other_class_counts_and_portrait_frames_without_changes() {
         (tch::Kind::Float, tch::Device::Cpu),
     ));
     assert_eq!(y.size(), [1, 4 + 7, 400 + 100 + 25]);
+}
+
+#[test]
+fn a_time_budget_too_short_to_learn_is_said_out_loud() {
+    let s = TrainSettings {
+        time: Some(2.0),
+        warmup_epochs: 1.0,
+        ..settings()
+    };
+    // The slow machine's case: 2 minutes at 32 s per epoch plan 3 epochs.
+    let w = short_budget_warning("balanced", &s, 3, 32.0).expect("a warning");
+    assert!(
+        w.contains("2 min fits only 3 epoch(s)") && w.contains("detects little or nothing"),
+        "{w}"
+    );
+    assert!(
+        w.contains(&format!(
+            "{:.1} min",
+            32.0 * (1 + MIN_USEFUL_EPOCHS) as f64 / 60.0
+        )),
+        "{w}"
+    );
+    // Enough epochs, or no budget at all: nothing to say.
+    assert_eq!(
+        short_budget_warning("balanced", &s, 1 + MIN_USEFUL_EPOCHS, 32.0),
+        None
+    );
+    let by_epochs = TrainSettings { time: None, ..s };
+    assert_eq!(short_budget_warning("balanced", &by_epochs, 1, 32.0), None);
 }
