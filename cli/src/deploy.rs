@@ -329,6 +329,7 @@ fn show_status(fleet: &Fleet, ssh: &Ssh, a: StatusArgs) -> anyhow::Result<ExitCo
                     "release",
                     "health",
                     "fps",
+                    "detections",
                     "level",
                     "power",
                     "last seen",
@@ -371,6 +372,11 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
         s.release.clone().unwrap_or_else(dash),
         s.health.label().to_string(),
         s.fps.map(|f| format!("{f:.1}")).unwrap_or_else(dash),
+        match (s.detections, s.frames) {
+            (Some(d), Some(f)) => format!("{d} in {f} frames"),
+            (Some(d), None) => d.to_string(),
+            _ => dash(),
+        },
         match (s.level, &s.level_name) {
             (Some(l), Some(n)) => format!("{l} {n}"),
             (Some(l), None) => l.to_string(),

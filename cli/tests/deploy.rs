@@ -141,6 +141,10 @@ fn provision_push_status_rollback_through_the_cli() {
         assert_eq!(u["health"], "ok", "{u}");
         assert_eq!(u["power_mode"], "MAXN", "{u}");
         assert!(u["fps"].is_number() && u["level"].is_number(), "{u}");
+        assert!(
+            u["frames"].is_u64() && u["detections"].is_u64(),
+            "the runtime's counts reach status: {u}"
+        );
         assert!(u["last_seen_utc"].as_str().unwrap().ends_with('Z'), "{u}");
     }
 

@@ -54,6 +54,9 @@ pub struct UnitStatus {
     pub health: Health,
     pub problems: Vec<String>,
     pub fps: Option<f64>,
+    /// Frames processed and detections reported since the service started.
+    pub frames: Option<u64>,
+    pub detections: Option<u64>,
     /// Ladder level (0 is the best) and its name.
     pub level: Option<usize>,
     pub level_name: Option<String>,
@@ -90,6 +93,8 @@ struct HealthReport {
     #[serde(default)]
     problems: Vec<String>,
     fps: Option<f64>,
+    frames: Option<u64>,
+    detections: Option<u64>,
     level: Option<usize>,
     level_name: Option<String>,
     power_w: Option<f64>,
@@ -108,6 +113,8 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
         health: Health::Unknown,
         problems: vec![],
         fps: None,
+        frames: None,
+        detections: None,
         level: None,
         level_name: None,
         power_mode: None,
@@ -155,6 +162,8 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
                 };
                 status.problems = report.problems;
                 status.fps = report.fps;
+                status.frames = report.frames;
+                status.detections = report.detections;
                 status.level = report.level;
                 status.level_name = report.level_name;
                 status.power_w = report.power_w;

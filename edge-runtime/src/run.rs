@@ -239,6 +239,7 @@ fn run_loop(
             time: wall,
             source: source.uri.to_string(),
             frame: frame.index,
+            pts: frame.pts_ns.map(|ns| ns as f64 / 1e9),
             level: governor.level_index(),
             detections,
         })?;

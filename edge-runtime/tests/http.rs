@@ -123,9 +123,9 @@ fn healthz_reports_the_run_as_json() {
 
     health.update().begin(["test://ball"], MODELS);
     health.update().governor(&governor_stats(1, "ensemble"));
-    for _ in 0..20 {
+    for i in 0..20 {
         let mut u = health.update();
-        u.frame();
+        u.frame(i % 3);
         u.level(1, "ensemble");
         for k in 0..3 {
             u.model_pass(k, 0.03);
@@ -138,6 +138,8 @@ fn healthz_reports_the_run_as_json() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["problems"], serde_json::json!([]));
     assert_eq!(v["frames"], 20);
+    // 0 + 1 + 2 + 0 + … over 20 frames.
+    assert_eq!(v["detections"], (0..20).map(|i| i % 3).sum::<usize>());
     assert_eq!(v["level"], 1);
     assert_eq!(v["level_name"], "ensemble");
     assert_eq!(v["power_w"], 5.5);
@@ -188,7 +190,7 @@ fn a_stalled_run_turns_healthz_503_and_a_frame_restores_it() {
     });
     let addr = server.local_addr();
     health.update().begin(["test://ball"], ["balanced"]);
-    health.update().frame();
+    health.update().frame(0);
     let r = get(addr, "/healthz");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["version"], serde_json::Value::Null);
@@ -206,7 +208,7 @@ fn a_stalled_run_turns_healthz_503_and_a_frame_restores_it() {
     assert!(v["last_frame_age_s"].as_f64().unwrap() >= 1.2);
     assert!(get(addr, "/metrics").body.contains("\ntrident_healthy 0\n"));
 
-    health.update().frame();
+    health.update().frame(0);
     assert_eq!(get(addr, "/healthz").status, 200);
 
     // Paused outside a capture window: never stale.
@@ -352,7 +354,7 @@ fn metrics_are_prometheus_text_with_cumulative_histograms_and_escaped_labels() {
         },
     );
     for _ in 0..5 {
-        health.update().frame();
+        health.update().frame(2);
     }
     health.update().governor(&governor_stats(1, "pair"));
     health.update().model_dropped(1, "failed");
@@ -384,6 +386,7 @@ fn metrics_are_prometheus_text_with_cumulative_histograms_and_escaped_labels() {
     );
     assert_eq!(value(&s, "trident_healthy", &[]), 1.0);
     assert_eq!(value(&s, "trident_frames_total", &[]), 5.0);
+    assert_eq!(value(&s, "trident_detections_total", &[]), 10.0);
     assert_eq!(
         value(&s, "trident_source_frames_total", &[("source", odd)]),
         7.0

@@ -126,6 +126,9 @@ pub struct HealthReport {
     pub uptime_s: f64,
     /// Frames the ensemble processed.
     pub frames: u64,
+    /// Detections the runtime reported (after fusion and the per-class thresholds): a unit that
+    /// is healthy but never detects anything is something a field engineer wants to see.
+    pub detections: u64,
     /// Over the last `fps_window`.
     pub fps: f64,
     /// Seconds since the last processed frame; null before the first.
@@ -172,6 +175,7 @@ struct State {
     begun: bool,
     ended: bool,
     frames: u64,
+    detections: u64,
     last_frame: Option<Instant>,
     /// When capture last resumed after a pause.
     resumed: Option<Instant>,
@@ -282,6 +286,7 @@ impl Health {
             version: self.config.version.clone(),
             uptime_s: uptime.as_secs_f64(),
             frames: s.frames,
+            detections: s.detections,
             fps: self.fps(s, now),
             last_frame_age_s: s
                 .last_frame
@@ -363,6 +368,11 @@ impl Health {
             "trident_frames_total",
             "Frames the ensemble processed.",
             s.frames,
+        );
+        e.counter(
+            "trident_detections_total",
+            "Detections reported (after fusion and thresholds).",
+            s.detections,
         );
         e.gauge(
             "trident_frames_per_second",
@@ -523,11 +533,12 @@ impl HealthUpdate<'_> {
         self.state.ended = true;
     }
 
-    /// One frame went through the ensemble.
-    pub fn frame(&mut self) {
+    /// One frame went through the ensemble and gave `detections` detections.
+    pub fn frame(&mut self, detections: usize) {
         let now = self.now;
         let s = &mut *self.state;
         s.frames += 1;
+        s.detections += detections as u64;
         s.last_frame = Some(now);
         s.paused = false;
         if let Some(from) = now.checked_sub(self.window) {

@@ -54,7 +54,7 @@ impl<'h> Reporter<'h> {
     pub(crate) fn frame(&self, ensemble: &Ensemble, out: &EnsembleOutput, governor: &Governor) {
         let Some(h) = self.health else { return };
         let mut u = h.update();
-        u.frame();
+        u.frame(out.fused.len());
         u.level(governor.level_index(), &governor.level().name);
         for (k, (m, ran)) in ensemble.members.iter().zip(&out.per_model).enumerate() {
             if ran.is_some() {

@@ -65,7 +65,7 @@ fn fps_counts_the_last_window_and_falls_to_zero_when_frames_stop() {
     h.update_at(t0).begin(["test://ball"], ["m"]);
     // 10 fps for 8 s.
     for i in 1..=80 {
-        h.update_at(at(t0, i as f64 * 0.1)).frame();
+        h.update_at(at(t0, i as f64 * 0.1)).frame(0);
     }
     let r = h.report_at(at(t0, 8.0));
     assert!((r.fps - 10.0).abs() < 0.3, "{}", r.fps);
@@ -73,7 +73,7 @@ fn fps_counts_the_last_window_and_falls_to_zero_when_frames_stop() {
     // Early on, the window is the uptime.
     let early = Health::new_at(HealthConfig::default(), t0);
     for i in 1..=10 {
-        early.update_at(at(t0, i as f64 * 0.1)).frame();
+        early.update_at(at(t0, i as f64 * 0.1)).frame(0);
     }
     assert!((early.report_at(at(t0, 1.0)).fps - 10.0).abs() < 1e-9);
     // Nothing in the last 5 s.
@@ -93,7 +93,7 @@ fn staleness_waits_for_the_grace_and_ignores_pauses() {
     let r = h.report_at(at(t0, 31.0));
     assert!(!r.ok);
     assert!(r.problems[0].starts_with("no frame for 31.0 s"), "{r:?}");
-    h.update_at(at(t0, 31.0)).frame();
+    h.update_at(at(t0, 31.0)).frame(0);
     assert!(h.report_at(at(t0, 41.0)).ok);
     assert!(!h.report_at(at(t0, 41.5)).ok);
     // Paused: never stale; the wait restarts on resume.

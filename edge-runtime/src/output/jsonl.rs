@@ -30,7 +30,14 @@ pub struct FrameRecord {
     /// Unix time in seconds.
     pub time: f64,
     pub source: String,
+    /// Frames delivered by the source so far, this one included (a frame the source replaced
+    /// with a newer one before it was pulled is not counted).
     pub frame: u64,
+    /// The frame's presentation time in its stream, seconds, when the source gives one: for a
+    /// file, its position in the file, which ties a detection to a frame of a recorded clip
+    /// (and to that frame's annotations) even when frames were skipped or the file looped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pts: Option<f64>,
     /// Quality-ladder level the frame ran at (0 = best).
     pub level: usize,
     pub detections: Vec<DetectionRecord>,
@@ -224,6 +231,7 @@ mod tests {
 
     fn record(frame: u64) -> FrameRecord {
         FrameRecord {
+            pts: None,
             time: 1.5e9 + frame as f64,
             source: "test://ball".into(),
             frame,
