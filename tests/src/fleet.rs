@@ -9,7 +9,7 @@
 //!   `ssh/authorized_keys`, `ssh/config` (a `Host <name>` block per unit), `ssh/known_hosts`;
 //! - `units/<name>/{sshd_config,sshd.pid,sshd.log}` and `units/<name>/root` (= `R`).
 //!
-//! Under `R`: `etc/trident-test/{health_port,df_avail_kb,faults/<fault>,user-<name>,enabled/}`,
+//! Under `R`: `etc/trident-test/{health_port,df_avail_kb,source,faults/<fault>,user-<name>,enabled/}`,
 //! `etc/nv_tegra_release`, `var/lib/dpkg/status`, `var/lib/nvpmodel/status`, `run/trident-edge.pid`,
 //! `var/log/trident-edge.log` (the service's output).
 //!
@@ -276,6 +276,16 @@ impl TestUnit {
         {
             panic!("remove {}: {e}", path.display());
         }
+    }
+
+    /// The unit's camera: the service plays `uri` (looping a file) instead of the runtime's
+    /// synthetic test pattern, so a deployed release can be seen detecting.
+    pub fn set_camera(&self, uri: &str) {
+        fs::write(
+            self.root.join("etc/trident-test/source"),
+            format!("{uri}\n"),
+        )
+        .unwrap();
     }
 
     /// What the fake `df` reports as available (KiB).

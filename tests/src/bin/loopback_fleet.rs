@@ -2,6 +2,9 @@
 //! unit on loopback, fake systemctl/nvpmodel, each unit under its own root in DIR), writes an
 //! inventory for `trident deploy` to INVENTORY, prints `ready`, and keeps the fleet up until
 //! its standard input closes. The demo deploys to it; nothing here is part of the product.
+//!
+//! With `TRIDENT_FLEET_CAMERA=URI` every unit's service plays that source (a file loops)
+//! instead of the runtime's synthetic pattern, so the demo can see its units detecting.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -22,6 +25,11 @@ fn main() {
     let names: Vec<&str> = args[3..].iter().map(String::as_str).collect();
     let _ = std::fs::remove_dir_all(&dir);
     let fleet = TestFleet::start(&dir, &names);
+    if let Ok(uri) = std::env::var("TRIDENT_FLEET_CAMERA") {
+        for name in &names {
+            fleet.unit(name).set_camera(&uri);
+        }
+    }
     let mut text = format!(
         "# Written by loopback-fleet: {n} fake Nano units, each an sshd on 127.0.0.1.\n\
          trusted_key: {key}\nwaves: {{canary: 1, max_parallel: 4}}\nhealth: {{timeout_s: 60}}\n\

@@ -75,13 +75,17 @@ start_service() {
     # rollback target is fine). The camera cannot be opened: /healthz answers 503 while the
     # runtime starts, then nothing once it has exited with the error.
     release=$(basename "$(readlink "$C" 2>/dev/null || echo none)")
+    # The unit's camera: `etc/trident-test/source` (a URI, looped when it is a file) or the
+    # runtime's synthetic test pattern.
     source=test://
+    loop=
+    if [ -s "$T/source" ]; then source=$(cat "$T/source") loop=--loop-files; fi
     if [ -e "$T/faults/unhealthy" ] || [ -e "$T/faults/unhealthy-$release" ]; then
-        source=file:///nonexistent/camera-unplugged.avi
+        source=file:///nonexistent/camera-unplugged.avi loop=
     fi
     set -- "$C/bin/trident-edge" run --package "$C" --profile "$C/profiles/nano-10w.yaml" --source "$source"
     set -- "$@" --width 320 --height 240 --backend tract --http "127.0.0.1:$port" \
-        --stale-after 10s --out "$R/opt/trident/data"
+        --stale-after 10s $loop --out "$R/opt/trident/data"
     mkdir -p "$R/run"
     # systemd's WorkingDirectory=/opt/trident/data
     if [ -d "$R/opt/trident/data" ]; then cd "$R/opt/trident/data"; else cd /; fi
