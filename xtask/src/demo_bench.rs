@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::demo::Stage;
+use crate::demo_floors::Verdict;
 use crate::root;
 
 /// Measured frames per model and per level: enough for stable medians, short for a demo.
@@ -104,13 +105,23 @@ pub(crate) fn run(edge: &Path, release: &Path) -> Result<Stage> {
             profile.strip_prefix(root()).unwrap_or(&profile).display()
         )
     };
-    Ok(Stage {
-        name: "host bench",
-        result: format!(
+    // Figures for every model and for the ensemble level are the bench's product.
+    let measured = report["models"]
+        .as_array()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|m| num(&m["latency_ms"]["p50"]) > 0.0))
+        && report["levels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["name"] == "ensemble" && num(&l["fps"]) > 0.0);
+    Ok(Stage::new(
+        "host bench",
+        Verdict::from_ok(measured),
+        format!(
             "{}; {} ({power}); {written}",
             models.join(", "),
             levels.join(", ")
         ),
-        seconds: t.elapsed().as_secs_f64(),
-    })
+        t.elapsed().as_secs_f64(),
+    ))
 }

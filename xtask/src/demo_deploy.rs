@@ -1,7 +1,9 @@
 //! The demo's deploy stage: two loopback "units" (real sshd each, fake systemctl/nvpmodel, see
 //! trident-e2e's fleet harness) provisioned and updated with `trident deploy`, as a field
 //! engineer would a pair of Nanos — except that the package carries this machine's runtime
-//! (x86-64), since the units are this machine.
+//! (x86-64), since the units are this machine. Each unit's service plays the demo's test feed
+//! as its camera, so the stage can judge what a field engineer cares about: every unit healthy,
+//! on the new release, *and* detecting.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -10,15 +12,21 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::demo::Stage;
+use crate::demo::{Demo, Stage};
+use crate::demo_floors::{Verdict, deploy_verdict};
 use crate::{describe, root};
 
 const UNITS: [&str; 2] = ["reef-01", "reef-02"];
 
-/// Runs provision → push → status against loopback units; `trident` is the release binary.
-pub fn run(trident: &Path, demo: &Path) -> Result<Vec<Stage>> {
-    let mut stages = Vec::new();
-    let bin = root().join("target/release");
+/// How long the units may take, after the push, to detect something on the feed: their first
+/// frames through three models on tract, two units on a busy 2-core machine.
+const DETECTING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs provision → push → status against loopback units whose camera is `feed`.
+pub(crate) fn run(d: &mut Demo, feed: &Path) -> Result<()> {
+    let trident = &d.bin.join("trident");
+    let demo = &d.dir.clone();
+    let bin = d.bin.clone();
     let host_runtime = bin.join("trident-edge");
 
     // A package for this machine: the release config with this host's runtime and facts.
@@ -74,6 +82,10 @@ pub fn run(trident: &Path, demo: &Path) -> Result<Vec<Stage>> {
     // The units: up until their stdin closes (dropped with `fleet` below, also on error).
     let mut c = Command::new(bin.join("loopback-fleet"));
     c.current_dir(root())
+        .env(
+            "TRIDENT_FLEET_CAMERA",
+            format!("file://{}", std::path::absolute(feed)?.display()),
+        )
         .args(["demo/fleet", "demo/fleet.yaml", "demo/keys/trident.pub"])
         .args(UNITS)
         .stdin(Stdio::piped())
@@ -92,60 +104,56 @@ pub fn run(trident: &Path, demo: &Path) -> Result<Vec<Stage>> {
         c
     };
     run_step(&mut deploy(&["provision", "--all", "--package", &package]))?;
-    stages.push(Stage {
-        name: "provision",
-        result: format!(
+    d.push(Stage::new(
+        "provision",
+        Verdict::Pass,
+        format!(
             "{} loopback units (sshd on 127.0.0.1): layout, service user, systemd unit, key, nvpmodel",
             UNITS.len()
         ),
-        seconds: t.elapsed().as_secs_f64(),
-    });
+        t.elapsed().as_secs_f64(),
+    ));
 
     let t = Instant::now();
     run_step(&mut deploy(&["push", &package, "--all"]))?;
-    stages.push(Stage {
-        name: "push",
-        result: format!(
+    d.push(Stage::new(
+        "push",
+        Verdict::Pass,
+        format!(
             "{package}: canary {} then the rest; upload, verify, switch, restart, health gate, commit",
             UNITS[0]
         ),
-        seconds: t.elapsed().as_secs_f64(),
-    });
+        t.elapsed().as_secs_f64(),
+    ));
 
+    // The units start playing the feed at the restart: their status is read until every unit
+    // has detected something, or the wait is over (then the verdict says which did not).
     let t = Instant::now();
-    let mut status = deploy(&["status", "--json"]);
-    eprintln!("$ {}", describe(&status));
-    let out = status.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "trident deploy status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let units: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let units = loop {
+        let mut status = deploy(&["status", "--json"]);
+        let out = status.output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed: {}",
+            describe(&status),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let units: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        if deploy_verdict(&units, version).0 == Verdict::Pass || t.elapsed() > DETECTING_WAIT {
+            break units;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     run_step(&mut deploy(&["status"]))?;
-    let lines: Vec<String> = units
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|u| {
-            format!(
-                "{} {} {} {:.1} fps level {} {}",
-                u["unit"].as_str().unwrap_or("?"),
-                u["release"].as_str().unwrap_or("-"),
-                u["health"].as_str().unwrap_or("?"),
-                u["fps"].as_f64().unwrap_or(0.0),
-                u["level_name"].as_str().unwrap_or("-"),
-                u["power_mode"].as_str().unwrap_or("-"),
-            )
-        })
-        .collect();
-    stages.push(Stage {
-        name: "status",
-        result: lines.join("; "),
-        seconds: t.elapsed().as_secs_f64(),
-    });
+    let (verdict, line) = deploy_verdict(&units, version);
+    d.push(Stage::new(
+        "status",
+        verdict,
+        format!("{line} (floor: every unit healthy, on {version}, detecting)"),
+        t.elapsed().as_secs_f64(),
+    ));
     drop(fleet);
-    Ok(stages)
+    Ok(())
 }
 
 /// The loopback fleet's process: closing its stdin stops the units, then it exits.

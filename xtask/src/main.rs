@@ -7,7 +7,12 @@
 mod cross;
 mod demo;
 mod demo_bench;
+mod demo_cache;
 mod demo_deploy;
+mod demo_edge;
+mod demo_feed;
+mod demo_floors;
+mod demo_release;
 mod fuzz;
 mod setup;
 
