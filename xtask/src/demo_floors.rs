@@ -195,7 +195,11 @@ pub fn calibrate_verdict(metrics: &Value) -> (Verdict, String) {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|m| !(num(&m["dece_after"]) <= num(&m["dece_before"]) + DECE_SLACK))
+        .filter(|m| {
+            // NaN (a missing figure) counts as worse.
+            let (before, after) = (num(&m["dece_before"]), num(&m["dece_after"]));
+            after.is_nan() || before.is_nan() || after > before + DECE_SLACK
+        })
         .map(|m| m["variant"].as_str().unwrap_or("?").to_string())
         .collect();
     let models = metrics["models"].as_array().map_or(0, Vec::len);
