@@ -3,7 +3,6 @@
 //! the measured figures.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -20,17 +19,9 @@ pub(crate) fn run(edge: &Path, release: &Path) -> Result<Stage> {
     let out = root().join("demo/bench");
     let profile = out.join("host-cpu.measured.yaml");
     let _ = std::fs::remove_file(&profile);
-    let mut bench = Command::new(edge);
+    let mut bench = crate::demo_feed::edge_on_feed(edge, "bench", release);
     bench
-        .current_dir(root())
-        .arg("bench")
-        .arg("--package")
-        .arg(release)
         .args([
-            "--profile",
-            "configs/profiles/host-cpu.yaml",
-            "--source",
-            "file://demo/test_feed.avi",
             "--frames",
             FRAMES,
             "--warmup",

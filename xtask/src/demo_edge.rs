@@ -46,26 +46,18 @@ pub(crate) fn run(d: &mut Demo, release: &Path, stills: &[PathBuf]) -> Result<()
     let t = Instant::now();
     let out = d.dir.join("edge");
     let _ = std::fs::remove_dir_all(&out);
-    let mut run = Command::new(&edge);
     // The models and tables of the installed package (its manifest is checked again at load).
-    run.current_dir(root())
-        .arg("run")
-        .arg("--package")
-        .arg(release)
-        .args([
-            "--profile",
-            "configs/profiles/host-cpu.yaml",
-            "--source",
-            "file://demo/test_feed.avi",
-            "--loop-files",
-            "--duration",
-            EDGE_SECONDS,
-            "--out",
-            "demo/edge",
-            // /healthz and /metrics on a free port, so a busy 8080 cannot fail the demo.
-            "--http",
-            "127.0.0.1:0",
-        ]);
+    let mut run = crate::demo_feed::edge_on_feed(&edge, "run", release);
+    run.args([
+        "--loop-files",
+        "--duration",
+        EDGE_SECONDS,
+        "--out",
+        "demo/edge",
+        // /healthz and /metrics on a free port, so a busy 8080 cannot fail the demo.
+        "--http",
+        "127.0.0.1:0",
+    ]);
     let summary = stdout_of(&mut run, "trident-edge run")?;
     let headline = summary
         .lines()

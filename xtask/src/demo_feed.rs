@@ -15,6 +15,23 @@ use trident_core::prediction::{Prediction, save_predictions};
 
 use crate::cmd;
 
+/// `trident-edge SUBCOMMAND --package RELEASE --profile host-cpu --source <the test feed>`: how
+/// the demo's run and bench stages both start the runtime on this host.
+pub fn edge_on_feed(edge: &Path, subcommand: &str, release: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(edge);
+    c.current_dir(crate::root())
+        .arg(subcommand)
+        .arg("--package")
+        .arg(release)
+        .args([
+            "--profile",
+            "configs/profiles/host-cpu.yaml",
+            "--source",
+            "file://demo/test_feed.avi",
+        ]);
+    c
+}
+
 /// Frames per second of the demo's test feed.
 pub const FEED_FPS: u32 = 10;
 
