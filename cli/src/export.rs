@@ -73,13 +73,25 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
 /// Builds (or finds in the cache) one TensorRT engine per exported FP32 ONNX.
 fn build_engines(a: &ExportArgs, written: &[(PathBuf, ModelCard)]) -> anyhow::Result<()> {
     use trident_tensorrt::{BuildRequest, EngineCache, Precision, detect_gpu, ensure_engine};
-    let builder = trident_tensorrt::select_builder()?;
     let gpu = detect_gpu()?;
     let cache = EngineCache::new(
         a.engine_cache
             .clone()
             .unwrap_or_else(|| a.out.join("engines")),
     );
+    // The same shim as on a unit: $TRIDENT_TRT_SHIM, else built once from this source tree against
+    // the host's TensorRT (10.x on x86) into the engine cache; trtexec when neither works.
+    let plan = trident_edge::trt_shim::ShimPlan {
+        prebuilt: Vec::new(),
+        source: Some(
+            trident_tensorrt::shim_build::ShimSource::in_repository()
+                .dir()
+                .to_path_buf(),
+        ),
+        cache_dir: cache.root().to_path_buf(),
+        root: PathBuf::from("/"),
+    };
+    let builder = trident_tensorrt::select_builder(plan.open_or_build().map(|(shim, _)| shim))?;
     let precision = match a.precision {
         PrecisionArg::Fp16 => Precision::Fp16,
         PrecisionArg::Fp32 => Precision::Fp32,

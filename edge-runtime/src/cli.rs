@@ -82,8 +82,9 @@ pub struct BenchArgs {
     /// Write the --profile with its estimates replaced by the measured figures to this file.
     #[arg(long, requires = "profile")]
     pub write_profile: Option<PathBuf>,
-    /// Inference backends, tried in order.
-    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    /// Inference backends, tried in order (tensorrt, onnxruntime, tract); default: the profile's
+    /// `backends`, else onnxruntime,tract.
+    #[arg(long, value_delimiter = ',')]
     pub backend: Vec<String>,
     /// Frame size and rate asked of cameras and test sources.
     #[arg(long, default_value_t = 1280)]
@@ -176,6 +177,10 @@ pub struct PrepareArgs {
     /// ~/.cache/trident/engines).
     #[arg(long)]
     pub engine_cache: Option<PathBuf>,
+    /// Root file system with the TensorRT development files and the C++ compiler, for building the
+    /// TensorRT shim on the unit when the package's prebuilt one does not fit its TensorRT.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -196,8 +201,9 @@ pub struct RunArgs {
     /// Output folder (detections.jsonl).
     #[arg(long, default_value = "trident-out")]
     pub out: PathBuf,
-    /// Inference backends, tried in order.
-    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    /// Inference backends, tried in order (tensorrt, onnxruntime, tract); default: the profile's
+    /// `backends`, else onnxruntime,tract.
+    #[arg(long, value_delimiter = ',')]
     pub backend: Vec<String>,
     /// Loop file sources.
     #[arg(long)]

@@ -168,10 +168,23 @@ pub fn load_ensemble(
             }
         }
     }
-    let order = a
-        .backend
+    // --backend, else the profile's order, else the portable default.
+    let (names, from): (Vec<String>, String) = match &profile {
+        _ if !a.backend.is_empty() => (a.backend.to_vec(), "--backend".into()),
+        Some((p, path)) if !p.backends.is_empty() => {
+            (p.backends.clone(), format!("{}: backends", path.display()))
+        }
+        _ => (
+            vec!["onnxruntime".into(), "tract".into()],
+            "the default".into(),
+        ),
+    };
+    let order = names
         .iter()
-        .map(|b| b.parse())
+        .map(|b| {
+            b.parse::<BackendKind>()
+                .map_err(|e| InputError(format!("{from}: {e}")))
+        })
         .collect::<Result<Vec<BackendKind>, _>>()?;
     let fusion = Fusion::Wbf(WbfOptions {
         conf_type: ConfType::Avg,
@@ -179,6 +192,17 @@ pub fn load_ensemble(
         ..WbfOptions::default()
     });
     let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
+    for m in &ensemble.members {
+        if let Some(why) = &m.fallback {
+            tracing::warn!(
+                "{}: runs on {} ({}), not on {} as {from} asks: {why}",
+                m.name,
+                m.backend,
+                m.precision,
+                order[0]
+            );
+        }
+    }
     deployment.calibrate(&mut ensemble)?;
     // The tables know what their TTA views cost (measured when they were fitted); the profile's
     // figure is a guess for tables not yet seen.
@@ -243,8 +267,15 @@ fn print_summary(s: &RunSummary, detections: &Path) {
             st.frames, st.dropped, st.errors, st.reconnects
         );
     }
-    for (name, frames, mean) in &s.models {
-        println!("  model {name}: {frames} passes, {:.1} ms each", mean * 1e3);
+    for (k, (name, frames, mean)) in s.models.iter().enumerate() {
+        let (backend, fallback) = s.backends.get(k).cloned().unwrap_or_default();
+        println!(
+            "  model {name}: {backend}, {frames} passes, {:.1} ms each",
+            mean * 1e3
+        );
+        if let Some(why) = fallback {
+            println!("    not on the preferred backend: {why}");
+        }
     }
     if s.frames > 0 {
         let per_frame: Vec<String> = s
@@ -307,6 +338,7 @@ pub fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
     if let Some(c) = a.engine_cache {
         opts.cache_dir = c;
     }
+    opts.root = a.root;
     let report = prepare(&opts)?;
     println!("{report}");
     Ok(())

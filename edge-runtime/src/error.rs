@@ -14,6 +14,10 @@ pub enum Error {
         backend: &'static str,
         feature: &'static str,
     },
+    /// TensorRT cannot be used on this machine: no shim that loads (the message says, per
+    /// candidate, why: libnvinfer missing, another TensorRT minor, …).
+    #[error("tensorrt: {0}")]
+    TensorRtUnavailable(String),
     /// Building, caching or running a TensorRT engine (trident-tensorrt's error, which names the
     /// file or program involved).
     #[error(transparent)]
@@ -90,6 +94,7 @@ impl Error {
             Error::Profile { .. } | Error::Usage(_) => true,
             Error::Power(_) | Error::Bench(_) => false,
             Error::Backend { .. } | Error::NoBackend { .. } | Error::Source { .. } => false,
+            Error::TensorRtUnavailable(_) => false,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod prepare;
 pub mod run;
 pub mod source;
 pub mod systemd;
+pub mod trt_shim;
 
 pub use backend::{Backend, BackendKind, BackendOptions};
 pub use detector::OnnxDetector;

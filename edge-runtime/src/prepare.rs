@@ -3,24 +3,28 @@
 //! on the same synthetic letterboxed frames. An engine that disagrees, or cannot be run, is removed
 //! from the cache, so every engine the runtime later loads from it has passed this check.
 //!
-//! Engines run through the in-process runtime ([`trident_tensorrt::TrtEngine`]) when trident was
-//! built with `--features tensorrt`, else through trtexec (one run per frame). On a machine
-//! without an NVIDIA GPU or without TensorRT — every host and CI — there is nothing to prepare:
-//! [`prepare`] returns a report that says so, and the runtime uses ONNX Runtime or tract.
+//! First the TensorRT shim ([`crate::trt_shim`]): the package's prebuilt one when it fits this
+//! unit's TensorRT, else one built here from the package's shim source (cached). Engines are built
+//! and run through it in-process ([`trident_tensorrt::TrtEngine`]), else through trtexec (one run
+//! per frame). On a machine without an NVIDIA GPU or without TensorRT — every host and CI — there
+//! is nothing to prepare: [`prepare`] returns a report that says so, and the runtime uses ONNX
+//! Runtime or tract.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use trident_core::letterbox::LetterboxPlan;
 use trident_tensorrt::{
-    BuildRequest, DEFAULT_WORKSPACE_MIB, EngineBuilder, EngineCache, GpuFacts, Precision,
+    BuildRequest, DEFAULT_WORKSPACE_MIB, EngineBuilder, EngineCache, GpuFacts, Precision, Shim,
     TrtEngine, Trtexec, ensure_engine,
 };
 
 use crate::backend::{self, BackendKind, BackendOptions, OnnxModel, default_engine_cache};
 use crate::error::{Error, Result};
 use crate::models::{LoadedModel, ModelSet};
+use crate::trt_shim::{ShimOrigin, ShimPlan};
 
 /// How close an engine's outputs must stay to tract's FP32 outputs on every validation frame.
 ///
@@ -67,6 +71,9 @@ pub struct PrepareOptions {
     /// Synthetic frames each engine is checked on.
     pub frames: usize,
     pub tolerance: Tolerance,
+    /// The root file system with the TensorRT development files and compiler for an on-unit shim
+    /// build (`/`; another root for a mounted image or a test's fake JetPack).
+    pub root: PathBuf,
 }
 
 impl PrepareOptions {
@@ -79,15 +86,16 @@ impl PrepareOptions {
             cache_dir: default_engine_cache(),
             frames: 8,
             tolerance: Tolerance::default(),
+            root: PathBuf::from("/"),
         }
     }
 }
 
 /// How built engines are run for validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Validator {
-    /// In-process through [`TrtEngine`] (trident built with `--features tensorrt`).
-    Native,
+    /// In-process through [`TrtEngine`], with this shim.
+    Native(Arc<Shim>),
     /// One `trtexec --loadEngine … --exportOutput …` run per frame, with this program.
     Trtexec(PathBuf),
 }
@@ -95,7 +103,9 @@ pub enum Validator {
 impl fmt::Display for Validator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Validator::Native => f.write_str("the TensorRT runtime"),
+            Validator::Native(shim) => {
+                write!(f, "the TensorRT runtime ({})", shim.path().display())
+            }
             Validator::Trtexec(p) => write!(f, "trtexec ({})", p.display()),
         }
     }
@@ -110,23 +120,35 @@ pub struct Toolchain {
     pub builder: std::result::Result<Box<dyn EngineBuilder>, String>,
     /// How engines are validated; `None` when neither the runtime nor trtexec is available.
     pub validator: Option<Validator>,
+    /// The shim in use and how it was found, or why there is none.
+    pub shim: std::result::Result<(PathBuf, ShimOrigin), String>,
 }
 
 impl Toolchain {
-    /// The GPU (`TRIDENT_GPU`, nvidia-smi, Jetson device tree), the builder
-    /// ([`trident_tensorrt::select_builder`]) and the validator: the in-process runtime when
-    /// compiled in and its library loads, else trtexec (`$TRTEXEC`, `$PATH`, JetPack's path).
-    pub fn discover() -> Self {
-        let native = cfg!(feature = "tensorrt") && trident_tensorrt::NativeBuilder::new().is_ok();
-        let validator = if native {
-            Some(Validator::Native)
-        } else {
-            Trtexec::discover().map(|t| Validator::Trtexec(t.program().to_path_buf()))
+    /// The GPU (`TRIDENT_GPU`, nvidia-smi, Jetson device tree), the shim (found or built on
+    /// the unit by `plan`), the builder ([`trident_tensorrt::select_builder`]) and the validator:
+    /// the in-process runtime when a shim loads, else trtexec (`$TRTEXEC`, `$PATH`, JetPack's path).
+    pub fn discover(plan: &ShimPlan) -> Self {
+        let gpu = trident_tensorrt::detect_gpu().map_err(|e| e.to_string());
+        // No GPU: nothing will be built, so no shim is compiled either.
+        let shim = match &gpu {
+            Ok(_) => plan.open_or_build(),
+            Err(_) => plan.open(),
+        };
+        let validator = match &shim {
+            Ok((s, _)) => Some(Validator::Native(Arc::clone(s))),
+            Err(_) => Trtexec::discover().map(|t| Validator::Trtexec(t.program().to_path_buf())),
         };
         Toolchain {
-            gpu: trident_tensorrt::detect_gpu().map_err(|e| e.to_string()),
-            builder: trident_tensorrt::select_builder().map_err(|e| e.to_string()),
+            gpu,
+            builder: trident_tensorrt::select_builder(
+                shim.as_ref()
+                    .map(|(s, _)| Arc::clone(s))
+                    .map_err(Clone::clone),
+            )
+            .map_err(|e| e.to_string()),
             validator,
+            shim: shim.map(|(s, origin)| (s.path().to_path_buf(), origin)),
         }
     }
 }
@@ -173,7 +195,10 @@ pub struct PrepareReport {
     pub gpu: Option<GpuFacts>,
     pub tensorrt_version: Option<String>,
     pub builder: Option<String>,
-    pub validator: Option<Validator>,
+    /// The validator as text ("shim …", "trtexec (…)").
+    pub validator: Option<String>,
+    /// The TensorRT shim used and how it was found ("… (prebuilt)", "… (built on this unit)").
+    pub shim: Option<String>,
     /// One entry per model, in ensemble order (empty for a no-op).
     pub models: Vec<ModelReport>,
 }
@@ -211,17 +236,16 @@ impl fmt::Display for PrepareReport {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
-        let validator = self
-            .validator
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let validator = self.validator.as_deref().unwrap_or_default();
         lines.push(format!(
             "  {} on {gpu}, TensorRT {}, built with {}, checked with {validator} against tract",
             self.precision,
             self.tensorrt_version.as_deref().unwrap_or("?"),
             self.builder.as_deref().unwrap_or("?"),
         ));
+        if let Some(shim) = &self.shim {
+            lines.push(format!("  shim: {shim}"));
+        }
         let t = &self.tolerance;
         lines.push(format!(
             "  tolerance: score ±{}, box ±{}% of the input side (at each frame's {} best anchors)",
@@ -273,7 +297,9 @@ impl fmt::Display for ValidationFailure {
 
 /// Prepares every model of `opts.models_dir` with this machine's GPU and TensorRT.
 pub fn prepare(opts: &PrepareOptions) -> Result<PrepareReport> {
-    prepare_with(opts, Toolchain::discover())
+    let mut plan = ShimPlan::for_models_dir(&opts.models_dir, &opts.cache_dir);
+    plan.root = opts.root.clone();
+    prepare_with(opts, Toolchain::discover(&plan))
 }
 
 /// [`prepare`] with the toolchain given.
@@ -290,15 +316,31 @@ pub fn prepare_with(opts: &PrepareOptions, tools: Toolchain) -> Result<PrepareRe
         gpu: tools.gpu.as_ref().ok().cloned(),
         tensorrt_version: None,
         builder: None,
-        validator: tools.validator.clone(),
+        validator: tools.validator.as_ref().map(ToString::to_string),
+        shim: tools.shim.as_ref().ok().map(|(path, origin)| {
+            let how = match origin {
+                ShimOrigin::Prebuilt => "prebuilt",
+                ShimOrigin::Cached => "built on this unit earlier",
+                ShimOrigin::BuiltNow => "built on this unit now",
+            };
+            format!("{} ({how})", path.display())
+        }),
         models: Vec::new(),
     };
+    let shim_problem = tools.shim.err();
     let (gpu, builder, validator) = match (tools.gpu, tools.builder, tools.validator) {
         (Ok(gpu), Ok(builder), Some(validator)) => (gpu, builder, validator),
         (gpu, builder, validator) => {
             let no_gpu = gpu.is_err();
             let no_trt = builder.is_err() || validator.is_none();
-            report.noop_details = [gpu.err(), builder.err()].into_iter().flatten().collect();
+            report.noop_details = [
+                gpu.err(),
+                shim_problem.map(|p| format!("shim: {p}")),
+                builder.err(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
             if validator.is_none() {
                 report.noop_details.push(
                     "no way to run engines (neither the in-process runtime nor trtexec)".into(),
@@ -440,7 +482,8 @@ fn validate(
     let mut reference =
         backend::load(BackendKind::Tract, &onnx, shape, &BackendOptions::default())?;
     let mut runner = match validator {
-        Validator::Native => Runner::Native(TrtEngine::load_named(
+        Validator::Native(shim) => Runner::Native(TrtEngine::load_named(
+            shim,
             engine,
             &model.card.input.name,
             &model.card.output.name,

@@ -37,6 +37,9 @@ pub struct RunSummary {
     pub sources: Vec<(String, SourceStats)>,
     /// Per model: frames and mean seconds per pass.
     pub models: Vec<(String, u64, f64)>,
+    /// Per model (same order): `backend precision`, e.g. `tensorrt fp16`, and why the preferred
+    /// backend did not load when it did not.
+    pub backends: Vec<(String, Option<String>)>,
     pub governor: Option<GovernorStats>,
     pub dropped_models: Vec<String>,
     /// Seconds spent in each stage of the loop, summed over the run.
@@ -292,6 +295,11 @@ fn finish(
     summary.sources = sources
         .iter()
         .map(|s| (s.uri.to_string(), s.stats()))
+        .collect();
+    summary.backends = ensemble
+        .members
+        .iter()
+        .map(|m| (format!("{} {}", m.backend, m.precision), m.fallback.clone()))
         .collect();
     summary.models = ensemble
         .members

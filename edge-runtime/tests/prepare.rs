@@ -2,7 +2,7 @@
 //! the full build-and-validate path through a stand-in trtexec whose "engine" answers with
 //! tract's own outputs — exactly (passes), nudged within the tolerance (passes, and the nudge is
 //! what gets reported), or nudged beyond it (fails, naming the model and the differences, with
-//! no engine left in the cache). Plus the TensorRT backend's "not compiled" error.
+//! no engine left in the cache). The shim's own path (stand-in TensorRT) is in `tensorrt_twin.rs`.
 #![cfg(unix)]
 
 use std::path::{Path, PathBuf};
@@ -158,6 +158,7 @@ echo "&&&& PASSED TensorRT.trtexec [TensorRT v8201] # $0 $*"
             gpu: Ok(nano()),
             builder: Ok(Box::new(Trtexec::at(&self.program))),
             validator: Some(Validator::Trtexec(self.program.clone())),
+            shim: Err("no TensorRT shim".into()),
         }
     }
 
@@ -203,6 +204,7 @@ fn without_gpu_or_tensorrt_prepare_is_a_noop_that_says_why() {
         gpu: Err("no NVIDIA GPU found; tried nvidia-smi (not found)".into()),
         builder: Err("no TensorRT engine builder is available (tried: trtexec on PATH)".into()),
         validator: None,
+        shim: Err("no TensorRT shim".into()),
     };
     let report = prepare_with(&opts, tools).unwrap();
     assert!(report.is_noop());
@@ -226,6 +228,7 @@ fn without_gpu_or_tensorrt_prepare_is_a_noop_that_says_why() {
         gpu: Ok(nano()),
         builder: Err("no TensorRT engine builder is available".into()),
         validator: None,
+        shim: Err("/opt/trident/lib/libtrident_trt.so: libnvinfer.so.8 is missing".into()),
     };
     let report = prepare_with(&opts, tools).unwrap();
     let text = report.to_string();
@@ -408,72 +411,4 @@ fn score(out: &[f32], n: usize, i: usize) -> f32 {
     (4..out.len() / n)
         .map(|r| out[r * n + i])
         .fold(f32::MIN, f32::max)
-}
-
-#[cfg(not(feature = "tensorrt"))]
-#[test]
-fn the_tensorrt_backend_names_the_feature_it_needs() {
-    assert!(!BackendKind::TensorRt.compiled());
-    let bytes = std::fs::read(fixture()).unwrap();
-    let model = OnnxModel {
-        path: &fixture(),
-        bytes: &bytes,
-    };
-    let err = backend::load(
-        BackendKind::TensorRt,
-        &model,
-        [1, 3, SIDE, SIDE],
-        &Default::default(),
-    )
-    .err()
-    .expect("not compiled in");
-    assert!(
-        matches!(
-            err,
-            Error::NotCompiled {
-                backend: "tensorrt",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("--features tensorrt"), "{err}");
-    assert!(err.is_input_error());
-}
-
-/// With the feature, engines are checked in-process. The stand-in's "engine" is not a real one, so
-/// whether TensorRT is real (it refuses to deserialize) or stubbed (no runtime without a GPU),
-/// the engine cannot be run, fails validation and leaves the cache.
-#[cfg(feature = "tensorrt")]
-#[test]
-fn with_the_feature_engines_are_validated_in_process() {
-    assert!(BackendKind::TensorRt.compiled());
-    let models = model_dir();
-    let cache = tempfile::tempdir().unwrap();
-    let opts = options(models.path(), cache.path());
-    let fake = FakeTrtexec::new(&[]);
-    let tools = Toolchain {
-        validator: Some(Validator::Native),
-        ..fake.toolchain()
-    };
-    let err = prepare_with(&opts, tools).unwrap_err();
-    let Error::EngineValidation(failures) = &err else {
-        panic!("expected a validation failure, got {err:?}");
-    };
-    assert!(
-        failures[0]
-            .reason
-            .contains("could not be validated: TensorRT engine"),
-        "{err}"
-    );
-    assert_eq!(
-        (fake.count("builds.log"), fake.count("runs.log")),
-        (1, 0),
-        "trtexec only built"
-    );
-    assert!(
-        cached(cache.path()).is_empty(),
-        "{:?}",
-        cached(cache.path())
-    );
 }

@@ -3,9 +3,10 @@
 //!
 //! - [`BackendKind::Tract`]: pure Rust, always compiled, runs everywhere (also aarch64).
 //! - [`BackendKind::OnnxRuntime`]: feature `onnxruntime`; libonnxruntime is loaded at run time.
-//! - [`BackendKind::TensorRt`]: feature `tensorrt` on the device: the model's TensorRT engine from
-//!   the engine cache (see [`TensorRtOptions`]); without the feature, a clear "not compiled" error
-//!   naming the feature.
+//! - [`BackendKind::TensorRt`]: always compiled; the model's TensorRT engine from the engine cache
+//!   (see [`TensorRtOptions`]) through the shim library opened at run time
+//!   ([`crate::trt_shim`]); where no shim loads, an error saying why (libnvinfer missing, another
+//!   TensorRT minor, no shim built yet).
 
 mod onnxruntime;
 mod tensorrt;
@@ -60,7 +61,8 @@ impl BackendKind {
         match self {
             BackendKind::Tract => true,
             BackendKind::OnnxRuntime => cfg!(feature = "onnxruntime"),
-            BackendKind::TensorRt => cfg!(feature = "tensorrt"),
+            // Compiled always; whether it can run is a matter of the unit (see trt_shim).
+            BackendKind::TensorRt => true,
         }
     }
 }
@@ -128,6 +130,17 @@ pub fn load_first(
     input_shape: [usize; 4],
     options: &BackendOptions,
 ) -> Result<Box<dyn Backend>> {
+    load_first_explained(order, model, input_shape, options).map(|(b, _)| b)
+}
+
+/// [`load_first`], also returning why each backend before the one loaded did not load
+/// (`"tensorrt: …"`), for the run summary, `/healthz` and `deploy status`.
+pub fn load_first_explained(
+    order: &[BackendKind],
+    model: &OnnxModel<'_>,
+    input_shape: [usize; 4],
+    options: &BackendOptions,
+) -> Result<(Box<dyn Backend>, Vec<String>)> {
     let mut reasons = Vec::new();
     for (i, &kind) in order.iter().enumerate() {
         match load(kind, model, input_shape, options) {
@@ -135,7 +148,7 @@ pub fn load_first(
                 if i > 0 {
                     tracing::info!("{}: running on {kind}", model.path.display());
                 }
-                return Ok(backend);
+                return Ok((backend, reasons));
             }
             Err(e) => {
                 if let Some(next) = order.get(i + 1) {

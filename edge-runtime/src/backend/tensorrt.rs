@@ -1,17 +1,17 @@
-//! TensorRT through trident-tensorrt's engine runtime (feature `tensorrt`). Loading a model means
-//! finding its engine in the content-keyed engine cache — the one `trident-edge prepare` filled and
-//! validated — or building one there on a miss, then deserializing it. Engines are specific to the
-//! GPU and TensorRT version, so they are never shipped, only built on the device.
+//! TensorRT through trident-tensorrt's engine runtime, in the shim library opened at run time
+//! ([`crate::trt_shim`]). Loading a model means finding the shim, then the model's engine in the
+//! content-keyed engine cache — the one `trident-edge prepare` filled and validated — or building
+//! one there on a miss, then deserializing it. Engines are specific to the GPU and TensorRT
+//! version, so they are never shipped, only built on the device.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use trident_tensorrt::{DEFAULT_WORKSPACE_MIB, Precision};
 
-use super::{Backend, OnnxModel};
-#[cfg(feature = "tensorrt")]
-use super::{BackendKind, check_input};
+use super::{Backend, BackendKind, OnnxModel, check_input};
 use crate::error::{Error, Result};
+use crate::trt_shim::ShimPlan;
 
 /// Environment variable naming the engine cache directory.
 pub const ENGINE_CACHE_ENV: &str = "TRIDENT_ENGINE_CACHE";
@@ -74,27 +74,16 @@ impl Default for TensorRtOptions {
 }
 
 /// Loads `model` for a fixed `input_shape` through its cached (or newly built) engine.
-#[cfg(not(feature = "tensorrt"))]
-pub fn load(
-    _model: &OnnxModel<'_>,
-    _input_shape: [usize; 4],
-    _options: &TensorRtOptions,
-) -> Result<Box<dyn Backend>> {
-    Err(Error::NotCompiled {
-        backend: "tensorrt",
-        feature: "tensorrt",
-    })
-}
-
-/// Loads `model` for a fixed `input_shape` through its cached (or newly built) engine.
-#[cfg(feature = "tensorrt")]
 pub fn load(
     model: &OnnxModel<'_>,
     input_shape: [usize; 4],
     options: &TensorRtOptions,
 ) -> Result<Box<dyn Backend>> {
-    let (engine_path, precision) = enabled::engine_for(model, input_shape, options)?;
-    let engine = trident_tensorrt::TrtEngine::load(&engine_path)?;
+    let models_dir = model.path.parent().unwrap_or(Path::new("."));
+    let plan = ShimPlan::for_models_dir(models_dir, &options.cache_dir);
+    let (shim, _origin) = plan.open().map_err(Error::TensorRtUnavailable)?;
+    let (engine_path, precision) = engine_for(&shim, model, input_shape, options)?;
+    let engine = trident_tensorrt::TrtEngine::load(&shim, &engine_path)?;
     if engine.input().shape != input_shape {
         return Err(Error::Shape(format!(
             "tensorrt: engine {} takes {} {:?}, the model was asked for {input_shape:?}",
@@ -111,14 +100,12 @@ pub fn load(
 }
 
 /// A model running on its TensorRT engine.
-#[cfg(feature = "tensorrt")]
 struct TensorRtBackend {
     engine: trident_tensorrt::TrtEngine,
     input_shape: [usize; 4],
     precision: trident_tensorrt::Precision,
 }
 
-#[cfg(feature = "tensorrt")]
 impl Backend for TensorRtBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::TensorRt
@@ -138,26 +125,19 @@ impl Backend for TensorRtBackend {
     }
 }
 
-#[cfg(feature = "tensorrt")]
-mod enabled {
-    use std::path::PathBuf;
-
-    use trident_tensorrt::{
-        BuildRequest, EngineCache, EngineKey, Precision, detect_gpu, ensure_engine, select_builder,
-        sha256_hex,
-    };
-
-    use super::TensorRtOptions;
-    use crate::backend::OnnxModel;
-    use crate::error::Result;
-
-    /// The engine for `model` and its precision: from the cache, else built into it.
-    pub(super) fn engine_for(
-        model: &OnnxModel<'_>,
-        input_shape: [usize; 4],
-        options: &TensorRtOptions,
-    ) -> Result<(PathBuf, Precision)> {
-        let builder = select_builder()?;
+/// The engine for `model` and its precision: from the cache, else built into it.
+fn engine_for(
+    shim: &std::sync::Arc<trident_tensorrt::Shim>,
+    model: &OnnxModel<'_>,
+    input_shape: [usize; 4],
+    options: &TensorRtOptions,
+) -> Result<(PathBuf, Precision)> {
+    {
+        use trident_tensorrt::{
+            BuildRequest, EngineBuilder, EngineCache, EngineKey, NativeBuilder, detect_gpu,
+            ensure_engine, sha256_hex,
+        };
+        let builder = NativeBuilder::new(std::sync::Arc::clone(shim));
         let gpu = detect_gpu()?;
         let cache = EngineCache::new(&options.cache_dir);
         let sha = sha256_hex(model.bytes);
@@ -191,7 +171,7 @@ mod enabled {
         let mut req = BuildRequest::new(model.path, precision, input_shape);
         req.workspace_mib = options.workspace_mib;
         req.timing_cache = Some(cache.root().join("timing.cache"));
-        let (engine, _built) = ensure_engine(&cache, builder.as_ref(), &req, &sha, &gpu)?;
+        let (engine, _built) = ensure_engine(&cache, &builder, &req, &sha, &gpu)?;
         Ok((engine, precision))
     }
 }

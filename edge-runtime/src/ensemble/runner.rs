@@ -23,6 +23,9 @@ pub struct Member {
     /// The backend the model runs on, and the precision of its forward pass.
     pub backend: BackendKind,
     pub precision: String,
+    /// Why the backends before `backend` in the requested order did not load (`None` when the
+    /// first one did).
+    pub fallback: Option<String>,
     /// Model input (width, height).
     pub input: [u32; 2],
     /// Confidence floor applied to this model's detections before fusion.
@@ -94,14 +97,22 @@ impl Ensemble {
         fusion: Fusion,
     ) -> Result<Self> {
         let mut detectors = Vec::new();
+        let mut fallbacks = Vec::new();
         for m in &set.models {
             let side = m.card.imgsz as usize;
             let model = OnnxModel {
                 path: &m.onnx_path,
                 bytes: &m.bytes,
             };
-            let b = backend::load_first(order, &model, [1, 3, side, side], options)?;
-            tracing::info!("{}: {} at {side}×{side}", m.name(), b.kind());
+            let (b, skipped) =
+                backend::load_first_explained(order, &model, [1, 3, side, side], options)?;
+            tracing::info!(
+                "{}: {} ({}) at {side}×{side}",
+                m.name(),
+                b.kind(),
+                b.precision()
+            );
+            fallbacks.push((!skipped.is_empty()).then(|| skipped.join("; ")));
             detectors.push(ModelSlot {
                 name: m.name().to_string(),
                 sha256: m.card.sha256.clone(),
@@ -109,7 +120,11 @@ impl Ensemble {
                 detector: OnnxDetector::new(b, set.names.len())?,
             });
         }
-        Self::from_detectors(set.names.clone(), detectors, fusion)
+        let mut ensemble = Self::from_detectors(set.names.clone(), detectors, fusion)?;
+        for (member, fallback) in ensemble.members.iter_mut().zip(fallbacks) {
+            member.fallback = fallback;
+        }
+        Ok(ensemble)
     }
 
     /// An ensemble of detectors already loaded (tests, tools with their own models); starts
@@ -126,6 +141,7 @@ impl Ensemble {
             members.push(Member {
                 backend: d.detector.backend().kind(),
                 precision: d.detector.backend().precision(),
+                fallback: None,
                 input: [w as u32, h as u32],
                 worker: Worker::spawn(&d.name, d.detector, frame.clone())?,
                 name: d.name,

@@ -28,6 +28,10 @@ pub struct Profile {
     pub description: String,
     /// Frames per second the pipeline aims for; each level's `fps` caps it further.
     pub target_fps: f64,
+    /// Inference backends in order of preference (`tensorrt`, `onnxruntime`, `tract`);
+    /// `--backend` overrides it; empty: onnxruntime, then tract.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
     pub power: PowerConfig,
     /// Energy for the whole mission; absent: only the power cap applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]

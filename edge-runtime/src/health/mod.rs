@@ -116,6 +116,20 @@ pub struct DroppedModel {
     pub reason: String,
 }
 
+/// What one model runs on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelBackend {
+    pub model: String,
+    /// `tensorrt`, `onnxruntime` or `tract`.
+    pub backend: String,
+    /// `fp16` or `fp32`.
+    pub precision: String,
+    /// Why the preferred backend(s) did not load, when the model runs on a later one (a unit
+    /// whose profile asks for TensorRT and that ends on the CPU says why here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
 /// The body of `/healthz`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HealthReport {
@@ -147,6 +161,8 @@ pub struct HealthReport {
     pub power_source: Option<String>,
     pub models_running: usize,
     pub models_dropped: Vec<DroppedModel>,
+    /// Each model's backend and precision, in ensemble order.
+    pub models: Vec<ModelBackend>,
 }
 
 struct SourceState {
@@ -158,6 +174,9 @@ struct ModelState {
     name: String,
     latency: Histogram,
     dropped: Option<String>,
+    backend: String,
+    precision: String,
+    fallback: Option<String>,
 }
 
 /// The governor's figures as of its last report.
@@ -307,6 +326,16 @@ impl Health {
                         model: m.name.clone(),
                         reason: r.clone(),
                     })
+                })
+                .collect(),
+            models: s
+                .models
+                .iter()
+                .map(|m| ModelBackend {
+                    model: m.name.clone(),
+                    backend: m.backend.clone(),
+                    precision: m.precision.clone(),
+                    fallback: m.fallback.clone(),
                 })
                 .collect(),
         }
@@ -460,6 +489,24 @@ impl Health {
                     f(m.dropped.is_none()),
                 );
             }
+            e.family(
+                "trident_model_backend_info",
+                "gauge",
+                "1 for the backend and precision each model runs on; fallback=\"1\" when a \
+                 preferred backend did not load.",
+            );
+            for m in &s.models {
+                e.sample(
+                    "trident_model_backend_info",
+                    &[
+                        ("model", &m.name),
+                        ("backend", &m.backend),
+                        ("precision", &m.precision),
+                        ("fallback", if m.fallback.is_some() { "1" } else { "0" }),
+                    ],
+                    1.0,
+                );
+            }
         }
         if let Some(level) = s.level {
             e.family(
@@ -524,8 +571,27 @@ impl HealthUpdate<'_> {
                 name: name.into(),
                 latency: Histogram::default(),
                 dropped: None,
+                backend: String::new(),
+                precision: String::new(),
+                fallback: None,
             })
             .collect();
+    }
+
+    /// Model `index` runs on `backend` at `precision`; `fallback` says why a preferred backend
+    /// did not load.
+    pub fn model_backend(
+        &mut self,
+        index: usize,
+        backend: &str,
+        precision: &str,
+        fallback: Option<&str>,
+    ) {
+        if let Some(m) = self.state.models.get_mut(index) {
+            m.backend = backend.to_string();
+            m.precision = precision.to_string();
+            m.fallback = fallback.map(str::to_string);
+        }
     }
 
     /// The run has ended (normally or not).

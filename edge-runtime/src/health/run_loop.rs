@@ -41,6 +41,9 @@ impl<'h> Reporter<'h> {
                 sources.iter().map(|s| s.uri.to_string()),
                 ensemble.members.iter().map(|m| m.name.as_str()),
             );
+            for (k, m) in ensemble.members.iter().enumerate() {
+                u.model_backend(k, m.backend.name(), &m.precision, m.fallback.as_deref());
+            }
             u.governor(&governor.stats());
         }
         Reporter {

@@ -1,7 +1,7 @@
 /*
  * trident's TensorRT engine-build shim: ONNX file in, serialized engine file out, through the
- * TensorRT C++ API. Compiled only with the crate's `tensorrt` feature (build.rs). Written for
- * TensorRT 8.2 (JetPack 4.6, C++14) through 10.x (C++17); version differences are handled with
+ * TensorRT C++ API. Part of libtrident_trt.so (see trident_trt.h for how it is built and loaded). Written
+ * for TensorRT 8.0 and 8.2 (JetPack 4.6 and 4.6.1+, C++14) through 10.x (C++17); version differences are handled with
  * NV_TENSORRT_MAJOR/MINOR checks below. Objects are freed with `delete` (public virtual
  * destructors since TensorRT 8.0; destroy() is deprecated there and removed in 10).
  */
@@ -262,6 +262,11 @@ int buildEngine(char const* onnxPath, char const* enginePath, bool fp16, uint64_
 }
 
 } // namespace
+
+extern "C" int32_t trident_trt_abi_version(void)
+{
+    return TRIDENT_TRT_ABI_VERSION;
+}
 
 extern "C" void trident_trt_compiled_version(int32_t* major, int32_t* minor, int32_t* patch)
 {

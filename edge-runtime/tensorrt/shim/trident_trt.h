@@ -1,7 +1,11 @@
 /*
- * C interface of trident's TensorRT shim: the engine builder (trident_trt.cpp, src/native.rs) and the
- * engine runtime (trident_trt_engine.cpp, src/engine.rs).
+ * C interface of trident's TensorRT shim: the engine builder (trident_trt.cpp) and the engine runtime
+ * (trident_trt_engine.cpp), compiled together into one shared library, libtrident_trt.so, that
+ * trident opens at run time (src/shim.rs) and never links: one trident-edge binary serves units with
+ * and without TensorRT, and a TensorRT minor the release was not built for gets its own shim built on
+ * the unit from this source (src/shim_build.rs).
  * Plain C types only, so Rust can declare it without bindgen. No function lets a C++ exception out.
+ * Only the functions below are exported (the library is compiled with -fvisibility=hidden).
  */
 #ifndef TRIDENT_TRT_H
 #define TRIDENT_TRT_H
@@ -13,6 +17,19 @@
 extern "C" {
 #endif
 
+#if defined(__GNUC__)
+#define TRIDENT_TRT_API __attribute__((visibility("default")))
+#else
+#define TRIDENT_TRT_API
+#endif
+
+/* The version of this interface. trident refuses a library with another one: a struct or a signature
+ * changed. Bump it with any such change. */
+#define TRIDENT_TRT_ABI_VERSION 1
+
+/* TRIDENT_TRT_ABI_VERSION of the source this library was compiled from. */
+TRIDENT_TRT_API int32_t trident_trt_abi_version(void);
+
 /* Status codes of trident_trt_build (and, with the ones below, of the engine runtime). */
 #define TRIDENT_TRT_OK 0
 #define TRIDENT_TRT_FAILED 1
@@ -20,10 +37,10 @@ extern "C" {
 #define TRIDENT_TRT_PARSE_FAILED 3
 
 /* NV_TENSORRT_MAJOR/MINOR/PATCH of the headers this shim was compiled with. */
-void trident_trt_compiled_version(int32_t* major, int32_t* minor, int32_t* patch);
+TRIDENT_TRT_API void trident_trt_compiled_version(int32_t* major, int32_t* minor, int32_t* patch);
 
 /* getInferLibVersion() of the libnvinfer loaded at run time (8.x: M*1000+m*100+p; >= 10: M*10000+m*100+p). */
-int32_t trident_trt_runtime_version(void);
+TRIDENT_TRT_API int32_t trident_trt_runtime_version(void);
 
 /*
  * Parses onnx_path and writes a serialized engine to engine_path.
@@ -32,7 +49,7 @@ int32_t trident_trt_runtime_version(void);
  * log/log_len: receives warnings and errors (the tail when longer), always NUL-terminated.
  * Returns one of the TRIDENT_TRT_* status codes.
  */
-int trident_trt_build(const char* onnx_path, const char* engine_path, int fp16, uint64_t workspace_bytes,
+TRIDENT_TRT_API int trident_trt_build(const char* onnx_path, const char* engine_path, int fp16, uint64_t workspace_bytes,
     const char* timing_cache_path, char* log, size_t log_len);
 
 /* ---- Engine runtime (trident_trt_engine.cpp) ---- */
@@ -65,7 +82,7 @@ typedef struct trident_trt_tensor_info
  * On TRIDENT_TRT_OK, *out is a handle for trident_trt_engine_free and input/output describe the two
  * tensors; otherwise *out is NULL and log holds the reason. log/log_len as in trident_trt_build.
  */
-int trident_trt_engine_load(const char* engine_path, const char* input_name, const char* output_name,
+TRIDENT_TRT_API int trident_trt_engine_load(const char* engine_path, const char* input_name, const char* output_name,
     trident_trt_engine** out, trident_trt_tensor_info* input, trident_trt_tensor_info* output, char* log,
     size_t log_len);
 
@@ -74,11 +91,11 @@ int trident_trt_engine_load(const char* engine_path, const char* input_name, con
  * output_len floats back and waits for the stream. The lengths must equal the element counts of the
  * shapes trident_trt_engine_load reported. Not safe to call concurrently on one handle.
  */
-int trident_trt_engine_run(trident_trt_engine* engine, const float* input, size_t input_len, float* output,
+TRIDENT_TRT_API int trident_trt_engine_run(trident_trt_engine* engine, const float* input, size_t input_len, float* output,
     size_t output_len, char* log, size_t log_len);
 
 /* Frees the context, engine, runtime, stream and device buffers. NULL is ignored. */
-void trident_trt_engine_free(trident_trt_engine* engine);
+TRIDENT_TRT_API void trident_trt_engine_free(trident_trt_engine* engine);
 
 #ifdef __cplusplus
 }

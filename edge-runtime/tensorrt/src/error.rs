@@ -6,18 +6,26 @@ use std::path::PathBuf;
 /// Errors of engine building and running, GPU detection and the engine cache.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A code path that needs a cargo feature this build lacks (candle-style: same API, clear error).
-    #[error(
-        "trident-tensorrt was not compiled with the `{0}` feature; rebuild with --features {0} on a machine \
-         with TensorRT, or install trtexec"
-    )]
-    NotCompiled(&'static str),
+    /// A shim library that cannot be used, and why (see [`crate::ShimProblem`]).
+    #[error("TensorRT shim {}: {problem}", .path.display())]
+    Shim {
+        path: PathBuf,
+        problem: crate::ShimProblem,
+    },
+
+    /// No usable shim among the candidates (each listed with its problem).
+    #[error("no usable TensorRT shim ({tried})")]
+    NoShim { tried: String },
+
+    /// Building the shim from source on this machine failed.
+    #[error("building the TensorRT shim: {message}{}", fmt_tail(.log_tail))]
+    ShimBuild { message: String, log_tail: String },
 
     /// Neither the native builder nor a trtexec program is available.
     #[error(
         "no TensorRT engine builder is available (tried: {}); on a Jetson install TensorRT with JetPack \
-         (trtexec is at /usr/src/tensorrt/bin/trtexec), or set TRTEXEC=/path/to/trtexec, or rebuild with \
-         --features tensorrt on a machine with the TensorRT development files",
+         (trtexec is at /usr/src/tensorrt/bin/trtexec), or set TRTEXEC=/path/to/trtexec, or point \
+         TRIDENT_TRT_SHIM at a libtrident_trt.so built for this TensorRT",
         .tried.join("; ")
     )]
     NoTensorRt { tried: Vec<String> },
@@ -135,7 +143,9 @@ impl Error {
             | Error::BadEnv { .. }
             | Error::UnsupportedOp { .. }
             | Error::PrecisionUnavailable { .. } => true,
-            Error::NotCompiled(_)
+            Error::Shim { .. }
+            | Error::NoShim { .. }
+            | Error::ShimBuild { .. }
             | Error::NoTensorRt { .. }
             | Error::BuildFailed { .. }
             | Error::OutOfMemory { .. }
@@ -152,7 +162,8 @@ impl Error {
             Error::BuildFailed { log_tail, .. }
             | Error::OutOfMemory { log_tail, .. }
             | Error::UnsupportedOp { log_tail, .. }
-            | Error::Engine { log_tail, .. } => Some(log_tail),
+            | Error::Engine { log_tail, .. }
+            | Error::ShimBuild { log_tail, .. } => Some(log_tail),
             _ => None,
         }
     }

@@ -1,5 +1,5 @@
-//! Finding a builder: trtexec discovery order, the native builder's absence without the feature,
-//! and the error when nothing is available.
+//! Finding a builder: trtexec discovery order, trtexec when there is no shim, and the error when
+//! nothing is available.
 #![cfg(unix)]
 
 mod common;
@@ -59,51 +59,35 @@ fn non_executable_files_are_not_trtexec() {
     assert!(tried[2].contains("jp"), "{tried:?}");
 }
 
-#[cfg(not(feature = "tensorrt"))]
-#[test]
-fn native_builder_without_the_feature_explains_itself() {
-    let e = trident_tensorrt::NativeBuilder::new().unwrap_err();
-    assert!(matches!(e, Error::NotCompiled("tensorrt")));
-    let msg = e.to_string();
-    assert!(
-        msg.contains("--features tensorrt") && msg.contains("trtexec"),
-        "{msg}"
-    );
-    assert!(!e.is_input_error());
-}
-
 #[test]
 fn selects_trtexec_or_says_how_to_get_a_builder() {
     let d = tempfile::tempdir().unwrap();
     let t = exe(d.path(), "trtexec");
-    let b = select_builder_in(Ok(Trtexec::at(&t))).unwrap();
-    if cfg!(feature = "tensorrt") {
-        assert!(["native", "trtexec"].contains(&b.name()));
-    } else {
-        assert_eq!(b.name(), "trtexec");
-    }
+    let b = select_builder_in(Err("no shim".into()), Ok(Trtexec::at(&t))).unwrap();
+    assert_eq!(b.name(), "trtexec");
 
-    if cfg!(not(feature = "tensorrt")) {
-        let e = select_builder_in(Err(vec!["trtexec on PATH (not found)".into()]))
-            .map(|_| ())
-            .unwrap_err();
-        let Error::NoTensorRt { tried } = &e else {
-            panic!("{e:?}")
-        };
-        assert_eq!(tried.len(), 2, "{tried:?}");
-        assert!(
-            tried[0].starts_with("native builder (") && tried[0].contains("not compiled"),
-            "{tried:?}"
-        );
-        let msg = e.to_string();
-        for needle in [
-            "/usr/src/tensorrt/bin/trtexec",
-            "TRTEXEC=",
-            "--features tensorrt",
-            "trtexec on PATH (not found)",
-        ] {
-            assert!(msg.contains(needle), "missing {needle:?} in {msg}");
-        }
-        assert!(!e.is_input_error());
+    let e = select_builder_in(
+        Err("/opt/trident/lib/libtrident_trt.so: libnvinfer.so.8 is missing".into()),
+        Err(vec!["trtexec on PATH (not found)".into()]),
+    )
+    .map(|_| ())
+    .unwrap_err();
+    let Error::NoTensorRt { tried } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(tried.len(), 2, "{tried:?}");
+    assert!(
+        tried[0].starts_with("native builder (") && tried[0].contains("libnvinfer.so.8"),
+        "{tried:?}"
+    );
+    let msg = e.to_string();
+    for needle in [
+        "/usr/src/tensorrt/bin/trtexec",
+        "TRTEXEC=",
+        "TRIDENT_TRT_SHIM",
+        "trtexec on PATH (not found)",
+    ] {
+        assert!(msg.contains(needle), "missing {needle:?} in {msg}");
     }
+    assert!(!e.is_input_error());
 }
