@@ -206,25 +206,33 @@ fn unsigned_packages_are_refused_unless_allowed_and_device_facts_are_checked() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("NOT checked"), "{}", stdout(&o));
 
-    // A Nano's root file system: JetPack 4.6.1 with TensorRT 8.2 accepts it, 4.5 refuses it.
-    let nano = dir.path().join("nano-root");
-    fake_root(
-        &nano,
-        "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64, DATE: Sat Feb 19 17:05:08 UTC 2022",
-        "8.2.1-1+cuda10.2",
-    );
-    let o = trident_env(
-        &[
-            "package",
-            "verify",
-            s(&pkg),
-            "--allow-unsigned",
-            "--device-root",
-            s(&nano),
-        ],
-        &[],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    // A Nano's root file system: JetPack 4.6.1 (TensorRT 8.2.1) and 4.6 (8.0.1) both accept it
+    // (only the TensorRT major binds), 4.5 refuses it and says what to flash.
+    for (release, trt) in [
+        (
+            "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64, DATE: Sat Feb 19 17:05:08 UTC 2022",
+            "8.2.1-1+cuda10.2",
+        ),
+        (
+            "# R32 (release), REVISION: 6.1, GCID: 27863751, BOARD: t210ref, EABI: aarch64, DATE: Mon Jul 26 19:20:30 UTC 2021",
+            "8.0.1-1+cuda10.2",
+        ),
+    ] {
+        let nano = dir.path().join(format!("nano-root-{trt}"));
+        fake_root(&nano, release, trt);
+        let o = trident_env(
+            &[
+                "package",
+                "verify",
+                s(&pkg),
+                "--allow-unsigned",
+                "--device-root",
+                s(&nano),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "{trt}: {}", stderr(&o));
+    }
     let old = dir.path().join("old-root");
     fake_root(
         &old,
@@ -245,6 +253,10 @@ fn unsigned_packages_are_refused_unless_allowed_and_device_facts_are_checked() {
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     let e = stderr(&o);
     assert!(e.contains("4.6") && e.contains("4.5"), "{e}");
+    assert!(
+        e.contains("flash JetPack 4.6 (L4T R32.6.1, TensorRT 8.0.1) or 4.6.1 and later"),
+        "{e}"
+    );
 }
 
 /// A root file system as a Jetson has it: the L4T release file and dpkg's database.

@@ -61,7 +61,8 @@ pub struct TargetFacts {
     pub arch: String,
     /// `4.6`.
     pub jetpack: String,
-    /// `8.2`.
+    /// The TensorRT the package's engines and shim are built for, `8`: only its major binds (an
+    /// `8.2` binds as 8), so JetPack 4.6 (TensorRT 8.0.1) and 4.6.1+ (8.2.1) both take it.
     pub tensorrt: String,
     /// The highest glibc the runtime may need, `2.27`.
     pub max_glibc: String,

@@ -43,7 +43,7 @@ echo "==release"; [ -r "$R/etc/nv_tegra_release" ] && head -n 1 "$R/etc/nv_tegra
 echo "==dpkg"
 if [ -r "$R/var/lib/dpkg/status" ]; then
   awk 'BEGIN { RS = ""; ORS = "\n\n" }
-       /(^|\n)Package: (libc6|libnvinfer8|tensorrt|libgstreamer1\.0-0)(\n|$)/' "$R/var/lib/dpkg/status"
+       /(^|\n)Package: (libc6|libnvinfer7|libnvinfer8|libnvinfer10|tensorrt|libgstreamer1\.0-0)(\n|$)/' "$R/var/lib/dpkg/status"
 fi
 echo "==df"; if [ -d "$R/opt" ]; then df -Pk "$R/opt"; else df -Pk "$R"; fi
 echo "==mem"; awk '/^MemTotal:/ { print $2 }' /proc/meminfo 2>/dev/null

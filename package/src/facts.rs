@@ -112,10 +112,11 @@ pub fn probe(system_root: &Path) -> DeviceFacts {
             .find_map(|n| installed_version(&status, n))
             .map(|v| upstream(&v).to_string())
     };
-    let tensorrt = version_of(&["libnvinfer8", "tensorrt"]).map(|v| {
-        // `8.2.1.8` (the tensorrt meta-package) and `8.2.1` (libnvinfer8) are one release.
-        v.split('.').take(3).collect::<Vec<_>>().join(".")
-    });
+    let tensorrt =
+        version_of(&["libnvinfer8", "libnvinfer10", "libnvinfer7", "tensorrt"]).map(|v| {
+            // `8.2.1.8` (the tensorrt meta-package) and `8.2.1` (libnvinfer8) are one release.
+            v.split('.').take(3).collect::<Vec<_>>().join(".")
+        });
     DeviceFacts {
         arch: std::env::consts::ARCH.to_string(),
         arch_origin: "the architecture this program was built for".into(),
@@ -140,26 +141,116 @@ pub fn parse_nv_tegra_release(text: &str) -> Option<String> {
     parse_version(&l4t).is_some().then_some(l4t)
 }
 
-/// The JetPack release of an L4T release (NVIDIA's release table for the Nano's 32.x line);
-/// `None` for releases this table does not know.
-pub fn jetpack_for_l4t(l4t: &str) -> Option<&'static str> {
+/// One row of NVIDIA's release table for the Nano's L4T 32.x line: the L4T release, its JetPack
+/// and the TensorRT JetPack ships with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JetPackRelease {
+    pub l4t: &'static str,
+    pub jetpack: &'static str,
+    pub tensorrt: &'static str,
+}
+
+/// The Nano's releases, oldest first (JetPack 4.6.x is the last line for the Nano). 4.6 ships
+/// TensorRT 8.0.1; every 4.6.1+ release (L4T R32.7.x) ships 8.2.1. Engines are built on the unit,
+/// so only the TensorRT major binds a package (see [`check`]).
+pub const JETPACK_RELEASES: &[JetPackRelease] = &[
+    JetPackRelease {
+        l4t: "32.4.3",
+        jetpack: "4.4",
+        tensorrt: "7.1.3",
+    },
+    JetPackRelease {
+        l4t: "32.4.4",
+        jetpack: "4.4.1",
+        tensorrt: "7.1.3",
+    },
+    JetPackRelease {
+        l4t: "32.5.0",
+        jetpack: "4.5",
+        tensorrt: "7.1.3",
+    },
+    JetPackRelease {
+        l4t: "32.5.1",
+        jetpack: "4.5.1",
+        tensorrt: "7.1.3",
+    },
+    JetPackRelease {
+        l4t: "32.6.1",
+        jetpack: "4.6",
+        tensorrt: "8.0.1",
+    },
+    JetPackRelease {
+        l4t: "32.7.1",
+        jetpack: "4.6.1",
+        tensorrt: "8.2.1",
+    },
+    JetPackRelease {
+        l4t: "32.7.2",
+        jetpack: "4.6.2",
+        tensorrt: "8.2.1",
+    },
+    JetPackRelease {
+        l4t: "32.7.3",
+        jetpack: "4.6.3",
+        tensorrt: "8.2.1",
+    },
+    JetPackRelease {
+        l4t: "32.7.4",
+        jetpack: "4.6.4",
+        tensorrt: "8.2.1",
+    },
+    JetPackRelease {
+        l4t: "32.7.5",
+        jetpack: "4.6.5",
+        tensorrt: "8.2.1",
+    },
+    JetPackRelease {
+        l4t: "32.7.6",
+        jetpack: "4.6.6",
+        tensorrt: "8.2.1",
+    },
+];
+
+/// The release-table row of an L4T release (`32.7.1`; `32.4` and `32.4.0` read as 32.4.3's line).
+pub fn release_for_l4t(l4t: &str) -> Option<&'static JetPackRelease> {
     let v = parse_version(l4t)?;
     let (major, minor, patch) = (v[0], v.get(1).copied()?, v.get(2).copied().unwrap_or(0));
-    Some(match (major, minor, patch) {
-        (32, 7, 1) => "4.6.1",
-        (32, 7, 2) => "4.6.2",
-        (32, 7, 3) => "4.6.3",
-        (32, 7, 4) => "4.6.4",
-        (32, 7, 5) => "4.6.5",
-        (32, 7, 6) => "4.6.6",
-        (32, 6, 1) => "4.6",
-        (32, 5, 0) => "4.5",
-        (32, 5, 1) => "4.5.1",
-        (32, 5, 2) => "4.5.2",
-        (32, 4, 4) => "4.4.1",
-        (32, 4, _) => "4.4",
-        _ => return None,
+    JETPACK_RELEASES.iter().find(|r| {
+        let t = parse_version(r.l4t).expect("table versions parse");
+        (t[0], t[1]) == (major, minor) && (t[2] == patch || (major, minor) == (32, 4) && patch < 4)
     })
+}
+
+/// The JetPack release of an L4T release; `None` for releases the table does not know.
+pub fn jetpack_for_l4t(l4t: &str) -> Option<&'static str> {
+    release_for_l4t(l4t).map(|r| r.jetpack)
+}
+
+/// What to flash for a TensorRT major: "JetPack 4.6 (L4T R32.6.1, TensorRT 8.0.1) or 4.6.1 and
+/// later (L4T R32.7.x, TensorRT 8.2.1)" for 8.
+pub fn jetpacks_with_tensorrt_major(major: u64) -> Option<String> {
+    let rows: Vec<&JetPackRelease> = JETPACK_RELEASES
+        .iter()
+        .filter(|r| parse_version(r.tensorrt).is_some_and(|v| v[0] == major))
+        .collect();
+    let first = rows.first()?;
+    let mut parts = vec![format!(
+        "JetPack {} (L4T R{}, TensorRT {})",
+        first.jetpack, first.l4t, first.tensorrt
+    )];
+    // Later releases with another TensorRT minor: one entry per minor.
+    let mut seen = first.tensorrt;
+    for r in &rows[1..] {
+        if r.tensorrt != seen {
+            let line = r.l4t.rsplit_once('.').map_or(r.l4t, |(l, _)| l);
+            parts.push(format!(
+                "{} and later (L4T R{line}.x, TensorRT {})",
+                r.jetpack, r.tensorrt
+            ));
+            seen = r.tensorrt;
+        }
+    }
+    Some(parts.join(" or "))
 }
 
 /// The upstream version (`1.14.5` of `1.14.5-0ubuntu1~18.04.2`) of the first of `names` that
@@ -200,7 +291,8 @@ fn upstream(version: &str) -> &str {
 }
 
 /// Checks that a package built for `manifest.target` can run on a device with `facts`: the
-/// architecture must match, JetPack and TensorRT must share major.minor with the target, and the
+/// architecture must match, JetPack must share major.minor with the target (4.6 takes 4.6 to 4.6.6),
+/// TensorRT its major (JetPack 4.6's 8.0.1 and 4.6.1+'s 8.2.1 both run a package for 8), and the
 /// device's glibc must be at least the binary's (or the target's). Facts that could not be read
 /// are not held against the package; each becomes a warning in the returned list.
 pub fn check(manifest: &Manifest, facts: &DeviceFacts) -> Result<Vec<String>> {
@@ -227,7 +319,14 @@ pub fn check(manifest: &Manifest, facts: &DeviceFacts) -> Result<Vec<String>> {
             if !same_major_minor(jp, &target.jetpack) {
                 return Err(incompatible(
                     "target.jetpack",
-                    format!("JetPack {} (any {0}.x)", target.jetpack),
+                    format!(
+                        "JetPack {} (any {0}.x){}",
+                        target.jetpack,
+                        parse_version(&target.tensorrt)
+                            .and_then(|v| jetpacks_with_tensorrt_major(v[0]))
+                            .map(|j| format!(": flash {j}"))
+                            .unwrap_or_default()
+                    ),
                     &format!("JetPack {jp}"),
                     format!(
                         "{}, L4T {}",
@@ -249,20 +348,31 @@ pub fn check(manifest: &Manifest, facts: &DeviceFacts) -> Result<Vec<String>> {
         )),
     }
     let dpkg = facts.dpkg_status();
+    // Engines are built on the unit, and the TensorRT shim is built per major: only the major
+    // binds (JetPack 4.6's TensorRT 8.0 and 4.6.1+'s 8.2 both run a package for "8").
+    let major = |v: &str| parse_version(v).map(|v| v[0]);
     match &facts.tensorrt {
-        Some(trt) if !same_major_minor(trt, &target.tensorrt) => {
+        Some(trt) if major(trt).is_none() || major(trt) != major(&target.tensorrt) => {
+            let wanted = major(&target.tensorrt).unwrap_or(0);
+            let flash = jetpacks_with_tensorrt_major(wanted)
+                .map(|j| format!(": flash {j}"))
+                .unwrap_or_default();
+            let on = match (&facts.jetpack, &facts.l4t) {
+                (Some(jp), Some(l4t)) => format!(" (JetPack {jp}, L4T {l4t})"),
+                _ => String::new(),
+            };
             return Err(incompatible(
                 "target.tensorrt",
-                format!("TensorRT {} (any {0}.x)", target.tensorrt),
-                &format!("TensorRT {trt}"),
-                format!("{}, package libnvinfer8/tensorrt", dpkg.display()),
+                format!("TensorRT {wanted}.x{flash}"),
+                &format!("TensorRT {trt}{on}"),
+                format!("{}, package libnvinfer{}/tensorrt", dpkg.display(), major(trt).unwrap_or(0)),
             ));
         }
         Some(_) => {}
         None => warnings.push(format!(
-            "TensorRT not checked: no installed libnvinfer8 or tensorrt package in {}; the package wants TensorRT {}",
+            "TensorRT not checked: no installed libnvinfer or tensorrt package in {}; the package wants TensorRT {}.x",
             dpkg.display(),
-            target.tensorrt
+            major(&target.tensorrt).unwrap_or(0)
         )),
     }
     let (field, needed) = match &manifest.binary {

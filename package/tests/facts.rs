@@ -165,6 +165,58 @@ fn another_jetpack_or_tensorrt_is_incompatible_naming_where_it_was_read() {
         text.contains("target.tensorrt") && text.contains("7.1.3") && text.contains("dpkg/status"),
         "{text}"
     );
+    // The refusal says what to flash.
+    assert!(
+        text.contains("TensorRT 8.x: flash JetPack 4.6 (L4T R32.6.1, TensorRT 8.0.1)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn both_jetpack_4_6_lines_run_a_package_for_tensorrt_8() {
+    // JetPack 4.6 (TensorRT 8.0.1) and 4.6.1+ (8.2.1), with the old manifests' "8.2" and the
+    // release's "8": only the major binds.
+    for wanted in ["8", "8.2", "8.0"] {
+        let mut target = common::target("aarch64");
+        target.tensorrt = wanted.into();
+        let m = common::manifest_for(common::FILES, target);
+        for (l4t, jp, trt) in [("32.6.1", "4.6", "8.0.1"), ("32.7.4", "4.6.4", "8.2.1")] {
+            let mut device = nano("aarch64");
+            device.l4t = Some(l4t.into());
+            device.jetpack = Some(jp.into());
+            device.tensorrt = Some(trt.into());
+            assert!(
+                facts::check(&m, &device).is_ok(),
+                "{wanted} on JetPack {jp}"
+            );
+        }
+        // TensorRT 10 is another major.
+        let mut device = nano("aarch64");
+        device.tensorrt = Some("10.3.0".into());
+        assert!(facts::check(&m, &device).is_err(), "{wanted} on 10.3");
+    }
+}
+
+#[test]
+fn the_release_table_agrees_with_itself() {
+    for r in facts::JETPACK_RELEASES {
+        assert_eq!(jetpack_for_l4t(r.l4t), Some(r.jetpack), "{r:?}");
+    }
+    assert_eq!(
+        facts::release_for_l4t("32.6.1").map(|r| r.tensorrt),
+        Some("8.0.1")
+    );
+    assert_eq!(
+        facts::release_for_l4t("32.7.2").map(|r| r.tensorrt),
+        Some("8.2.1")
+    );
+    assert_eq!(
+        facts::jetpacks_with_tensorrt_major(8).as_deref(),
+        Some(
+            "JetPack 4.6 (L4T R32.6.1, TensorRT 8.0.1) or 4.6.1 and later (L4T R32.7.x, TensorRT 8.2.1)"
+        )
+    );
+    assert_eq!(facts::jetpacks_with_tensorrt_major(9), None);
 }
 
 #[test]
