@@ -330,6 +330,7 @@ fn show_status(fleet: &Fleet, ssh: &Ssh, a: StatusArgs) -> anyhow::Result<ExitCo
                     "health",
                     "fps",
                     "detections",
+                    "backend",
                     "level",
                     "power",
                     "last seen",
@@ -365,6 +366,8 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
         if s.health != Health::Ok {
             notes.extend(s.problems.iter().cloned());
         }
+        // A unit whose profile asks for the GPU and that runs a model on a later backend.
+        notes.extend(s.fallbacks.iter().map(|f| format!("FALLBACK {f}")));
         notes.join("; ")
     };
     vec![
@@ -377,6 +380,7 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
             (Some(d), None) => d.to_string(),
             _ => dash(),
         },
+        backend_cell(&s.backends),
         match (s.level, &s.level_name) {
             (Some(l), Some(n)) => format!("{l} {n}"),
             (Some(l), None) => l.to_string(),
@@ -393,6 +397,19 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
             .unwrap_or_else(|| "never".into()),
         note,
     ]
+}
+
+/// `tensorrt/fp16` when every model runs the same way, else each model's (`balanced=tract/fp32, …`).
+fn backend_cell(backends: &[String]) -> String {
+    let ways: Vec<&str> = backends
+        .iter()
+        .map(|b| b.split_once('=').map_or(b.as_str(), |(_, way)| way))
+        .collect();
+    match ways.first() {
+        None => "-".into(),
+        Some(first) if ways.iter().all(|w| w == first) => (*first).to_string(),
+        Some(_) => backends.join(", "),
+    }
 }
 
 fn roll_back(fleet: &Fleet, ssh: &Ssh, a: RollbackArgs) -> anyhow::Result<ExitCode> {

@@ -145,6 +145,15 @@ fn provision_push_status_rollback_through_the_cli() {
             u["frames"].is_u64() && u["detections"].is_u64(),
             "the runtime's counts reach status: {u}"
         );
+        // Each model's backend and precision, as the runtime's /healthz reports them.
+        let backends = u["backends"].as_array().expect("backends");
+        assert_eq!(backends.len(), 3, "{u}");
+        assert!(
+            backends.iter().all(|b| b
+                .as_str()
+                .is_some_and(|b| b.contains('=') && b.contains('/'))),
+            "{u}"
+        );
         assert!(u["last_seen_utc"].as_str().unwrap().ends_with('Z'), "{u}");
     }
 

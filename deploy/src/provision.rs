@@ -44,7 +44,9 @@ printf '%s' "$4" > "$S.tmp" && mv -f "$S.tmp" "$S"
 printf 'TRIDENT_PROFILE=%s\n' "$5" > "$T/unit.env.tmp" && mv -f "$T/unit.env.tmp" "$T/unit.env"
 systemctl daemon-reload
 systemctl enable trident-edge
-nvpmodel -m "$2"
+# nvpmodel prints warnings on stdout ("NVPM WARN: …") even when it succeeds; they go to
+# stderr so the one line of stdout stays this script's result.
+nvpmodel -m "$2" >&2
 echo ok
 "#;
 

@@ -70,9 +70,11 @@ fi
 echo installed
 "#;
 
+/// As the service user: the engines (and a shim built on the unit) must be the service's to read
+/// and to rebuild; root-owned files in its cache would make its own rebuild fail.
 const PREPARE: &str = r#"set -eu
 T="$1/opt/trident"; D="$T/releases/$2"
-"$D/bin/trident-edge" prepare --package "$D" --engine-cache "$T/engines"
+runuser -u trident -- "$D/bin/trident-edge" prepare --package "$D" --engine-cache "$T/engines" --root "$1/"
 "#;
 
 /// `$1` root, `$2` target release, `$3` the release to fall back to ("" for none).

@@ -57,6 +57,11 @@ pub struct UnitStatus {
     /// Frames processed and detections reported since the service started.
     pub frames: Option<u64>,
     pub detections: Option<u64>,
+    /// Each model's backend and precision (`balanced=tensorrt/fp16`), in ensemble order.
+    pub backends: Vec<String>,
+    /// Models that run on a later backend than the preferred one, with why (a unit whose
+    /// profile asks for TensorRT and that ends on the CPU).
+    pub fallbacks: Vec<String>,
     /// Ladder level (0 is the best) and its name.
     pub level: Option<usize>,
     pub level_name: Option<String>,
@@ -95,10 +100,22 @@ struct HealthReport {
     fps: Option<f64>,
     frames: Option<u64>,
     detections: Option<u64>,
+    #[serde(default)]
+    models: Vec<ModelBackend>,
     level: Option<usize>,
     level_name: Option<String>,
     power_w: Option<f64>,
     uptime_s: Option<f64>,
+}
+
+/// One entry of `/healthz`'s `models`.
+#[derive(Deserialize)]
+struct ModelBackend {
+    model: String,
+    backend: String,
+    precision: String,
+    #[serde(default)]
+    fallback: Option<String>,
 }
 
 /// Reads one unit's status; an unreachable unit is a status, not an error.
@@ -115,6 +132,8 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
         fps: None,
         frames: None,
         detections: None,
+        backends: vec![],
+        fallbacks: vec![],
         level: None,
         level_name: None,
         power_mode: None,
@@ -164,6 +183,19 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
                 status.fps = report.fps;
                 status.frames = report.frames;
                 status.detections = report.detections;
+                status.backends = report
+                    .models
+                    .iter()
+                    .map(|m| format!("{}={}/{}", m.model, m.backend, m.precision))
+                    .collect();
+                status.fallbacks = report
+                    .models
+                    .iter()
+                    .filter_map(|m| {
+                        let why = m.fallback.as_ref()?;
+                        Some(format!("{} on {}: {why}", m.model, m.backend))
+                    })
+                    .collect();
                 status.level = report.level;
                 status.level_name = report.level_name;
                 status.power_w = report.power_w;

@@ -74,3 +74,133 @@ fn an_incompatible_unit_is_refused_before_anything_changes() {
     assert!(!tu.path("/opt/trident").exists());
     assert!(tu.calls("systemctl").is_empty() && tu.calls("nvpmodel").is_empty());
 }
+
+/// The systemd of L4T R32 (Ubuntu 18.04) is 237. Each directive the unit file uses, with the
+/// systemd release that introduced it (systemd's NEWS): a directive the Nano's systemd does not
+/// know would be ignored there with a warning — and with it what it protects. A directive missing
+/// from this table fails the test until someone looks its version up.
+const DIRECTIVES_SINCE: &[(&str, u32)] = &[
+    ("Description", 1),
+    ("After", 1),
+    ("Wants", 1),
+    ("WantedBy", 1),
+    ("Type", 1),
+    ("NotifyAccess", 1),
+    ("User", 1),
+    ("Group", 1),
+    ("SupplementaryGroups", 1),
+    ("WorkingDirectory", 1),
+    ("Environment", 1),
+    ("EnvironmentFile", 1),
+    ("ExecStart", 1),
+    ("Restart", 1),
+    ("RestartSec", 1),
+    ("TimeoutStartSec", 188),
+    ("TimeoutStopSec", 1),
+    ("KillSignal", 1),
+    ("WatchdogSec", 1),
+    ("PrivateTmp", 1),
+    ("NoNewPrivileges", 187),
+    ("ProtectHome", 214),
+    ("ProtectSystem", 214),
+    ("ReadWritePaths", 231),
+    ("CacheDirectory", 235),
+    ("StartLimitIntervalSec", 230),
+    ("StartLimitBurst", 230),
+];
+const NANO_SYSTEMD: u32 = 237;
+
+fn unit_file() -> String {
+    let path = trident_e2e::workspace_root().join("deploy/systemd/trident-edge.service");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn the_unit_file_uses_only_what_the_nanos_systemd_knows() {
+    let text = unit_file();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else {
+            continue; // a continuation line of ExecStart
+        };
+        let since = DIRECTIVES_SINCE
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("{key}: which systemd release introduced it? Add it above"));
+        assert!(
+            since.1 <= NANO_SYSTEMD,
+            "{key} needs systemd {}; the Nano has {NANO_SYSTEMD}",
+            since.1
+        );
+    }
+    // What JetPack needs of it: the camera's socket in the real /tmp, a writable registry cache.
+    assert!(
+        text.contains("PrivateTmp=no"),
+        "nvargus-daemon's /tmp/argus_socket"
+    );
+    assert!(text.contains("CacheDirectory=trident"));
+    assert!(text.contains("GST_REGISTRY=/var/cache/trident/"));
+}
+
+/// `systemd-analyze verify` on the unit file, with ExecStart pointed at an executable that exists
+/// (verify checks it): no error and no warning, which a typo in a directive would produce.
+#[test]
+fn systemd_analyze_verifies_the_unit_file() {
+    let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("systemd-analyze (package systemd; `cargo xtask setup` installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("trident-edge");
+    std::fs::write(&exe, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = unit_file();
+    assert!(text.contains("/opt/trident/current/bin/trident-edge"));
+    let file = dir.path().join("trident-edge.service");
+    std::fs::write(
+        &file,
+        text.replace(
+            "/opt/trident/current/bin/trident-edge",
+            exe.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&file)
+        .env("SYSTEMD_LOG_LEVEL", "warning")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Lines about other units (the host's own, e.g. nvargus-daemon.service not found) are not ours.
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("trident-edge.service"))
+        .collect();
+    assert!(out.status.success() && ours.is_empty(), "{stderr}");
+
+    // And it does catch what it should: an unknown directive is reported.
+    std::fs::write(
+        &file,
+        text.replace(
+            "/opt/trident/current/bin/trident-edge",
+            exe.to_str().unwrap(),
+        )
+        .replace("PrivateTmp=no", "PrivateTmpp=no"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unknown key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

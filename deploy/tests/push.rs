@@ -88,6 +88,14 @@ fn an_update_commits_a_bad_one_rolls_back_and_an_interrupted_one_is_resolved() {
             .iter()
             .any(|c| c.contains("restart trident-edge"))
     );
+    // Engines are prepared by the service user, so the service can read and rebuild them.
+    let prepares = tu.calls("runuser");
+    assert!(
+        prepares
+            .iter()
+            .any(|c| c.starts_with("-u trident -- ") && c.contains("trident-edge prepare")),
+        "{prepares:?}"
+    );
     assert_eq!(
         push_unit(&t.ssh, &u, &t.package, &m1, &opts(), &()).unwrap(),
         Outcome::AlreadyCurrent("1.0.0".into())

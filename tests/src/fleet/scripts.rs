@@ -12,6 +12,7 @@ pub(super) fn all(root: &str) -> Vec<(&'static str, String)> {
         ("usermod", USERMOD),
         ("id", ID),
         ("chown", CHOWN),
+        ("runuser", RUNUSER),
     ]
     .into_iter()
     .map(|(tool, body)| (tool, format!("{}{body}", prelude(root, tool))))
@@ -197,6 +198,10 @@ case "$1" in
         esac
         mkdir -p "$R/var/lib/nvpmodel"
         printf '%s\n' "$2" > "$mode_file"
+        # The real tool chatters on stdout when it sets a mode (L4T R32.x); a script that takes
+        # stdout for its result must not see it.
+        echo "NVPM WARN: Golden image context is already created"
+        echo "NVPM WARN: patching tpc_pg_mask: (0x1:0x4)"
         ;;
     -q)
         n=$(cat "$mode_file" 2>/dev/null)
@@ -311,3 +316,18 @@ fi
 
 /// Ownership is recorded, not changed (the files under R stay root's).
 const CHOWN: &str = "exit 0\n";
+
+/// util-linux `runuser -u USER -- COMMAND…`: refuses another form and a user that does not exist
+/// (as the real one does), then runs the command as the test's own user (recorded above).
+const RUNUSER: &str = r#"
+if [ "$1" != -u ] || [ -z "$2" ] || [ "$3" != -- ] || [ -z "$4" ]; then
+    echo "runuser: expected -u USER -- COMMAND (got: $*)" >&2
+    exit 1
+fi
+if [ ! -e "$T/user-$2" ]; then
+    echo "runuser: user $2 does not exist" >&2
+    exit 1
+fi
+shift 3
+exec "$@"
+"#;
