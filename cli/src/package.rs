@@ -107,6 +107,7 @@ pub fn build(a: &ExportArgs) -> anyhow::Result<ExitCode> {
     if let Some(b) = &m.binary {
         println!("  runtime: {} (needs GLIBC_{})", b.file, b.max_glibc);
     }
+    println!("  {}", shim_line(m));
     match (&built.signature, &signer) {
         (Some(sig), Some(key)) => println!("  signature: {} (key {})", sig.display(), key.key_id()),
         _ => println!("  unsigned (--unsigned): units refuse it unless told --allow-unsigned"),
@@ -265,6 +266,7 @@ pub fn print_verified(package: &Path, v: &trident_package::verify::Verified) {
     if let Some(b) = &m.binary {
         println!("  runtime: {} (needs GLIBC_{})", b.file, b.max_glibc);
     }
+    println!("  {}", shim_line(m));
     for w in &v.warnings {
         println!("  warning: {w}");
     }
@@ -297,4 +299,26 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<ExitCode> {
         public.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The TensorRT shim a package carries, as one line.
+fn shim_line(m: &trident_core::package::Manifest) -> String {
+    match &m.tensorrt_shim {
+        None => "TensorRT shim: none (a package from before the shim: units run on the CPU)".into(),
+        Some(s) => match &s.prebuilt {
+            Some(p) => format!(
+                "TensorRT shim: {} prebuilt for TensorRT {} + source {}/ ({} files; units with another TensorRT {} minor build their own)",
+                p.file,
+                p.tensorrt,
+                s.source,
+                s.source_files.len(),
+                m.target.tensorrt.split('.').next().unwrap_or_default()
+            ),
+            None => format!(
+                "TensorRT shim: source {}/ ({} files), built on each unit by `trident-edge prepare` (no prebuilt: the release sysroot had no TensorRT)",
+                s.source,
+                s.source_files.len()
+            ),
+        },
+    }
 }

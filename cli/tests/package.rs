@@ -158,10 +158,20 @@ fn a_signed_package_is_reproducible_complete_and_verifies_with_stock_minisign() 
         "profiles/nano-10w.yaml",
         "profiles/nano-5w.yaml",
         "systemd/trident-edge.service",
+        "shim/trident_trt.h",
+        "shim/trident_trt.cpp",
+        "shim/trident_trt_engine.cpp",
     ] {
         assert!(files.contains_key(f), "{f} not in the manifest");
         assert!(unpacked.join(f).is_file(), "{f} not unpacked");
     }
+    // The shim's source in every package, keyed as the unit's build cache keys it; no prebuilt
+    // library here (release_inputs names no prebuilt folder).
+    let shim = &manifest["tensorrt_shim"];
+    assert_eq!(shim["source"], "shim");
+    assert_eq!(shim["source_sha256"].as_str().map(str::len), Some(64));
+    assert!(shim["prebuilt"].is_null(), "{shim}");
+    assert!(!files.contains_key("lib/libtrident_trt.so"));
     assert_eq!(
         std::fs::read(unpacked.join("bin/trident-edge")).unwrap(),
         std::fs::read(&runtime).unwrap()
@@ -257,6 +267,106 @@ fn unsigned_packages_are_refused_unless_allowed_and_device_facts_are_checked() {
         e.contains("flash JetPack 4.6 (L4T R32.6.1, TensorRT 8.0.1) or 4.6.1 and later"),
         "{e}"
     );
+}
+
+/// Adds `tensorrt_shim.prebuilt: <dir>` to a release config.
+fn with_prebuilt(config: &Path, dir: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let text = text.replace(
+        "tensorrt_shim: {source: ",
+        &format!("tensorrt_shim: {{prebuilt: {}, source: ", dir.display()),
+    );
+    assert!(text.contains("prebuilt"), "{text}");
+    std::fs::write(config, text).unwrap();
+}
+
+fn shim_record(dir: &Path, tensorrt: &str) {
+    std::fs::write(
+        dir.join("shim.json"),
+        format!(
+            r#"{{"source_sha256": "{}", "tensorrt": "{tensorrt}", "compiler": "aarch64-linux-gnu-g++", "built_unix": 0}}"#,
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_prebuilt_shim_is_packaged_only_for_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = trident_e2e::aarch64_program(dir.path(), "2.27");
+    let config = trident_e2e::release_inputs(dir.path(), &runtime, "aarch64");
+    let prebuilt = dir.path().join("tensorrt-shim");
+    std::fs::create_dir_all(&prebuilt).unwrap();
+    with_prebuilt(&config, &prebuilt);
+
+    // An empty prebuilt folder (the sysroot had no TensorRT): source only.
+    let out = dir.path().join("dist-source");
+    let o = build(&config, &out, &["--unsigned"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("built on each unit"), "{}", stdout(&o));
+
+    // An aarch64 library (packaging inspects, never loads it) with its record: packaged, hashed,
+    // and named in the manifest with its TensorRT version.
+    let lib = prebuilt.join("libtrident_trt.so");
+    std::fs::copy(&runtime, &lib).unwrap();
+    shim_record(&prebuilt, "8.2.1");
+    let out = dir.path().join("dist-prebuilt");
+    let o = build(&config, &out, &["--unsigned"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("lib/libtrident_trt.so prebuilt for TensorRT 8.2.1"),
+        "{}",
+        stdout(&o)
+    );
+    let unpacked = dir.path().join("unpacked");
+    let o = trident_env(
+        &[
+            "package",
+            "verify",
+            s(&out.join(PACKAGE)),
+            "--allow-unsigned",
+            "--extract",
+            s(&unpacked),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    let p = &manifest["tensorrt_shim"]["prebuilt"];
+    assert_eq!(p["file"], "lib/libtrident_trt.so");
+    assert_eq!(p["tensorrt"], "8.2.1");
+    assert_eq!(manifest["files"]["lib/libtrident_trt.so"], p["sha256"]);
+    assert_eq!(
+        std::fs::read(unpacked.join("lib/libtrident_trt.so")).unwrap(),
+        std::fs::read(&lib).unwrap()
+    );
+
+    // Built for TensorRT 10: refused, naming the record and both versions; nothing written.
+    shim_record(&prebuilt, "10.3.0");
+    let out = dir.path().join("dist-trt10");
+    let o = build(&config, &out, &["--unsigned"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("shim.json") && stderr(&o).contains("10.3.0"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(&out), Vec::<String>::new());
+
+    // A library of this machine (x86-64 here), not the Nano's: refused.
+    shim_record(&prebuilt, "8.2.1");
+    std::fs::copy(std::env::current_exe().unwrap(), &lib).unwrap();
+    let o = build(&config, &dir.path().join("dist-host"), &["--unsigned"], &[]);
+    if std::env::consts::ARCH != "aarch64" {
+        assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+        assert!(
+            stderr(&o).contains("the target needs aarch64"),
+            "{}",
+            stderr(&o)
+        );
+    }
 }
 
 /// A root file system as a Jetson has it: the L4T release file and dpkg's database.

@@ -47,6 +47,10 @@ pub struct Manifest {
     pub profiles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binary: Option<PackagedBinary>,
+    /// The TensorRT shim: its source (every package) and a library prebuilt by the release when
+    /// its sysroot had TensorRT's development files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorrt_shim: Option<PackagedShim>,
     /// Every file of the package but the manifest: package-relative path → SHA-256.
     pub files: BTreeMap<String, String>,
 }
@@ -97,6 +101,33 @@ pub struct PackagedBinary {
     pub sha256: String,
     /// The highest `GLIBC_x.y` symbol version the binary requires.
     pub max_glibc: String,
+}
+
+/// The TensorRT shim in a package (`trident-edge` opens it at run time; it never links TensorRT).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackagedShim {
+    /// Package-relative folder of the C++ source (`shim`), built on a unit by `trident-edge
+    /// prepare` when no prebuilt library fits its TensorRT.
+    pub source: String,
+    /// The source files, package-relative (each listed under `files`).
+    pub source_files: Vec<String>,
+    /// SHA-256 over the source, the key of the unit's shim build cache.
+    pub source_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prebuilt: Option<PrebuiltShim>,
+}
+
+/// A shim library built by the release against a JetPack sysroot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuiltShim {
+    /// `lib/libtrident_trt.so`.
+    pub file: String,
+    pub sha256: String,
+    /// The TensorRT version of the headers it was compiled with (`8.2.1`); it loads only where
+    /// the unit's libnvinfer has the same major.minor, and the unit builds its own otherwise.
+    pub tensorrt: String,
 }
 
 /// A package-relative path that stays inside the package: relative, no `..`, no empty parts.
@@ -237,6 +268,42 @@ impl Manifest {
         if let Some(b) = &self.binary {
             listed("binary.file".into(), &b.file, &b.sha256)?;
         }
+        if let Some(shim) = &self.tensorrt_shim {
+            if shim.source_files.is_empty() {
+                return Err(Error::invalid(
+                    at("tensorrt_shim.source_files".into()),
+                    "no source files",
+                ));
+            }
+            for (i, f) in shim.source_files.iter().enumerate() {
+                let field = at(format!("tensorrt_shim.source_files[{i}]"));
+                if !f.starts_with(&format!("{}/", shim.source)) {
+                    return Err(Error::invalid(
+                        field,
+                        format!("`{f}` is not inside `{}`", shim.source),
+                    ));
+                }
+                if !self.files.contains_key(f) {
+                    return Err(Error::invalid(
+                        field,
+                        format!("`{f}` is not among the package's files"),
+                    ));
+                }
+            }
+            if let Some(p) = &shim.prebuilt {
+                listed("tensorrt_shim.prebuilt.file".into(), &p.file, &p.sha256)?;
+                let major = |v: &str| v.split('.').next().map(str::to_string);
+                if major(&p.tensorrt) != major(&self.target.tensorrt) {
+                    return Err(Error::invalid(
+                        at("tensorrt_shim.prebuilt.tensorrt".into()),
+                        format!(
+                            "the shim was built for TensorRT {}, the package targets TensorRT {}",
+                            p.tensorrt, self.target.tensorrt
+                        ),
+                    ));
+                }
+            }
+        }
         for (i, p) in self.profiles.iter().enumerate() {
             if !self.files.contains_key(p) {
                 return Err(Error::invalid(
@@ -346,6 +413,7 @@ mod tests {
             }),
             profiles: vec![],
             binary: None,
+            tensorrt_shim: None,
             files: [
                 ("models/balanced.onnx".to_string(), sha(b"onnx")),
                 ("calibration/calibration.yaml".to_string(), sha(b"tables")),

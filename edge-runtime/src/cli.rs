@@ -49,6 +49,39 @@ pub enum Command {
     /// Ask a running runtime's /healthz, waiting up to --wait for it to report ok; exit 0 when
     /// healthy, 1 when not (the deploy stage's health gate).
     Health(HealthArgs),
+    /// Examine this unit for a field engineer: which backends load and why not; L4T, JetPack,
+    /// TensorRT, CUDA, GStreamer and glibc versions; the camera and decoder elements; the power
+    /// sensor and its rails; the engine cache; the nvpmodel mode. Exits 1 when the profile's first
+    /// backend cannot load.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Unpacked deployment package (as installed: /opt/trident/current) whose models each backend
+    /// is tried on, and whose profiles/ holds the default profile.
+    #[arg(long, conflicts_with = "models")]
+    pub package: Option<PathBuf>,
+    /// A models folder instead of a package.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Deployment profile whose `backends` order is checked (default: the package's
+    /// profiles/$TRIDENT_PROFILE.yaml, else profiles/nano-10w.yaml).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Backends to check, in order, instead of the profile's.
+    #[arg(long, value_delimiter = ',')]
+    pub backend: Vec<String>,
+    /// Engine cache (default: $TRIDENT_ENGINE_CACHE, /var/lib/trident/engines, or
+    /// ~/.cache/trident/engines).
+    #[arg(long)]
+    pub engine_cache: Option<PathBuf>,
+    /// Root file system whose facts, sensors and nvpmodel state are read.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +328,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Prepare(a) => crate::commands::prepare(a),
         Command::Verify(a) => crate::commands::verify(a),
         Command::Health(a) => crate::commands::health(a),
+        Command::Doctor(a) => crate::commands::doctor(a),
         Command::Bench(a) => crate::bench_command::bench(a),
     }
 }

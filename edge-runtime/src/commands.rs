@@ -134,6 +134,76 @@ pub struct EnsembleArgs<'a> {
     pub backend: &'a [String],
 }
 
+/// The backends to try, in order, and where that order came from: `--backend`, else the
+/// profile's `backends`, else the portable default (onnxruntime, tract).
+pub fn backend_order(
+    cli: &[String],
+    profile: Option<(&Profile, &Path)>,
+) -> Result<(Vec<BackendKind>, String), InputError> {
+    let (names, from): (Vec<String>, String) = match profile {
+        _ if !cli.is_empty() => (cli.to_vec(), "--backend".into()),
+        Some((p, path)) if !p.backends.is_empty() => {
+            (p.backends.clone(), format!("{}: backends", path.display()))
+        }
+        _ => (
+            vec!["onnxruntime".into(), "tract".into()],
+            "the default".into(),
+        ),
+    };
+    let order = names
+        .iter()
+        .map(|b| {
+            b.parse::<BackendKind>()
+                .map_err(|e| InputError(format!("{from}: {e}")))
+        })
+        .collect::<Result<Vec<BackendKind>, _>>()?;
+    Ok((order, from))
+}
+
+/// `trident-edge doctor`: the report, then exit 1 when the first backend does not load.
+pub fn doctor(a: crate::cli::DoctorArgs) -> anyhow::Result<()> {
+    use trident_edge::doctor::{DoctorOptions, examine};
+    let models_dir = match (&a.package, &a.models) {
+        (Some(p), _) => Some(trident_core::package::PackageDir::open(p)?.models_dir()),
+        (None, Some(m)) => Some(m.clone()),
+        (None, None) => None,
+    };
+    let profile_path = a.profile.clone().or_else(|| {
+        let package = a.package.as_ref()?;
+        let name = std::env::var("TRIDENT_PROFILE").unwrap_or_else(|_| "nano-10w".into());
+        Some(package.join("profiles").join(format!("{name}.yaml")))
+    });
+    let profile = match &profile_path {
+        Some(p) => Some(Profile::load(p)?),
+        None => None,
+    };
+    let (order, from) = backend_order(&a.backend, profile.as_ref().zip(profile_path.as_deref()))?;
+    let report = examine(&DoctorOptions {
+        models_dir,
+        backends: order,
+        backends_from: from,
+        engine_cache: a
+            .engine_cache
+            .unwrap_or_else(trident_edge::backend::default_engine_cache),
+        root: a.root,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if !report.ok {
+        anyhow::bail!(
+            "the first backend ({}) does not load on this unit (see the verdict above)",
+            report
+                .backends
+                .first()
+                .map_or("none", |b| b.backend.as_str())
+        );
+    }
+    Ok(())
+}
+
 /// Loads the models (verifying a package), checks that every ladder level of `profile` names
 /// loaded models, starts the ensemble on the first backend that works, applies the calibration
 /// tables and fits the profile's TTA levels to them.
@@ -168,24 +238,7 @@ pub fn load_ensemble(
             }
         }
     }
-    // --backend, else the profile's order, else the portable default.
-    let (names, from): (Vec<String>, String) = match &profile {
-        _ if !a.backend.is_empty() => (a.backend.to_vec(), "--backend".into()),
-        Some((p, path)) if !p.backends.is_empty() => {
-            (p.backends.clone(), format!("{}: backends", path.display()))
-        }
-        _ => (
-            vec!["onnxruntime".into(), "tract".into()],
-            "the default".into(),
-        ),
-    };
-    let order = names
-        .iter()
-        .map(|b| {
-            b.parse::<BackendKind>()
-                .map_err(|e| InputError(format!("{from}: {e}")))
-        })
-        .collect::<Result<Vec<BackendKind>, _>>()?;
+    let (order, from) = backend_order(a.backend, profile.as_ref().map(|(p, path)| (&**p, *path)))?;
     let fusion = Fusion::Wbf(WbfOptions {
         conf_type: ConfType::Avg,
         clip_unit: false,

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod bench;
 pub mod deployment;
 pub mod detector;
+pub mod doctor;
 pub mod ensemble;
 pub mod error;
 pub mod governor;

@@ -10,10 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trident_tensorrt::shim_build::{
-    BuiltShim, ShimRecord, ShimSource, TensorRtDevFiles, ensure_shim,
-};
-use trident_tensorrt::{SHIM_FILE, Shim, ShimSearch, describe_tried};
+pub use trident_tensorrt::shim_build::ShimSource;
+use trident_tensorrt::shim_build::{BuiltShim, ShimRecord, TensorRtDevFiles, ensure_shim};
+use trident_tensorrt::{Shim, ShimSearch, describe_tried};
+
+pub use trident_tensorrt::SHIM_FILE;
+pub use trident_tensorrt::shim_build::{SHIM_SOURCES, ShimRecord as BuiltShimRecord};
 
 /// A package's prebuilt shim, package-relative.
 pub const PACKAGE_SHIM: &str = "lib/libtrident_trt.so";

@@ -155,6 +155,7 @@ fn package(dir: &Path) -> PathBuf {
         }),
         profiles: vec![],
         binary: None,
+        tensorrt_shim: None,
         files,
     };
     std::fs::write(

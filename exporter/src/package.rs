@@ -16,7 +16,8 @@ use trident_core::calibration::CalibrationTables;
 use trident_core::digest::sha256_file;
 use trident_core::model_card::CardDim;
 use trident_core::package::{
-    MANIFEST, Manifest, PackagedBinary, PackagedFile, PackagedModel, SCHEMA,
+    MANIFEST, Manifest, PackagedBinary, PackagedFile, PackagedModel, PackagedShim, PrebuiltShim,
+    SCHEMA,
 };
 use trident_edge::governor::Profile;
 use trident_edge::models::ModelSet;
@@ -118,6 +119,51 @@ pub fn build_package(req: &PackageRequest<'_>, out: &Path) -> Result<BuiltPackag
     })
 }
 
+/// The shim library in a prebuilt folder and the TensorRT version its record names, or `None`
+/// when the folder holds no build (the release's sysroot had no TensorRT). A build for another
+/// architecture or TensorRT major than the target is refused.
+fn prebuilt_shim(dir: &Path, c: &ReleaseConfig) -> Result<Option<(PathBuf, String)>> {
+    let lib = dir.join(trident_edge::trt_shim::SHIM_FILE);
+    if !lib.is_file() {
+        tracing::info!(
+            "no prebuilt TensorRT shim in {}: units build it from the packaged source",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    let record_path = dir.join("shim.json");
+    let record: trident_edge::trt_shim::BuiltShimRecord = std::fs::read(&record_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            Error::invalid(
+                record_path.display().to_string(),
+                "missing or unreadable: a prebuilt shim needs the record of its build (TensorRT version)",
+            )
+        })?;
+    let facts = elf::inspect(&lib)?;
+    if facts.machine != c.device.arch {
+        return Err(Error::invalid(
+            lib.display().to_string(),
+            format!(
+                "is a {} library; the target needs {}",
+                facts.machine, c.device.arch
+            ),
+        ));
+    }
+    let major = |v: &str| v.split('.').next().unwrap_or_default().to_string();
+    if major(&record.tensorrt) != major(&c.device.tensorrt) {
+        return Err(Error::invalid(
+            record_path.display().to_string(),
+            format!(
+                "the shim was built for TensorRT {}; the package targets TensorRT {}",
+                record.tensorrt, c.device.tensorrt
+            ),
+        ));
+    }
+    Ok(Some((lib, record.tensorrt)))
+}
+
 /// Fails early (before the long part) when the output folder cannot take files.
 fn check_writable(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)
@@ -143,6 +189,7 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
         calibration: None,
         profiles: Vec::new(),
         binary: None,
+        tensorrt_shim: None,
         files: Default::default(),
     };
     let mut add = |path: String, source: &Path, executable: bool| -> Result<String> {
@@ -284,7 +331,44 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
         false,
     )?;
 
+    // The TensorRT shim: its source always, a library prebuilt for the target when there is one.
+    let shim_cfg = &c.tensorrt_shim;
+    let source = trident_edge::trt_shim::ShimSource::at(&shim_cfg.source)
+        .map_err(|e| Error::invalid(shim_cfg.source.display().to_string(), e.to_string()))?;
+    let source_sha256 = source
+        .sha256()
+        .map_err(|e| Error::invalid(shim_cfg.source.display().to_string(), e.to_string()))?;
+    let mut source_files = Vec::new();
+    for f in trident_edge::trt_shim::SHIM_SOURCES {
+        let rel = format!("{}/{f}", trident_edge::trt_shim::PACKAGE_SHIM_SOURCE);
+        add(rel.clone(), &shim_cfg.source.join(f), false)?;
+        source_files.push(rel);
+    }
+    let prebuilt = match &shim_cfg.prebuilt {
+        Some(dir) => prebuilt_shim(dir, c)?,
+        None => None,
+    };
+    let prebuilt = match prebuilt {
+        Some((lib, tensorrt)) => {
+            let file = trident_edge::trt_shim::PACKAGE_SHIM.to_string();
+            let sha256 = add(file.clone(), &lib, false)?;
+            Some(PrebuiltShim {
+                file,
+                sha256,
+                tensorrt,
+            })
+        }
+        None => None,
+    };
+    let tensorrt_shim = PackagedShim {
+        source: trident_edge::trt_shim::PACKAGE_SHIM_SOURCE.into(),
+        source_files,
+        source_sha256,
+        prebuilt,
+    };
+
     manifest.models = models;
+    manifest.tensorrt_shim = Some(tensorrt_shim);
     manifest.calibration = Some(PackagedFile {
         file: cal,
         sha256: cal_sha,

@@ -26,7 +26,22 @@ pub struct ReleaseConfig {
     pub profiles: Vec<PathBuf>,
     pub binary: PathBuf,
     pub systemd_unit: PathBuf,
+    pub tensorrt_shim: ShimConfig,
     pub device: TargetFacts,
+}
+
+/// The TensorRT shim the package carries.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShimConfig {
+    /// The shim's C++ source folder (`edge-runtime/tensorrt/shim`): in every package, so a unit
+    /// can build the shim for its own TensorRT.
+    pub source: PathBuf,
+    /// A folder with a shim built for the target (`libtrident_trt.so` and its `shim.json`), as
+    /// `cargo xtask cross` leaves it when the sysroot has TensorRT's development files. Packaged
+    /// when that folder holds a build; a package without one builds the shim on the unit.
+    #[serde(default)]
+    pub prebuilt: Option<PathBuf>,
 }
 
 /// Where the models come from.
@@ -68,6 +83,10 @@ impl ReleaseConfig {
         c.profiles.iter_mut().for_each(at);
         at(&mut c.binary);
         at(&mut c.systemd_unit);
+        at(&mut c.tensorrt_shim.source);
+        if let Some(p) = &mut c.tensorrt_shim.prebuilt {
+            at(p);
+        }
         c.validate(&path.display().to_string())?;
         Ok(c)
     }
@@ -181,7 +200,7 @@ mod tests {
     fn bad_fields_are_named_with_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("release.yaml");
-        let base = "name: trident\ntarget: jetson-nano\nmodels: {dir: m, variants: [a]}\ncalibration: c.yaml\nbinary: b\nsystemd_unit: s\ndevice: {device: jetson-nano, arch: aarch64, jetpack: \"4.6\", tensorrt: \"8.2\", max_glibc: \"2.27\"}\n";
+        let base = "name: trident\ntarget: jetson-nano\nmodels: {dir: m, variants: [a]}\ncalibration: c.yaml\nbinary: b\nsystemd_unit: s\ntensorrt_shim: {source: t}\ndevice: {device: jetson-nano, arch: aarch64, jetpack: \"4.6\", tensorrt: \"8.2\", max_glibc: \"2.27\"}\n";
         std::fs::write(&path, base).unwrap();
         ReleaseConfig::load(&path).unwrap();
         for (from, to, words) in [

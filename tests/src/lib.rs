@@ -179,13 +179,14 @@ pub fn release_inputs(dir: &Path, binary: &Path, arch: &str) -> PathBuf {
     let root = workspace_root();
     let config = dir.join("release.yaml");
     let text = format!(
-        "name: trident\nversion: 1.2.3\ntarget: jetson-nano-jp46\nmodels:\n  dir: {models}\n  variants: [high_recall, balanced, high_precision]\ncalibration: {calibration}\nprofiles:\n  - {p10}\n  - {p5}\nbinary: {binary}\nsystemd_unit: {unit}\ndevice: {{device: jetson-nano, arch: {arch}, jetpack: \"4.6\", tensorrt: \"8.2\", max_glibc: \"2.27\"}}\n",
+        "name: trident\nversion: 1.2.3\ntarget: jetson-nano-jp46\nmodels:\n  dir: {models}\n  variants: [high_recall, balanced, high_precision]\ncalibration: {calibration}\nprofiles:\n  - {p10}\n  - {p5}\nbinary: {binary}\nsystemd_unit: {unit}\ntensorrt_shim: {{source: {shim}}}\ndevice: {{device: jetson-nano, arch: {arch}, jetpack: \"4.6\", tensorrt: \"8\", max_glibc: \"2.27\"}}\n",
         models = models.display(),
         calibration = calibration.display(),
         p10 = root.join("configs/profiles/nano-10w.yaml").display(),
         p5 = root.join("configs/profiles/nano-5w.yaml").display(),
         binary = binary.display(),
         unit = root.join("deploy/systemd/trident-edge.service").display(),
+        shim = root.join("edge-runtime/tensorrt/shim").display(),
     );
     std::fs::write(&config, text).unwrap();
     config

@@ -82,7 +82,59 @@ pub fn build() -> Result<CrossBuild> {
         );
     }
     eprintln!("cross: {} needs GLIBC_{glibc} at most", binary.display());
+    prebuilt_shim(&sysroot)?;
     Ok(CrossBuild { binary, sysroot })
+}
+
+/// The cross C++ compiler override for the prebuilt shim.
+const CXX_ENV: &str = "TRIDENT_AARCH64_CXX";
+
+/// The TensorRT shim, prebuilt into `target/<TARGET>/release/tensorrt-shim` (where
+/// `configs/release.yaml` packages it from) when the sysroot has JetPack's TensorRT and CUDA
+/// development files; otherwise that folder is emptied and units build the shim themselves.
+fn prebuilt_shim(sysroot: &Path) -> Result<()> {
+    use trident_tensorrt::shim_build::{ShimSource, build_prebuilt};
+    let out = root().join(format!("target/{TARGET}/release/tensorrt-shim"));
+    std::fs::create_dir_all(&out)?;
+    // The compiler sees the sysroot's headers and libraries through --sysroot.
+    let cxx = std::env::var(CXX_ENV).unwrap_or_else(|_| "aarch64-linux-gnu-g++".into());
+    let wrapper = out.join("cxx");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec '{cxx}' --sysroot='{}' \"$@\"\n",
+            sysroot.display()
+        ),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let built = build_prebuilt(
+        &ShimSource::in_repository(),
+        sysroot,
+        "aarch64-linux-gnu",
+        &wrapper,
+        &out,
+    )
+    .with_context(|| {
+        format!(
+            "building the TensorRT shim against {} with {cxx} (set {CXX_ENV})",
+            sysroot.display()
+        )
+    })?;
+    match built {
+        Ok(record) => eprintln!(
+            "cross: TensorRT shim prebuilt for TensorRT {} → {}",
+            record.tensorrt,
+            out.display()
+        ),
+        Err(why) => eprintln!(
+            "cross: no prebuilt TensorRT shim (the sysroot has no TensorRT development files: {}); packages carry its source and units build it",
+            why.missing.first().map(String::as_str).unwrap_or("?")
+        ),
+    }
+    Ok(())
 }
 
 /// pkg-config finds the sysroot's GStreamer and prefixes its paths with the sysroot.

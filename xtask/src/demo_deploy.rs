@@ -53,6 +53,15 @@ pub(crate) fn run(d: &mut Demo, feed: &Path) -> Result<()> {
         .replace(
             "systemd_unit: ../deploy/",
             &format!("systemd_unit: {}/deploy/", root().display()),
+        )
+        .replace(
+            "source: ../edge-runtime/",
+            &format!("source: {}/edge-runtime/", root().display()),
+        )
+        // The prebuilt shim is the Nano's (aarch64); this package runs on this machine.
+        .replace(
+            "  prebuilt: ../target/aarch64-unknown-linux-gnu/release/tensorrt-shim\n",
+            "",
         );
     let config = demo.join("host-release.yaml");
     std::fs::write(&config, text)?;

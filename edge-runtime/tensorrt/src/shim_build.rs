@@ -312,3 +312,46 @@ pub fn compile_command(
 pub fn open_built(built: &BuiltShim) -> Result<std::sync::Arc<Shim>> {
     Shim::open(&built.path)
 }
+
+/// Why a release build has no prebuilt shim (its sysroot lacks TensorRT's development files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoPrebuilt {
+    pub missing: Vec<String>,
+}
+
+/// The release's prebuilt shim: built with `compiler` (a cross compiler set up for the sysroot)
+/// against the TensorRT and CUDA development files of a JetPack `sysroot`, left in `out_dir` as
+/// `libtrident_trt.so` and `shim.json` — the folder `configs/release.yaml` packages from. When the
+/// sysroot has no TensorRT, `out_dir` is emptied (a stale build must never be packaged with a new
+/// release) and the reason returned.
+pub fn build_prebuilt(
+    source: &ShimSource,
+    sysroot: &Path,
+    multiarch: &str,
+    compiler: &Path,
+    out_dir: &Path,
+) -> Result<std::result::Result<ShimRecord, NoPrebuilt>> {
+    let stale = [out_dir.join(SHIM_FILE), out_dir.join("shim.json")];
+    for f in &stale {
+        match std::fs::remove_file(f) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(f, e)),
+        }
+    }
+    let dev = match TensorRtDevFiles::discover(sysroot, multiarch) {
+        Ok(dev) => dev,
+        Err(missing) => return Ok(Err(NoPrebuilt { missing })),
+    };
+    let built = ensure_shim(source, &dev, compiler, &out_dir.join("cache"))?;
+    // The library first, the record last: a folder with a record always has its library.
+    for (from, to) in [
+        (built.path.clone(), stale[0].clone()),
+        (built.path.with_file_name("shim.json"), stale[1].clone()),
+    ] {
+        let tmp = to.with_extension("tmp");
+        std::fs::copy(&from, &tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &to).map_err(|e| Error::io(&to, e))?;
+    }
+    Ok(Ok(built.record))
+}

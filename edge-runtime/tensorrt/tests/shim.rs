@@ -13,7 +13,7 @@ use trident_e2e::tensorrt_standin::{
     FakeJetPack, StandIn, TRT_JP46, TRT_JP461, build_libnvinfer, build_shim, fake_jetpack_root,
     in_own_process,
 };
-use trident_tensorrt::shim_build::{ShimSource, TensorRtDevFiles, ensure_shim};
+use trident_tensorrt::shim_build::{ShimSource, TensorRtDevFiles, build_prebuilt, ensure_shim};
 use trident_tensorrt::{
     BuildRequest, EngineBuilder, Error, NativeBuilder, Precision, Shim, ShimProblem, TrtEngine,
     TrtVersion,
@@ -370,6 +370,52 @@ fn injected_failures_reach_the_caller_as_tensorrt_reports_them() {
                 problem(Shim::open(&standin.shim).unwrap_err()),
                 ShimProblem::Abi { found: 99 }
             );
+        },
+    );
+}
+
+#[test]
+fn the_release_prebuilds_a_shim_only_from_a_sysroot_with_tensorrt() {
+    in_own_process(
+        "the_release_prebuilds_a_shim_only_from_a_sysroot_with_tensorrt",
+        || {
+            let dir = tempfile::tempdir().unwrap();
+            let sysroot = dir.path().join("jetpack-4.6.1");
+            fake_jetpack_root(&sysroot, FakeJetPack::JP461);
+            let out = dir.path().join("tensorrt-shim");
+            let source = ShimSource::in_repository();
+            let compiler = sysroot.join("usr/bin/c++");
+            let record = build_prebuilt(&source, &sysroot, "aarch64-linux-gnu", &compiler, &out)
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.tensorrt, "8.2.1");
+            assert_eq!(record.source_sha256, source.sha256().unwrap());
+            // What the packager reads: the library and its record, side by side.
+            let shim = Shim::open(&out.join("libtrident_trt.so")).unwrap();
+            assert_eq!(shim.compiled_version(), TrtVersion::new(8, 2, 1));
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join("shim.json")).unwrap()).unwrap();
+            assert_eq!(json["tensorrt"], "8.2.1");
+
+            // A sysroot without TensorRT (Debian's stand-in): no prebuilt, and the earlier build
+            // is gone so a new package cannot carry a stale one.
+            let plain = dir.path().join("debian");
+            fake_jetpack_root(
+                &plain,
+                FakeJetPack {
+                    tensorrt: None,
+                    ..FakeJetPack::JP461
+                },
+            );
+            let why = build_prebuilt(&source, &plain, "aarch64-linux-gnu", &compiler, &out)
+                .unwrap()
+                .unwrap_err();
+            assert!(
+                why.missing.iter().any(|m| m.contains("NvInfer.h")),
+                "{why:?}"
+            );
+            assert!(!out.join("libtrident_trt.so").exists());
+            assert!(!out.join("shim.json").exists());
         },
     );
 }

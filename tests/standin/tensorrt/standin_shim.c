@@ -23,6 +23,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -316,8 +317,10 @@ int trident_trt_engine_load(const char* engine_path, const char* input_name, con
         say(log, log_len, "[E] stand-in: no REFERENCE setting (no way to compute outputs)\n");
         return TRIDENT_TRT_CUDA;
     }
+    /* Close-on-exec: another engine's reference child must not inherit this one's pipe ends, or
+       this child would never see EOF when its engine is freed (and freeing would wait forever). */
     int down[2], up[2];
-    if (pipe(down) != 0 || pipe(up) != 0)
+    if (pipe2(down, O_CLOEXEC) != 0 || pipe2(up, O_CLOEXEC) != 0)
     {
         say(log, log_len, "[E] stand-in: pipe: %s\n", strerror(errno));
         return TRIDENT_TRT_CUDA;
