@@ -139,4 +139,27 @@ fn under_qemu_the_runtime_verifies_installs_and_runs_a_package() {
         .unwrap_or(0);
     assert!(frames >= 1, "no frame processed: {summary}");
     assert!(run_out.join("detections.jsonl").is_file());
+
+    // doctor on the installed package: the Nano profile asks for tensorrt first; this "unit" has
+    // no TensorRT, so doctor says so, names tract as what loads, and exits 1.
+    let o = edge(&[
+        "doctor",
+        "--package",
+        s(&release),
+        "--engine-cache",
+        s(&dir.path().join("engines")),
+    ]);
+    let report = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{report}\n{}", stderr(&o));
+    assert!(
+        report.contains("backends (") && report.contains("nano-10w.yaml"),
+        "{report}"
+    );
+    assert!(report.contains("NO  tensorrt"), "{report}");
+    assert!(report.contains("ok  tract"), "{report}");
+    assert!(
+        report.contains("the runtime would fall back to tract"),
+        "{report}"
+    );
+    assert!(report.contains("GStreamer"), "{report}");
 }

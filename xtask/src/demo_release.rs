@@ -104,7 +104,137 @@ pub(crate) fn run(d: &mut Demo) -> Result<PathBuf> {
         ),
         t.elapsed().as_secs_f64(),
     ));
+    let (verdict, shim) = shim_of(&release)?;
+    d.push(Stage::new("", verdict, shim, 0.0));
+
+    doctor(d, &cross, &release)?;
     Ok(release)
+}
+
+/// What the installed package carries of the TensorRT shim; the source must be there.
+fn shim_of(release: &Path) -> Result<(Verdict, String)> {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(release.join("manifest.json"))?)?;
+    let shim = &m["tensorrt_shim"];
+    let files = shim["source_files"].as_array().map_or(0, Vec::len);
+    let source_ok = files > 0
+        && shim["source_files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.as_str())
+            .all(|f| release.join(f).is_file());
+    let text = match shim["prebuilt"]["tensorrt"].as_str() {
+        Some(v) => format!(
+            "TensorRT shim: prebuilt for TensorRT {v} + source ({files} files; floor: the source is in the package)"
+        ),
+        None => format!(
+            "TensorRT shim: source ({files} files), built on each unit by prepare (this sysroot has no TensorRT, so no prebuilt; floor: the source is in the package)"
+        ),
+    };
+    Ok((Verdict::from_ok(source_ok), text))
+}
+
+/// `trident-edge doctor` with the aarch64 binary under qemu on the installed package. This machine
+/// has no Jetson, GPU or TensorRT, so the profile's first backend (tensorrt) must be reported as
+/// not loading, with its reason, and tract as the fallback that loads: the floor is that doctor
+/// says so rather than crashing or claiming TensorRT.
+fn doctor(d: &mut Demo, cross: &crate::cross::CrossBuild, release: &Path) -> Result<()> {
+    let t = Instant::now();
+    let mut c = Command::new("qemu-aarch64-static");
+    c.current_dir(root())
+        .arg(&cross.binary)
+        .arg("doctor")
+        .arg("--package")
+        .arg(release)
+        .arg("--engine-cache")
+        .arg(d.dir.join("device/engines"))
+        .arg("--json")
+        .env("QEMU_LD_PREFIX", &cross.sysroot)
+        .env("RUST_LOG", "warn");
+    println!("\n$ {}", crate::describe(&c));
+    let out = c
+        .output()
+        .context("running trident-edge doctor under qemu")?;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "trident-edge doctor printed no report ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let backends = report["backends"].as_array().cloned().unwrap_or_default();
+    let line = |b: &serde_json::Value| {
+        let detail = b["detail"].as_str().unwrap_or("");
+        let short: String = detail.chars().take(90).collect();
+        format!(
+            "{} {}{}",
+            b["backend"].as_str().unwrap_or("?"),
+            if b["loads"] == true {
+                "loads"
+            } else {
+                "does not load: "
+            },
+            if b["loads"] == true {
+                String::new()
+            } else {
+                short
+            }
+        )
+    };
+    let first_is_tensorrt = backends.first().is_some_and(|b| b["backend"] == "tensorrt");
+    let honest = first_is_tensorrt
+        && backends[0]["loads"] == false
+        && !out.status.success()
+        && backends.iter().any(|b| b["loads"] == true);
+    let gst = report["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v[0] == "GStreamer")
+        .and_then(|v| v[1].as_str())
+        .unwrap_or("?")
+        .split(' ')
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    d.push(Stage::new(
+        "doctor",
+        Verdict::from_ok(honest),
+        format!(
+            "aarch64 under qemu, exit {}: {} (floor: no TensorRT here, so the profile's tensorrt is reported missing and a fallback loads)",
+            out.status.code().unwrap_or(-1),
+            report["verdict"].as_str().unwrap_or("?").split(':').next().unwrap_or("?"),
+        ),
+        t.elapsed().as_secs_f64(),
+    ));
+    for b in &backends {
+        d.push(Stage::new("", Verdict::None, line(b), 0.0));
+    }
+    d.push(Stage::new(
+        "",
+        Verdict::None,
+        format!(
+            "GStreamer {gst} (the sysroot's, under qemu); Jetson elements present: {}",
+            {
+                let jetson: Vec<&str> = report["elements"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["present"] == true)
+                    .filter_map(|e| e["element"].as_str())
+                    .filter(|e| e.starts_with("nv"))
+                    .collect();
+                if jetson.is_empty() {
+                    "none".to_string()
+                } else {
+                    jetson.join(", ")
+                }
+            }
+        ),
+        0.0,
+    ));
+    Ok(())
 }
 
 /// How many files an installed package's manifest lists.

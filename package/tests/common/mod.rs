@@ -51,6 +51,7 @@ pub fn manifest_for(files: &[(&str, &[u8])], target: TargetFacts) -> Manifest {
         }),
         profiles: vec![files[2].0.into()],
         binary: None,
+        tensorrt_shim: None,
         files: files
             .iter()
             .map(|(p, c)| (p.to_string(), sha256_hex(c)))
