@@ -15,7 +15,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use super::{Backoff, SourceOptions, SourceUri, pipeline_description};
+use super::{Backoff, MediaElements, SourceOptions, SourceUri, pipeline_for};
 use crate::error::{Error, Result};
 
 /// One RGB frame; its buffer is reused from frame to frame.
@@ -286,7 +286,8 @@ fn start(uri: &SourceUri, opts: &SourceOptions) -> Result<Running> {
         source_uri: uri.to_string(),
         message,
     };
-    let description = pipeline_description(uri, opts);
+    // The registry decides the path: Jetson elements present, NVMM-aware pipelines.
+    let description = pipeline_for(uri, opts, &MediaElements::detect());
     tracing::debug!("source {uri}: {description}");
     let pipeline = gst::parse::launch(&description)
         .map_err(|e| err(format!("{e} (pipeline: {description})")))?

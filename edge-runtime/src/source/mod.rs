@@ -5,9 +5,11 @@
 mod backoff;
 #[cfg(feature = "gstreamer")]
 mod capture;
+mod pipeline;
 mod uri;
 
 pub use backoff::Backoff;
 #[cfg(feature = "gstreamer")]
 pub use capture::{Frame, Pull, Source, SourceStats};
-pub use uri::{SourceOptions, SourceUri, pipeline_description};
+pub use pipeline::{MediaElements, pipeline_description, pipeline_for};
+pub use uri::{SourceOptions, SourceUri, V4l2Caps, V4l2Format};

@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 pub enum SourceUri {
     /// `csi://N`: a MIPI CSI camera through nvarguscamerasrc (Jetson only).
     Csi { sensor: u32 },
-    /// `v4l2:///dev/videoN`: a USB or V4L2 camera.
-    V4l2 { device: PathBuf },
+    /// `v4l2:///dev/videoN[?width=W&height=H&framerate=F&format=mjpeg|raw]`: a USB or V4L2
+    /// camera, raw or MJPEG (most USB cameras at 720p and above only offer MJPEG).
+    V4l2 { device: PathBuf, caps: V4l2Caps },
     /// `file://clip.mp4` (relative or absolute): anything decodebin decodes.
     File { path: PathBuf },
     /// `rtsp://host/stream`: a network camera.
@@ -24,8 +25,66 @@ pub enum SourceUri {
     Gst { launch: String },
 }
 
-const SCHEMES: &str =
-    "csi://N, v4l2:///dev/videoN, file://PATH, rtsp://HOST/PATH, test://[pattern], gst://LAUNCH";
+const SCHEMES: &str = "csi://N, v4l2:///dev/videoN[?width=W&height=H&framerate=F&format=mjpeg|raw], file://PATH, rtsp://HOST/PATH, test://[pattern], gst://LAUNCH";
+
+/// What a V4L2 camera is asked for, from the URI's query (jetson-inference's spelling); `None`
+/// leaves the choice to the capture options (`--width`, `--height`) or the camera.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct V4l2Caps {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub framerate: Option<u32>,
+    pub format: V4l2Format,
+}
+
+/// The camera's pixel format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum V4l2Format {
+    /// Raw or MJPEG, whichever the camera offers at the size (decodebin decides).
+    #[default]
+    Any,
+    /// Motion JPEG (`format=mjpeg`).
+    Mjpeg,
+    /// Uncompressed YUYV and the like (`format=raw`, `yuyv`).
+    Raw,
+}
+
+impl V4l2Caps {
+    /// `width=1280&height=720&framerate=30&format=mjpeg`; unknown keys and bad values are errors.
+    fn parse_query(query: &str) -> std::result::Result<Self, String> {
+        let mut caps = V4l2Caps::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}`: expected key=value"))?;
+            let number = || {
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| (1..=10_000).contains(v))
+                    .ok_or_else(|| format!("{key}={value}: expected a positive whole number"))
+            };
+            match key {
+                "width" => caps.width = Some(number()?),
+                "height" => caps.height = Some(number()?),
+                "framerate" | "fps" => caps.framerate = Some(number()?),
+                "format" | "codec" => {
+                    caps.format = match value.to_ascii_lowercase().as_str() {
+                        "mjpeg" | "mjpg" | "jpeg" => V4l2Format::Mjpeg,
+                        "raw" | "yuyv" | "yuy2" => V4l2Format::Raw,
+                        _ => return Err(format!("{key}={value}: expected mjpeg or raw")),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown option `{key}` (width, height, framerate, format)"
+                    ));
+                }
+            }
+        }
+        Ok(caps)
+    }
+}
 
 impl FromStr for SourceUri {
     type Err = Error;
@@ -40,9 +99,14 @@ impl FromStr for SourceUri {
                 .parse()
                 .map(|sensor| SourceUri::Csi { sensor })
                 .map_err(|_| bad("csi:// takes a sensor number")),
-            "v4l2" if rest.starts_with('/') => Ok(SourceUri::V4l2 {
-                device: PathBuf::from(rest),
-            }),
+            "v4l2" if rest.starts_with('/') => {
+                let (device, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let caps = V4l2Caps::parse_query(query).map_err(|why| bad(&why))?;
+                Ok(SourceUri::V4l2 {
+                    device: PathBuf::from(device),
+                    caps,
+                })
+            }
             "v4l2" => Err(bad(
                 "v4l2:// takes an absolute device path (v4l2:///dev/video0)",
             )),
@@ -76,7 +140,7 @@ impl std::fmt::Display for SourceUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SourceUri::Csi { sensor } => write!(f, "csi://{sensor}"),
-            SourceUri::V4l2 { device } => write!(f, "v4l2://{}", device.display()),
+            SourceUri::V4l2 { device, .. } => write!(f, "v4l2://{}", device.display()),
             SourceUri::File { path } => write!(f, "file://{}", path.display()),
             SourceUri::Rtsp { url } => f.write_str(url),
             SourceUri::Test { pattern } => write!(f, "test://{pattern}"),
@@ -119,49 +183,6 @@ impl Default for SourceOptions {
     }
 }
 
-/// GStreamer's own quoting for a property value in a launch line.
-fn quoted(value: &str) -> String {
-    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-/// The launch line for `uri`, ending in an `appsink name=sink` that delivers packed RGB.
-/// On Jetson, nvvidconv converts from NVMM memory in hardware before the CPU sees a pixel.
-pub fn pipeline_description(uri: &SourceUri, opts: &SourceOptions) -> String {
-    let (w, h, fps) = (opts.width, opts.height, opts.fps);
-    let head = match uri {
-        SourceUri::Csi { sensor } => format!(
-            "nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM),width={w},height={h},framerate={fps}/1 \
-             ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert"
-        ),
-        SourceUri::V4l2 { device } => format!(
-            "v4l2src device={} ! videoconvert ! videoscale ! video/x-raw,width={w},height={h}",
-            quoted(&device.display().to_string())
-        ),
-        SourceUri::File { path } => format!(
-            "filesrc location={} ! decodebin ! videoconvert",
-            quoted(&path.display().to_string())
-        ),
-        SourceUri::Rtsp { url } => format!(
-            "rtspsrc location={} latency=200 ! decodebin ! videoconvert",
-            quoted(url)
-        ),
-        SourceUri::Test { pattern } => format!(
-            "videotestsrc pattern={pattern} is-live=true ! video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert"
-        ),
-        SourceUri::Gst { launch } => format!("{launch} ! videoconvert"),
-    };
-    // Live: keep one buffer and drop older ones (latest-frame semantics, never a backlog).
-    // Files: back-pressure, so every frame is processed unless played in real time.
-    let (drop, sync) = match (uri.is_live(), opts.realtime_file) {
-        (true, _) => ("true", "false"),
-        (false, true) => ("true", "true"),
-        (false, false) => ("false", "false"),
-    };
-    format!(
-        "{head} ! video/x-raw,format=RGB ! appsink name=sink max-buffers=1 drop={drop} sync={sync} emit-signals=false"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +196,23 @@ mod tests {
         assert_eq!(
             "v4l2:///dev/video1".parse::<SourceUri>().unwrap(),
             SourceUri::V4l2 {
-                device: "/dev/video1".into()
+                device: "/dev/video1".into(),
+                caps: V4l2Caps::default()
+            }
+        );
+        // jetson-inference's query: size, rate and MJPEG.
+        assert_eq!(
+            "v4l2:///dev/video0?width=1280&height=720&framerate=30&format=mjpeg"
+                .parse::<SourceUri>()
+                .unwrap(),
+            SourceUri::V4l2 {
+                device: "/dev/video0".into(),
+                caps: V4l2Caps {
+                    width: Some(1280),
+                    height: Some(720),
+                    framerate: Some(30),
+                    format: V4l2Format::Mjpeg
+                }
             }
         );
         assert_eq!(
@@ -196,27 +233,12 @@ mod tests {
             "v4l2://video0",
             "ftp://x",
             "test://a;b",
+            "v4l2:///dev/video0?width=wide",
+            "v4l2:///dev/video0?exposure=3",
+            "v4l2:///dev/video0?format=h264",
         ] {
             let err = bad.parse::<SourceUri>().unwrap_err().to_string();
             assert!(err.contains(bad) && err.contains("csi://N"), "{err}");
         }
-    }
-
-    #[test]
-    fn live_sources_drop_stale_frames_and_files_apply_back_pressure() {
-        let opts = SourceOptions::default();
-        let live = pipeline_description(&"test://ball".parse().unwrap(), &opts);
-        assert!(
-            live.contains("pattern=ball") && live.contains("drop=true sync=false"),
-            "{live}"
-        );
-        let file = pipeline_description(&"file:///tmp/a \"q\".mp4".parse().unwrap(), &opts);
-        assert!(file.contains(r#"location="/tmp/a \"q\".mp4""#), "{file}");
-        assert!(file.contains("drop=false sync=false"), "{file}");
-        let csi = pipeline_description(&"csi://1".parse().unwrap(), &opts);
-        assert!(
-            csi.contains("nvarguscamerasrc sensor-id=1") && csi.contains("nvvidconv"),
-            "{csi}"
-        );
     }
 }
