@@ -171,7 +171,10 @@ fn facts_row(u: &Unit, p: &Provisioned) -> Vec<String> {
         f.mem_total_kb
             .map(|kb| format!("{:.1} GiB", kb as f64 / (1024.0 * 1024.0)))
             .unwrap_or_else(|| "-".into()),
-        format!("provisioned ({})", u.power_mode.label()),
+        match &p.doctor {
+            Some(d) => format!("provisioned ({}); doctor: {d}", u.power_mode.label()),
+            None => format!("provisioned ({})", u.power_mode.label()),
+        },
     ]
 }
 
@@ -266,9 +269,13 @@ fn push(fleet: &Fleet, ssh: &Ssh, a: PushArgs) -> anyhow::Result<ExitCode> {
 
 fn report_json(r: &UnitReport) -> serde_json::Value {
     let (result, from, to, failed, detail) = match &r.result {
-        UnitResult::Finished(Outcome::Updated { from, to }) => {
-            ("updated", from.clone(), Some(to.clone()), None, None)
-        }
+        UnitResult::Finished(Outcome::Updated { from, to, doctor }) => (
+            "updated",
+            from.clone(),
+            Some(to.clone()),
+            None,
+            doctor.clone(),
+        ),
         UnitResult::Finished(Outcome::AlreadyCurrent(v)) => {
             ("already-current", None, Some(v.clone()), None, None)
         }

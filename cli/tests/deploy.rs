@@ -113,6 +113,10 @@ fn provision_push_status_rollback_through_the_cli() {
         assert!(table.contains(name), "{table}");
     }
     assert!(table.contains("provisioned (MAXN (10 W))"), "{table}");
+    assert!(
+        table.contains("doctor: Jetson elements: none; no power sensor"),
+        "{table}"
+    );
     // The facts read from the unit: JetPack from the L4T release file, TensorRT and GStreamer
     // from dpkg.
     assert!(

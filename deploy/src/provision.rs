@@ -27,6 +27,41 @@ pub struct Provisioned {
     pub after: UnitFacts,
     /// Facts that could not be read (not a Jetson, …): warnings, not refusals.
     pub warnings: Vec<String>,
+    /// `trident-edge doctor` on the fresh unit (no release yet, so no backend verdict): the Jetson
+    /// media elements present and the power sensor, in one line; `None` when it did not answer.
+    pub doctor: Option<String>,
+}
+
+/// doctor with the verifier just installed: what the unit offers before any release.
+const DOCTOR: &str = r#"set -eu
+T="$1/opt/trident"
+"$T/bin/trident-edge" doctor --root "$1/" --backend tract --engine-cache "$T/engines" --json 2>/dev/null || true
+"#;
+
+/// One line from doctor's JSON: the Jetson elements it found (or none) and the power sensor.
+pub fn doctor_line(json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    let jetson: Vec<&str> = v["elements"]
+        .as_array()?
+        .iter()
+        .filter(|e| e["present"] == true)
+        .filter_map(|e| e["element"].as_str())
+        .filter(|e| e.starts_with("nv"))
+        .collect();
+    let sensor = v["power_sensor"].as_str().unwrap_or("?");
+    let sensor = if sensor.starts_with("INA3221") {
+        "INA3221"
+    } else {
+        "no power sensor"
+    };
+    Some(format!(
+        "Jetson elements: {}; {sensor}",
+        if jetson.is_empty() {
+            "none".to_string()
+        } else {
+            jetson.join(", ")
+        }
+    ))
 }
 
 /// `$1` root, `$2` nvpmodel mode, `$3` trusted key text, `$4` systemd unit text, `$5` the
@@ -169,9 +204,14 @@ pub fn provision_with(ssh: &Ssh, unit: &Unit, kit: &ProvisionKit) -> Result<Prov
             "the layout, trusted key or verifier is missing after provisioning",
         ));
     }
+    let doctor = ssh
+        .check(unit, "doctor", DOCTOR, &[&unit.root])
+        .ok()
+        .and_then(|json| doctor_line(&json));
     Ok(Provisioned {
         before,
         after,
         warnings,
+        doctor,
     })
 }

@@ -32,8 +32,13 @@ pub struct PushOptions {
 /// How a unit ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Switched to the package's release and healthy.
-    Updated { from: Option<String>, to: String },
+    /// Switched to the package's release and healthy; `doctor` is `trident-edge doctor`'s verdict
+    /// on the unit (which backend runs, or why the profile's first one does not).
+    Updated {
+        from: Option<String>,
+        to: String,
+        doctor: Option<String>,
+    },
     /// Already running this release.
     AlreadyCurrent(String),
     /// The new release failed its health check; the unit is back on `to`.
@@ -75,6 +80,15 @@ echo installed
 const PREPARE: &str = r#"set -eu
 T="$1/opt/trident"; D="$T/releases/$2"
 runuser -u trident -- "$D/bin/trident-edge" prepare --package "$D" --engine-cache "$T/engines" --root "$1/"
+"#;
+
+/// `trident-edge doctor` on the new release as the service would run it (its user, its profile):
+/// the JSON report on stdout. Its exit status (1 when the profile's first backend cannot load) is
+/// the verdict's, not the script's.
+const DOCTOR: &str = r#"set -eu
+T="$1/opt/trident"; D="$T/releases/$2"
+if [ -r "$T/unit.env" ]; then set -a; . "$T/unit.env"; set +a; fi
+runuser -u trident -- "$D/bin/trident-edge" doctor --package "$D" --engine-cache "$T/engines" --root "$1/" --json 2>/dev/null || true
 "#;
 
 /// `$1` root, `$2` target release, `$3` the release to fall back to ("" for none).
@@ -170,6 +184,7 @@ pub fn resolve_interrupted(
         return Ok(Some(Outcome::Updated {
             from: (!previous.is_empty()).then_some(previous),
             to: target,
+            doctor: None,
         }));
     }
     if previous.is_empty() {
@@ -240,6 +255,7 @@ pub fn rollback(ssh: &Ssh, unit: &Unit, opts: &PushOptions) -> Result<Outcome> {
         return Ok(Outcome::Updated {
             from: Some(current),
             to: previous,
+            doctor: None,
         });
     }
     roll_back(ssh, unit, &current, &previous, opts)?;
@@ -353,6 +369,14 @@ pub fn push_unit(
 
     report.step("prepare");
     ssh.check(unit, "prepare", PREPARE, &[&unit.root, &version])?;
+    report.step("doctor");
+    let doctor = ssh
+        .check(unit, "doctor", DOCTOR, &[&unit.root, &version])
+        .ok()
+        .and_then(|json| {
+            let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+            v["verdict"].as_str().map(str::to_string)
+        });
 
     report.step("switch");
     let previous = facts.current.clone().unwrap_or_default();
@@ -373,6 +397,7 @@ pub fn push_unit(
         return Ok(Outcome::Updated {
             from: facts.current,
             to: version,
+            doctor,
         });
     }
     if previous.is_empty() {

@@ -69,10 +69,16 @@ impl UnitResult {
     /// One line for a summary.
     pub fn describe(&self) -> String {
         match self {
-            UnitResult::Finished(Outcome::Updated { from, to }) => match from {
-                Some(from) => format!("updated {from} → {to}"),
-                None => format!("installed {to}"),
-            },
+            UnitResult::Finished(Outcome::Updated { from, to, doctor }) => {
+                let doctor = doctor
+                    .as_ref()
+                    .map(|d| format!(" (doctor: {d})"))
+                    .unwrap_or_default();
+                match from {
+                    Some(from) => format!("updated {from} → {to}{doctor}"),
+                    None => format!("installed {to}{doctor}"),
+                }
+            }
             UnitResult::Finished(Outcome::AlreadyCurrent(v)) => format!("already on {v}"),
             UnitResult::Finished(Outcome::RolledBack { failed, to, why }) => {
                 format!("ROLLED BACK to {to}: {failed} was not healthy ({why})")

@@ -14,6 +14,13 @@ fn a_fresh_unit_gets_its_layout_key_service_power_mode_and_verifier() {
     u.power_mode = PowerMode::FiveWatt;
     let done = provision(&t.ssh, &u, &t.package, &t.public_key).unwrap();
     assert!(!done.before.provisioned && done.after.provisioned);
+    // doctor ran with the verifier on the unit (a loopback unit is no Jetson).
+    assert_eq!(
+        done.doctor.as_deref(),
+        Some("Jetson elements: none; no power sensor"),
+        "{:?}",
+        done.doctor
+    );
     let tu = t.fleet.unit("reef-01");
     for dir in ["releases", "data", "engines", "incoming"] {
         assert!(tu.path(&format!("/opt/trident/{dir}")).is_dir(), "{dir}");
@@ -203,4 +210,19 @@ fn systemd_analyze_verifies_the_unit_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn doctor_line_names_the_jetson_elements_and_the_sensor() {
+    let json = r#"{"elements": [
+        {"element": "nvarguscamerasrc", "present": true, "used_for": ""},
+        {"element": "nvvidconv", "present": true, "used_for": ""},
+        {"element": "nvjpegdec", "present": false, "used_for": ""},
+        {"element": "videoconvert", "present": true, "used_for": ""}],
+        "power_sensor": "INA3221 at /sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"}"#;
+    assert_eq!(
+        trident_deploy::provision::doctor_line(json).as_deref(),
+        Some("Jetson elements: nvarguscamerasrc, nvvidconv; INA3221")
+    );
+    assert_eq!(trident_deploy::provision::doctor_line("not json"), None);
 }

@@ -82,6 +82,12 @@ pub fn build() -> Result<CrossBuild> {
         );
     }
     eprintln!("cross: {} needs GLIBC_{glibc} at most", binary.display());
+    let checked = crate::gst_symbols::check(&binary, &sysroot)?;
+    eprintln!(
+        "cross: its {checked} GStreamer/GLib symbols all exist in GStreamer {} / GLib {} (the Nano's)",
+        crate::gst_symbols::NANO_GSTREAMER,
+        crate::gst_symbols::NANO_GLIB
+    );
     prebuilt_shim(&sysroot)?;
     Ok(CrossBuild { binary, sysroot })
 }
@@ -137,6 +143,44 @@ fn prebuilt_shim(sysroot: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The package's Debian `symbols` file (its control archive), where dpkg keeps it on an installed
+/// system: `var/lib/dpkg/info/<package>.symbols`.
+fn extract_symbols(deb: &Path, root: &Path) -> Result<()> {
+    let control = tempfile_dir(root)?;
+    let status = cmd("dpkg-deb")
+        .arg("-e")
+        .arg(deb)
+        .arg(&control)
+        .status()
+        .context("running dpkg-deb -e")?;
+    if !status.success() {
+        bail!("dpkg-deb -e {} failed with {status}", deb.display());
+    }
+    let symbols = control.join("symbols");
+    if symbols.is_file() {
+        let name = deb
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .split('_')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let info = root.join("var/lib/dpkg/info");
+        std::fs::create_dir_all(&info)?;
+        std::fs::copy(&symbols, info.join(format!("{name}.symbols")))?;
+    }
+    std::fs::remove_dir_all(&control)?;
+    Ok(())
+}
+
+/// A fresh scratch folder beside the sysroot being built.
+fn tempfile_dir(root: &Path) -> Result<PathBuf> {
+    let dir = root.with_extension("control");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(dir)
+}
+
 /// pkg-config finds the sysroot's GStreamer and prefixes its paths with the sysroot.
 fn pkg_config_env(c: &mut std::process::Command, sysroot: &Path) {
     let lib = sysroot.join("usr/lib/aarch64-linux-gnu/pkgconfig");
@@ -167,7 +211,9 @@ pub fn sysroot() -> Result<PathBuf> {
     }
     let dir = root().join("target/aarch64-sysroot");
     let stamp = dir.join(".trident-sysroot");
-    let wanted = SYSROOT_PACKAGES.join(" ");
+    // "+symbols": the packages' Debian symbols files are extracted too (gst_symbols checks the
+    // binary against them); an older stand-in without them is rebuilt.
+    let wanted = format!("{} +symbols", SYSROOT_PACKAGES.join(" "));
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
         return Ok(dir);
     }
@@ -217,6 +263,7 @@ pub fn sysroot() -> Result<PathBuf> {
             if !status.success() {
                 bail!("dpkg-deb -x {} failed with {status}", path.display());
             }
+            extract_symbols(&path, &staging)?;
             count += 1;
         }
     }

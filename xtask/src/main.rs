@@ -14,6 +14,7 @@ mod demo_feed;
 mod demo_floors;
 mod demo_release;
 mod fuzz;
+mod gst_symbols;
 mod setup;
 
 use std::path::{Path, PathBuf};
