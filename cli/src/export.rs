@@ -73,7 +73,6 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
 /// Builds (or finds in the cache) one TensorRT engine per exported FP32 ONNX.
 fn build_engines(a: &ExportArgs, written: &[(PathBuf, ModelCard)]) -> anyhow::Result<()> {
     use trident_tensorrt::{BuildRequest, EngineCache, Precision, detect_gpu, ensure_engine};
-    let gpu = detect_gpu()?;
     let cache = EngineCache::new(
         a.engine_cache
             .clone()
@@ -92,6 +91,7 @@ fn build_engines(a: &ExportArgs, written: &[(PathBuf, ModelCard)]) -> anyhow::Re
         root: PathBuf::from("/"),
     };
     let builder = trident_tensorrt::select_builder(plan.open_or_build().map(|(shim, _)| shim))?;
+    let gpu = detect_gpu()?;
     let precision = match a.precision {
         PrecisionArg::Fp16 => Precision::Fp16,
         PrecisionArg::Fp32 => Precision::Fp32,

@@ -249,26 +249,13 @@ fn elements() -> Vec<ElementCheck> {
 
 /// The INA3221 the governor would read, with its rail names (`POM_5V_IN`, `POM_5V_GPU`, …).
 fn power_sensor(root: &Path) -> (String, Vec<String>) {
-    let driver = root.join("sys/bus/i2c/drivers/ina3221x");
-    let mut devices: Vec<PathBuf> = std::fs::read_dir(&driver)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|dev| {
-            std::fs::read_dir(dev.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .filter(|e| e.file_name().to_string_lossy().starts_with("iio:device"))
-        .map(|e| e.path())
-        .collect();
-    devices.sort();
+    let devices = crate::governor::ina3221_devices(root);
     let Some(dev) = devices.first() else {
         return (
             format!(
                 "no INA3221 under {} (not a Nano, or its driver is not loaded): the governor estimates power from the profile",
-                driver.display()
+                root.join(crate::governor::INA3221_DRIVER.trim_start_matches('/'))
+                    .display()
             ),
             Vec::new(),
         );

@@ -43,7 +43,8 @@ mod tests_profile;
 
 pub use controller::Governor;
 pub use power::{
-    Ina3221, OpenedSource, PowerModel, PowerSource, Rapl, counter_delta, open_source, under,
+    INA3221_DRIVER, Ina3221, OpenedSource, PowerModel, PowerSource, Rapl, counter_delta,
+    ina3221_devices, open_source, under,
 };
 pub use profile::{
     CaptureWindows, ControlConfig, EnergyBudget, Estimates, Level, MeasuredBy, ModelEstimate,

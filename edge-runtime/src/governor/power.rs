@@ -64,23 +64,11 @@ impl Ina3221 {
         if first.is_ok() {
             return first;
         }
-        let driver = under(root, Path::new("/sys/bus/i2c/drivers/ina3221x"));
-        let mut found: Vec<PathBuf> = std::fs::read_dir(&driver)
+        let found = ina3221_devices(root)
             .into_iter()
-            .flatten()
-            .flatten()
-            .flat_map(|dev| {
-                std::fs::read_dir(dev.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-            })
-            .filter(|e| e.file_name().to_string_lossy().starts_with("iio:device"))
-            .map(|e| e.path().join("in_power0_input"))
-            .filter(|p| p.is_file())
-            .collect();
-        found.sort();
-        match found.into_iter().next() {
+            .map(|dev| dev.join("in_power0_input"))
+            .find(|p| p.is_file());
+        match found {
             Some(path) => Ina3221::open(path),
             None => first,
         }
@@ -89,6 +77,30 @@ impl Ina3221 {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Where the `ina3221x` driver is bound under `root`.
+pub const INA3221_DRIVER: &str = "/sys/bus/i2c/drivers/ina3221x";
+
+/// The IIO devices (`…/6-0040/iio:device0`) of every INA3221 the driver has bound under `root`,
+/// sorted: each holds `rail_name_N` and `in_powerN_input` (mW) for its three channels.
+pub fn ina3221_devices(root: &Path) -> Vec<PathBuf> {
+    let driver = under(root, Path::new(INA3221_DRIVER));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&driver)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|dev| {
+            std::fs::read_dir(dev.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|e| e.file_name().to_string_lossy().starts_with("iio:device"))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 impl PowerSource for Ina3221 {
