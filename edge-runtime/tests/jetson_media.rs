@@ -1,5 +1,6 @@
 //! A Jetson's media path, stricter than a desktop: stand-in GStreamer elements registered in this
-//! test process under the Jetson names — `nvv4l2decoder` (a JPEG decoder here, ranked above
+//! test process under the Jetson names — `nvarguscamerasrc` (a live pattern in NVMM, with
+//! `sensor-id`; no camera behind any other sensor), `nvv4l2decoder` (a JPEG decoder here, ranked above
 //! jpegdec as NVIDIA's is, so decodebin picks it) whose output is `video/x-raw(memory:NVMM)`, and
 //! `nvvidconv`, the only element that takes NVMM back to system memory — so a pipeline that would
 //! not negotiate on a Jetson does not negotiate here either.
@@ -283,6 +284,123 @@ mod standin {
         ]
     );
 
+    /// `nvarguscamerasrc`: a live test pattern handed out as NVMM, with the real element's
+    /// `sensor-id`; a sensor other than 0 has no camera behind it and fails to start, as the real
+    /// one does ("No cameras available").
+    pub mod camera {
+        use std::sync::atomic::{AtomicI32, Ordering};
+
+        use super::*;
+
+        #[derive(Default)]
+        pub struct Imp {
+            sensor_id: AtomicI32,
+        }
+
+        #[glib::object_subclass]
+        impl ObjectSubclass for Imp {
+            const NAME: &'static str = "TridentStandinNvArgusCameraSrc";
+            type Type = NvArgusCameraSrc;
+            type ParentType = gst::Bin;
+        }
+
+        impl ObjectImpl for Imp {
+            fn constructed(&self) {
+                self.parent_constructed();
+                let bin = self.obj();
+                let src = gst::ElementFactory::make("videotestsrc")
+                    .property("is-live", true)
+                    .property_from_str("pattern", "ball")
+                    .build()
+                    .unwrap();
+                let tag: gst::Element = glib::Object::new::<ToNvmm>().upcast();
+                bin.add_many([&src, &tag]).unwrap();
+                src.link(&tag).unwrap();
+                let templ = bin.pad_template("src").unwrap();
+                let pad = gst::GhostPad::builder_from_template_with_target(
+                    &templ,
+                    &tag.static_pad("src").unwrap(),
+                )
+                .unwrap()
+                .build();
+                bin.add_pad(&pad).unwrap();
+            }
+
+            fn properties() -> &'static [glib::ParamSpec] {
+                static P: OnceLock<Vec<glib::ParamSpec>> = OnceLock::new();
+                P.get_or_init(|| {
+                    vec![
+                        glib::ParamSpecInt::builder("sensor-id")
+                            .minimum(0)
+                            .maximum(255)
+                            .build(),
+                    ]
+                })
+            }
+
+            fn set_property(&self, _id: usize, value: &glib::Value, _pspec: &glib::ParamSpec) {
+                self.sensor_id.store(value.get().unwrap(), Ordering::SeqCst);
+            }
+
+            fn property(&self, _id: usize, _pspec: &glib::ParamSpec) -> glib::Value {
+                self.sensor_id.load(Ordering::SeqCst).to_value()
+            }
+        }
+        impl GstObjectImpl for Imp {}
+        impl BinImpl for Imp {}
+
+        impl ElementImpl for Imp {
+            fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+                static M: OnceLock<gst::subclass::ElementMetadata> = OnceLock::new();
+                Some(M.get_or_init(|| {
+                    gst::subclass::ElementMetadata::new(
+                        "TridentStandinNvArgusCameraSrc",
+                        "Video/Capture/Source",
+                        "trident test stand-in for a Jetson element",
+                        "trident",
+                    )
+                }))
+            }
+
+            fn pad_templates() -> &'static [gst::PadTemplate] {
+                static T: OnceLock<Vec<gst::PadTemplate>> = OnceLock::new();
+                T.get_or_init(|| {
+                    vec![
+                        gst::PadTemplate::new(
+                            "src",
+                            gst::PadDirection::Src,
+                            gst::PadPresence::Always,
+                            &raw(true),
+                        )
+                        .unwrap(),
+                    ]
+                })
+            }
+
+            fn change_state(
+                &self,
+                transition: gst::StateChange,
+            ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+                if transition == gst::StateChange::NullToReady
+                    && self.sensor_id.load(Ordering::SeqCst) != 0
+                {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::NotFound,
+                        ["No cameras available"]
+                    );
+                    return Err(gst::StateChangeError);
+                }
+                self.parent_change_state(transition)
+            }
+        }
+    }
+
+    glib::wrapper! {
+        pub struct NvArgusCameraSrc(ObjectSubclass<camera::Imp>)
+            @extends gst::Bin, gst::Element, gst::Object;
+    }
+
     /// Registers the stand-ins in this process's registry (once).
     pub fn register() {
         static DONE: OnceLock<()> = OnceLock::new();
@@ -298,6 +416,13 @@ mod standin {
             .unwrap();
             gst::Element::register(None, "nvvidconv", gst::Rank::NONE, NvVidConv::static_type())
                 .unwrap();
+            gst::Element::register(
+                None,
+                "nvarguscamerasrc",
+                gst::Rank::NONE,
+                NvArgusCameraSrc::static_type(),
+            )
+            .unwrap();
         });
     }
 }
@@ -387,4 +512,50 @@ fn nvmm_frames_need_nvvidconv_as_on_a_jetson() {
     }
     assert_eq!(frames, 5);
     assert_eq!((frame.width, frame.height), (96, 64));
+}
+
+#[test]
+fn a_csi_camera_is_read_through_nvvidconv_and_a_missing_one_is_reported() {
+    standin::register();
+    // NVMM straight into videoconvert does not negotiate, as on a Jetson.
+    let err = run_to_end(
+        "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=64,height=48,framerate=10/1 \
+         ! videoconvert ! video/x-raw,format=RGB ! fakesink",
+    );
+    let err = err.expect_err("NVMM into videoconvert must not negotiate");
+    assert!(
+        !err.contains("no end within"),
+        "a failure, not a stall: {err}"
+    );
+
+    // csi://0 through the runtime's source: nvvidconv after the camera, frames at the asked size.
+    let opts = SourceOptions {
+        width: 64,
+        height: 48,
+        fps: 10,
+        ..SourceOptions::default()
+    };
+    let mut source = Source::open(SourceUri::Csi { sensor: 0 }, opts.clone()).unwrap();
+    let mut frame = Frame::default();
+    let mut frames = 0;
+    for _ in 0..20 {
+        if let Pull::Frame = source
+            .next_frame(&mut frame, Duration::from_secs(5))
+            .unwrap()
+        {
+            frames += 1;
+            if frames == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(frames, 3);
+    assert_eq!((frame.width, frame.height), (64, 48));
+
+    // Sensor 1 has no camera: opening it fails with the camera's own words.
+    let e = Source::open(SourceUri::Csi { sensor: 1 }, opts)
+        .err()
+        .expect("no camera on sensor 1")
+        .to_string();
+    assert!(e.contains("No cameras available"), "{e}");
 }
