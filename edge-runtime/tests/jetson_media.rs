@@ -51,6 +51,35 @@ mod standin {
         in_memory(&gst::Caps::builder("video/x-raw").build(), nvmm)
     }
 
+    fn metadata(name: &str, klass: &str) -> gst::subclass::ElementMetadata {
+        gst::subclass::ElementMetadata::new(
+            name,
+            klass,
+            "trident test stand-in for a Jetson element",
+            "trident",
+        )
+    }
+
+    /// An always-present `src` pad with `src` caps and, when given, a `sink` pad.
+    fn templates(src: &gst::Caps, sink: Option<&gst::Caps>) -> Vec<gst::PadTemplate> {
+        let mut t = vec![
+            gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, src)
+                .unwrap(),
+        ];
+        if let Some(sink) = sink {
+            t.push(
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    sink,
+                )
+                .unwrap(),
+            );
+        }
+        t
+    }
+
     /// A buffer-preserving element that only changes the caps' memory feature: `TO_NVMM` labels
     /// system memory as NVMM (the decoder's output stage); otherwise it takes NVMM (or system
     /// memory, as nvvidconv does) to system memory.
@@ -75,14 +104,7 @@ mod standin {
                 impl ElementImpl for Imp {
                     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
                         static M: OnceLock<gst::subclass::ElementMetadata> = OnceLock::new();
-                        Some(M.get_or_init(|| {
-                            gst::subclass::ElementMetadata::new(
-                                $type_name,
-                                "Filter/Converter/Video",
-                                "trident test stand-in: memory feature relabel",
-                                "trident",
-                            )
-                        }))
+                        Some(M.get_or_init(|| metadata($type_name, "Filter/Converter/Video")))
                     }
 
                     fn pad_templates() -> &'static [gst::PadTemplate] {
@@ -95,22 +117,7 @@ mod standin {
                                 both.merge(raw(false));
                                 (both, raw(false))
                             };
-                            vec![
-                                gst::PadTemplate::new(
-                                    "src",
-                                    gst::PadDirection::Src,
-                                    gst::PadPresence::Always,
-                                    &src,
-                                )
-                                .unwrap(),
-                                gst::PadTemplate::new(
-                                    "sink",
-                                    gst::PadDirection::Sink,
-                                    gst::PadPresence::Always,
-                                    &sink,
-                                )
-                                .unwrap(),
-                            ]
+                            templates(&src, Some(&sink))
                         })
                     }
                 }
@@ -212,36 +219,12 @@ mod standin {
                 impl ElementImpl for Imp {
                     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
                         static M: OnceLock<gst::subclass::ElementMetadata> = OnceLock::new();
-                        Some(M.get_or_init(|| {
-                            gst::subclass::ElementMetadata::new(
-                                $type_name,
-                                $klass,
-                                "trident test stand-in for a Jetson element",
-                                "trident",
-                            )
-                        }))
+                        Some(M.get_or_init(|| metadata($type_name, $klass)))
                     }
 
                     fn pad_templates() -> &'static [gst::PadTemplate] {
                         static T: OnceLock<Vec<gst::PadTemplate>> = OnceLock::new();
-                        T.get_or_init(|| {
-                            vec![
-                                gst::PadTemplate::new(
-                                    "src",
-                                    gst::PadDirection::Src,
-                                    gst::PadPresence::Always,
-                                    &$src,
-                                )
-                                .unwrap(),
-                                gst::PadTemplate::new(
-                                    "sink",
-                                    gst::PadDirection::Sink,
-                                    gst::PadPresence::Always,
-                                    &$sink,
-                                )
-                                .unwrap(),
-                            ]
-                        })
+                        T.get_or_init(|| templates(&$src, Some(&$sink)))
                     }
                 }
             }
@@ -353,28 +336,13 @@ mod standin {
             fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
                 static M: OnceLock<gst::subclass::ElementMetadata> = OnceLock::new();
                 Some(M.get_or_init(|| {
-                    gst::subclass::ElementMetadata::new(
-                        "TridentStandinNvArgusCameraSrc",
-                        "Video/Capture/Source",
-                        "trident test stand-in for a Jetson element",
-                        "trident",
-                    )
+                    metadata("TridentStandinNvArgusCameraSrc", "Video/Capture/Source")
                 }))
             }
 
             fn pad_templates() -> &'static [gst::PadTemplate] {
                 static T: OnceLock<Vec<gst::PadTemplate>> = OnceLock::new();
-                T.get_or_init(|| {
-                    vec![
-                        gst::PadTemplate::new(
-                            "src",
-                            gst::PadDirection::Src,
-                            gst::PadPresence::Always,
-                            &raw(true),
-                        )
-                        .unwrap(),
-                    ]
-                })
+                T.get_or_init(|| templates(&raw(true), None))
             }
 
             fn change_state(
