@@ -374,7 +374,13 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
             notes.extend(s.problems.iter().cloned());
         }
         // A unit whose profile asks for the GPU and that runs a model on a later backend.
-        notes.extend(s.fallbacks.iter().map(|f| format!("FALLBACK {f}")));
+        if let Some(first) = s.fallbacks.first() {
+            let more = match s.fallbacks.len() {
+                1 => String::new(),
+                n => format!(" (and {} more models)", n - 1),
+            };
+            notes.push(format!("FALLBACK {first}{more}"));
+        }
         notes.join("; ")
     };
     vec![

@@ -149,6 +149,15 @@ fn provision_push_status_rollback_through_the_cli() {
             u["frames"].is_u64() && u["detections"].is_u64(),
             "the runtime's counts reach status: {u}"
         );
+        // The unit asks for tensorrt first and has none: each model's fallback is reported.
+        let fallbacks = u["fallbacks"].as_array().expect("fallbacks");
+        assert_eq!(fallbacks.len(), 3, "{u}");
+        assert!(
+            fallbacks
+                .iter()
+                .all(|f| f.as_str().is_some_and(|f| f.contains("tensorrt"))),
+            "{u}"
+        );
         // Each model's backend and precision, as the runtime's /healthz reports them.
         let backends = u["backends"].as_array().expect("backends");
         assert_eq!(backends.len(), 3, "{u}");
@@ -189,6 +198,10 @@ fn provision_push_status_rollback_through_the_cli() {
         "{table}"
     );
     assert!(line.contains(" ok "), "{table}");
+    assert!(
+        line.contains("tract/fp32") && line.contains("FALLBACK"),
+        "{table}"
+    );
 
     // Fixed; --tag picks one unit, then the rest.
     t.fleet.unit("reef-01").set_fault("unhealthy-1.1.0", false);

@@ -85,7 +85,9 @@ start_service() {
         source=file:///nonexistent/camera-unplugged.avi loop=
     fi
     set -- "$C/bin/trident-edge" run --package "$C" --profile "$C/profiles/nano-10w.yaml" --source "$source"
-    set -- "$@" --width 320 --height 240 --backend tract --http "127.0.0.1:$port" \
+    # The backends of the real unit file: on this machine TensorRT does not load, so the models
+    # fall back to tract and say why, as on a unit without TensorRT.
+    set -- "$@" --width 320 --height 240 --backend tensorrt,tract --http "127.0.0.1:$port" \
         --stale-after 10s $loop --out "$R/opt/trident/data"
     mkdir -p "$R/run"
     # systemd's WorkingDirectory=/opt/trident/data
