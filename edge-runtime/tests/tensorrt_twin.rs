@@ -1,7 +1,9 @@
 //! The unit's TensorRT, stood in for: the stand-in shim and libnvinfer of `tests/standin/tensorrt/`
 //! (built by the test, loaded through the real dlopen path) inside a fake JetPack root, driven
-//! through the `trident-edge` binary — `doctor`, and the ensemble running on "TensorRT" or falling
-//! back to tract with the reason in its summary. Each `trident-edge` call is a process of its own,
+//! through the `trident-edge` binary — `doctor`; `prepare` compiling the shim on the unit from the
+//! package's source (with the root's compiler stand-in), then building engines through it and
+//! validating them against tract; and the ensemble running on "TensorRT" or falling back to tract
+//! with the reason in its summary. Each `trident-edge` call is a process of its own,
 //! so each loads exactly one libnvinfer, as on a unit.
 #![cfg(unix)]
 
@@ -225,4 +227,96 @@ fn the_ensemble_runs_on_the_stand_in_tensorrt_or_says_why_not() {
         "{summary}"
     );
     assert!(summary.to_lowercase().contains("memory"), "{summary}");
+}
+
+#[test]
+fn prepare_builds_the_shim_on_the_unit_then_engines_validated_against_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("nano");
+    nano(&root);
+    // A package as the release ships it without a prebuilt shim: models and the shim's source.
+    let pkg = dir.path().join("package");
+    trident_e2e::fixture_models(&pkg, &VARIANTS, &NAMES);
+    let source = pkg.join("shim");
+    std::fs::create_dir_all(&source).unwrap();
+    for f in trident_tensorrt::shim_build::SHIM_SOURCES {
+        std::fs::copy(
+            trident_e2e::workspace_root()
+                .join("edge-runtime/tensorrt/shim")
+                .join(f),
+            source.join(f),
+        )
+        .unwrap();
+    }
+    let cache = dir.path().join("engines");
+    let models = pkg.join("models");
+    let args = [
+        "prepare",
+        "--models",
+        s(&models),
+        "--engine-cache",
+        s(&cache),
+        "--root",
+        s(&root),
+    ];
+    let gpu = ("TRIDENT_GPU", "NVIDIA Tegra X1;5.3");
+    let cxx = root.join("usr/bin/c++");
+    let o = edge(&args, &[gpu, ("CXX", s(&cxx))]);
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    // The shim was compiled on the unit (once) and cached beside the engines …
+    assert!(report.contains("built on this unit now"), "{report}");
+    let calls = std::fs::read_to_string(root.join("compiler-calls.txt")).unwrap();
+    assert_eq!(calls.lines().count(), 1, "{calls}");
+    assert!(
+        calls.contains(s(&source.join("trident_trt.cpp"))),
+        "{calls}"
+    );
+    // … and the engines built through it agree with tract within the FP16 tolerances.
+    assert!(report.contains("TensorRT 8.2.1"), "{report}");
+    for v in VARIANTS {
+        assert!(report.contains(v), "{v}: {report}");
+    }
+
+    // Again: the cached shim and engines, no compiler run.
+    let o = edge(&args, &[gpu, ("CXX", s(&cxx))]);
+    let report = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(report.contains("built on this unit earlier"), "{report}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("compiler-calls.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+
+    // A unit without a compiler and no shim yet: prepare says what to install.
+    let bare = dir.path().join("bare");
+    fake_jetpack_root(
+        &bare,
+        FakeJetPack {
+            compiler: false,
+            ..FakeJetPack::JP461
+        },
+    );
+    let bare_cache = dir.path().join("engines-bare");
+    let o = edge(
+        &[
+            "prepare",
+            "--models",
+            s(&models),
+            "--engine-cache",
+            s(&bare_cache),
+            "--root",
+            s(&bare),
+        ],
+        &[gpu, ("CXX", "")],
+    );
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("no C++ compiler"), "{}", text(&o));
 }
