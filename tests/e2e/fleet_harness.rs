@@ -355,7 +355,7 @@ fn systemctl_runs_the_current_release_and_teardown_leaves_no_process() {
             "--height",
             "240",
             "--backend",
-            "tract",
+            "tensorrt,tract",
             "--http",
             &http,
             "--stale-after",
