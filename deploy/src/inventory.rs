@@ -62,11 +62,17 @@ pub struct HealthGate {
     /// Seconds after the restart within which `/healthz` must answer ok (models load, the
     /// camera opens, the first frames arrive).
     pub timeout_s: u64,
+    /// Frames every model of the active ladder level must have processed before the gate
+    /// passes: a release whose camera never delivers a frame is not committed.
+    pub min_frames: u64,
 }
 
 impl Default for HealthGate {
     fn default() -> Self {
-        HealthGate { timeout_s: 90 }
+        HealthGate {
+            timeout_s: 90,
+            min_frames: 1,
+        }
     }
 }
 
@@ -263,6 +269,10 @@ impl Fleet {
             ));
         }
         let mut seen = BTreeSet::new();
+        // Two entries for one unit would run two deploys at once against one install (the
+        // unit's lock would refuse the second mid-rollout; refusing here is clearer).
+        let mut places: std::collections::BTreeMap<(String, u16, String), String> =
+            Default::default();
         let mut units = Vec::new();
         for (i, u) in inv.units.iter().enumerate() {
             let field = |f: &str| match unit_line(text, i) {
@@ -319,10 +329,23 @@ impl Fleet {
             } else {
                 root.trim_end_matches('/').to_string()
             };
+            let port = u.port.or(d.port);
+            let place = (u.host.to_ascii_lowercase(), port.unwrap_or(22), root.clone());
+            if let Some(other) = places.insert(place, u.name.clone()) {
+                return Err(Error::inventory(
+                    field("host"),
+                    format!(
+                        "`{}` names the same unit as `{other}` (host {}, port {}, root {root}): one entry per install",
+                        u.name,
+                        u.host,
+                        port.unwrap_or(22)
+                    ),
+                ));
+            }
             units.push(Unit {
                 name: u.name.clone(),
                 host: u.host.clone(),
-                port: u.port.or(d.port),
+                port,
                 user,
                 tags: u.tags.clone(),
                 power_mode: u.power_mode.unwrap_or(d.power_mode),
@@ -523,5 +546,25 @@ units:
             .unwrap_err()
             .to_string();
         assert!(e.contains("retries"), "{e}");
+    }
+
+    #[test]
+    fn two_entries_for_one_install_are_refused() {
+        // Same host, port and root under another name (host names compare case-blind; no port
+        // means 22).
+        let twin = format!(
+            "{BASE}  - name: reef-01b\n    host: 10.0.0.11\n    port: 22\n"
+        );
+        let e = parse(&twin).unwrap_err().to_string();
+        assert!(
+            e.contains("fleet.yaml:18: units[2].host") && e.contains("same unit as `reef-01`"),
+            "{e}"
+        );
+        // Another root on the same host is another install (a bench unit with two trees).
+        let other_root = format!("{twin}    root: /mnt/b\n");
+        assert!(parse(&other_root).is_ok());
+        let upper = BASE.replace("host: reef-02.local", "host: REEF-02.local")
+            + "  - name: reef-02b\n    host: reef-02.local\n    port: 2222\n    root: /media/sd\n";
+        assert!(parse(&upper).unwrap_err().to_string().contains("reef-02"));
     }
 }

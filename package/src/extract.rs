@@ -23,7 +23,7 @@ use crate::error::{Error, Result, io_chain};
 mod staged;
 mod walk;
 
-pub use staged::{StagedPackage, extract_staged};
+pub use staged::{StagedPackage, Synced, extract_staged, sync_tree};
 use walk::Walk;
 
 /// The zstd window cap (2^27 = 128 MiB): level 19 uses 8 MiB; a larger claimed window is refused

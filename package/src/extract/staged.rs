@@ -44,6 +44,47 @@ pub fn extract_staged(archive: &Path, final_dest: &Path, limits: &Limits) -> Res
     })
 }
 
+/// What [`sync_tree`] flushed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    pub files: usize,
+    pub folders: usize,
+}
+
+/// fsyncs every regular file under `dir`, then every folder (children before parents, `dir`
+/// last), so their data and their directory entries are on the disk. Symbolic links have no
+/// data of their own; the folder holding them is synced.
+pub fn sync_tree(dir: &Path) -> Result<Synced> {
+    let mut synced = Synced::default();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io("cannot read directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot read directory", dir, e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(|e| Error::io("cannot read", &path, e))?;
+        if kind.is_dir() {
+            let inner = sync_tree(&path)?;
+            synced.files += inner.files;
+            synced.folders += inner.folders;
+        } else if kind.is_file() {
+            sync_path(&path)?;
+            synced.files += 1;
+        }
+    }
+    sync_path(dir)?;
+    synced.folders += 1;
+    Ok(synced)
+}
+
+/// fsync of one file or folder (a folder opened read-only: fsync on it flushes its entries).
+fn sync_path(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("cannot flush to disk", path, e))
+}
+
 fn refuse_existing(target: &Path) -> Result<()> {
     if std::fs::symlink_metadata(target).is_ok() {
         return Err(Error::invalid(
@@ -86,6 +127,11 @@ impl StagedPackage {
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io("cannot write", dir.path(), e))?;
         }
+        // Durable before visible: every file and folder reaches the disk before the rename
+        // makes the release look installed, and the rename itself after it. A power cut then
+        // leaves either no release folder or a complete one — never one of empty files that
+        // fails its hash check at every start.
+        let synced = sync_tree(dir.path())?;
         let staging = dir.keep();
         if let Err(e) = std::fs::rename(&staging, &self.target) {
             let _ = std::fs::remove_dir_all(&staging);
@@ -95,7 +141,47 @@ impl StagedPackage {
                 e,
             ));
         }
-        tracing::info!(to = %self.target.display(), "package installed");
+        if let Some(parent) = self.target.parent() {
+            sync_path(if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            })?;
+        }
+        tracing::info!(
+            to = %self.target.display(),
+            synced_files = synced.files,
+            synced_folders = synced.folders,
+            "package installed"
+        );
         Ok(self.target.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_tree_flushes_every_file_and_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("release");
+        std::fs::create_dir_all(root.join("models/a")).unwrap();
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        for f in ["manifest.json", "models/a/m.onnx", "models/b.onnx", "bin/x"] {
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("x", root.join("bin/y")).unwrap();
+        // release, models, models/a, bin; the link is not a file of its own.
+        assert_eq!(
+            sync_tree(&root).unwrap(),
+            Synced {
+                files: 4,
+                folders: 4
+            }
+        );
+        let e = sync_tree(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
     }
 }
