@@ -115,6 +115,10 @@ pub struct ProvisionArgs {
     /// Units provisioned at once (default: the inventory's waves.max_parallel).
     #[arg(long)]
     pub max_parallel: Option<usize>,
+    /// When another deploy holds a unit's lock, wait up to this long for it (90s, 10m) instead
+    /// of failing at once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +138,13 @@ pub struct PushArgs {
     /// health.timeout_s).
     #[arg(long)]
     pub health_timeout: Option<u64>,
+    /// Install even when the package is older than a unit's current release.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// When another deploy holds a unit's lock, wait up to this long for it (90s, 10m) instead
+    /// of failing at once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -159,6 +170,10 @@ pub struct RollbackArgs {
     /// Seconds the unit has to report healthy (default: the inventory's health.timeout_s).
     #[arg(long)]
     pub health_timeout: Option<u64>,
+    /// When another deploy holds a unit's lock, wait up to this long for it (90s, 10m) instead
+    /// of failing at once.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -98,10 +98,11 @@ fn provision_units(fleet: &Fleet, ssh: &Ssh, a: ProvisionArgs) -> anyhow::Result
     let bars = MultiProgress::new();
     let ssh = ssh.clone();
     let parallel = a.max_parallel.unwrap_or(fleet.waves.max_parallel);
+    let wait = a.wait;
     let results = rollout::each_unit(&units, parallel, move |u| {
         let bar = bars.add(spinner(&u.name));
         bar.set_message("provisioning");
-        let r = provision_with(&ssh, u, &kit);
+        let r = provision_with(&ssh, u, &kit, wait);
         bar.finish_with_message(match &r {
             Ok(_) => "provisioned".to_string(),
             Err(e) => format!("FAILED: {e}"),
@@ -201,9 +202,11 @@ fn push(fleet: &Fleet, ssh: &Ssh, a: PushArgs) -> anyhow::Result<ExitCode> {
         max_parallel: a.max_parallel.unwrap_or(fleet.waves.max_parallel),
         push: PushOptions {
             health_timeout_s: a.health_timeout.unwrap_or(fleet.health.timeout_s),
+            min_frames: fleet.health.min_frames,
             keep_releases: fleet.keep_releases,
-            drop_upload_after: None,
-            stop_after_switch: false,
+            allow_downgrade: a.allow_downgrade,
+            lock_wait: a.wait,
+            ..Default::default()
         },
     };
     if opts.max_parallel == 0 {
@@ -434,13 +437,14 @@ fn roll_back(fleet: &Fleet, ssh: &Ssh, a: RollbackArgs) -> anyhow::Result<ExitCo
         .remove(0);
     let opts = PushOptions {
         health_timeout_s: a.health_timeout.unwrap_or(fleet.health.timeout_s),
+        min_frames: fleet.health.min_frames,
         keep_releases: fleet.keep_releases,
-        drop_upload_after: None,
-        stop_after_switch: false,
+        lock_wait: a.wait,
+        ..Default::default()
     };
     let bar = spinner(&unit.name);
     bar.set_message("rolling back");
-    let result = trident_deploy::push::rollback(ssh, &unit, &opts);
+    let result = trident_deploy::recover::rollback(ssh, &unit, &opts);
     bar.finish_and_clear();
     match &result {
         Err(e) if e.is_unreachable() => {}

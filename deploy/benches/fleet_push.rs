@@ -111,7 +111,7 @@ fn main() {
     let units: Vec<Unit> = refs.iter().map(|n| common::unit(&t.fleet, n)).collect();
     let kit = ProvisionKit::prepare(&t.package, &t.public_key).unwrap();
     let ssh = t.ssh.clone();
-    for r in each_unit(&units, 9, move |u| provision_with(&ssh, u, &kit)).unwrap() {
+    for r in each_unit(&units, 9, move |u| provision_with(&ssh, u, &kit, None)).unwrap() {
         r.unwrap();
     }
     let size = std::fs::metadata(&t.package).unwrap().len();
@@ -135,8 +135,7 @@ fn main() {
             push: PushOptions {
                 health_timeout_s: 120,
                 keep_releases: 3,
-                drop_upload_after: None,
-                stop_after_switch: false,
+                ..Default::default()
             },
         };
         let progress = Arc::new(Steps(steps.0.clone()));

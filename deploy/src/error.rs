@@ -28,6 +28,11 @@ pub enum Error {
         step: &'static str,
         message: String,
     },
+    /// Another deploy holds the unit's lock.
+    #[error(
+        "{unit}: busy: another deploy holds the unit's lock: {holder}; run again when it is done, or pass --wait DURATION to queue behind it"
+    )]
+    Busy { unit: String, holder: String },
     /// The unit is not one this package can run on.
     #[error("{unit}: refused: {message}")]
     Incompatible { unit: String, message: String },
@@ -66,7 +71,10 @@ impl Error {
             Error::Core(e) => e.is_input_error(),
             Error::Package(e) => e.is_input_error(),
             Error::Inventory { .. } => true,
-            Error::Io { .. } | Error::Remote { .. } | Error::Incompatible { .. } => false,
+            Error::Io { .. }
+            | Error::Remote { .. }
+            | Error::Busy { .. }
+            | Error::Incompatible { .. } => false,
         }
     }
 }

@@ -330,7 +330,11 @@ impl Fleet {
                 root.trim_end_matches('/').to_string()
             };
             let port = u.port.or(d.port);
-            let place = (u.host.to_ascii_lowercase(), port.unwrap_or(22), root.clone());
+            let place = (
+                u.host.to_ascii_lowercase(),
+                port.unwrap_or(22),
+                root.clone(),
+            );
             if let Some(other) = places.insert(place, u.name.clone()) {
                 return Err(Error::inventory(
                     field("host"),
@@ -552,9 +556,7 @@ units:
     fn two_entries_for_one_install_are_refused() {
         // Same host, port and root under another name (host names compare case-blind; no port
         // means 22).
-        let twin = format!(
-            "{BASE}  - name: reef-01b\n    host: 10.0.0.11\n    port: 22\n"
-        );
+        let twin = format!("{BASE}  - name: reef-01b\n    host: 10.0.0.11\n    port: 22\n");
         let e = parse(&twin).unwrap_err().to_string();
         assert!(
             e.contains("fleet.yaml:18: units[2].host") && e.contains("same unit as `reef-01`"),

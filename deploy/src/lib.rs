@@ -8,13 +8,16 @@
 
 pub mod error;
 pub mod inventory;
+pub mod lock;
 pub mod provision;
 pub mod push;
 pub mod quote;
+pub mod recover;
 pub mod rollout;
 pub mod ssh;
 pub mod status;
 pub mod unit_facts;
+pub mod unit_scripts;
 pub mod upload;
 
 pub use error::{Error, Result};

@@ -65,10 +65,14 @@ pub fn doctor_line(json: &str) -> Option<String> {
 }
 
 /// `$1` root, `$2` nvpmodel mode, `$3` trusted key text, `$4` systemd unit text, `$5` the
-/// deployment profile matching the power mode (read by the unit's `ExecStart` from `unit.env`).
+/// deployment profile matching the power mode (read by the unit's `ExecStart` from `unit.env`),
+/// `$6` the start guard the unit file runs.
 const PROVISION: &str = r#"set -eu
 R="$1"; T="$R/opt/trident"
 mkdir -p "$T/releases" "$T/data" "$T/engines" "$T/incoming" "$T/bin" "$R/etc/systemd/system"
+printf '%s\n' "$6" > "$T/bin/trident-guard.tmp"
+chmod 755 "$T/bin/trident-guard.tmp"
+mv -f "$T/bin/trident-guard.tmp" "$T/bin/trident-guard"
 if ! id trident >/dev/null 2>&1; then
   useradd --system --home-dir /opt/trident --no-create-home --shell /usr/sbin/nologin --groups video trident
 fi
@@ -157,12 +161,25 @@ pub fn provision(
     package: &Path,
     trusted_key: &Path,
 ) -> Result<Provisioned> {
-    provision_with(ssh, unit, &ProvisionKit::prepare(package, trusted_key)?)
+    provision_with(
+        ssh,
+        unit,
+        &ProvisionKit::prepare(package, trusted_key)?,
+        None,
+    )
 }
 
-/// Provisions one unit from a prepared package.
-pub fn provision_with(ssh: &Ssh, unit: &Unit, kit: &ProvisionKit) -> Result<Provisioned> {
+/// Provisions one unit from a prepared package, waiting up to `lock_wait` for a deploy that
+/// holds the unit's lock.
+pub fn provision_with(
+    ssh: &Ssh,
+    unit: &Unit,
+    kit: &ProvisionKit,
+    lock_wait: Option<std::time::Duration>,
+) -> Result<Provisioned> {
     let before = unit_facts::read(ssh, unit)?;
+    // A user who cannot become root would fail at the first mkdir; say why before anything.
+    before.require_root(&unit.name)?;
     let device = before
         .device
         .clone()
@@ -173,7 +190,9 @@ pub fn provision_with(ssh: &Ssh, unit: &Unit, kit: &ProvisionKit) -> Result<Prov
             message: e.to_string(),
         })?;
 
+    let _lock = ssh.lock(unit, &crate::lock::holder("provision"), lock_wait)?;
     let mode = unit.power_mode.nvpmodel_id().to_string();
+    let guard = crate::unit_scripts::guard();
     let out = ssh.check(
         unit,
         "provision",
@@ -184,6 +203,7 @@ pub fn provision_with(ssh: &Ssh, unit: &Unit, kit: &ProvisionKit) -> Result<Prov
             kit.key_text.trim_end(),
             &kit.service_text,
             unit.power_mode.profile(),
+            &guard,
         ],
     )?;
     if out.trim() != "ok" {

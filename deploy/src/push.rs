@@ -1,32 +1,81 @@
-//! Pushing a package to one unit: preflight → upload (resumable) → verify and install on the
-//! unit → prepare engines → atomic switch of `current` → restart → health gate → commit, or
-//! automatic rollback to the previous release.
+//! Pushing a package to one unit: preflight (facts, root, the unit's lock, an interrupted
+//! deploy finished or undone, compatibility, no downgrade) → upload (resumable) → verify and
+//! install on the unit → prepare engines → journal, atomic switch of `current`, restart → health
+//! gate → commit, or automatic rollback to the release that ran before.
 //!
-//! A journal on the unit (`/opt/trident/deploy-journal`, written atomically before the switch)
-//! makes an interrupted deploy recoverable: a run that finds `state=switching` health-checks
-//! what `current` points at and commits it if healthy, else switches back to `previous`. So a
-//! unit always ends on exactly one complete, verified release with its service running.
+//! Every failure after the journal is written ends in a rollback ([`crate::recover`]), and a
+//! deploy killed anywhere is finished or undone by the next one, so a unit always ends on
+//! exactly one complete, verified release that passed its gate, its service running.
 
 use std::path::Path;
+use std::time::Duration;
 
 use trident_core::package::Manifest;
 
 use crate::error::{Error, Result};
 use crate::inventory::Unit;
+use crate::recover::{self, Gate};
 use crate::ssh::Ssh;
-use crate::unit_facts::{self, UnitFacts};
+use crate::unit_facts;
+use crate::unit_scripts;
 
 /// Knobs of a push beyond the inventory.
 #[derive(Clone, Debug)]
 pub struct PushOptions {
-    /// Seconds the restarted runtime has to report healthy.
+    /// Seconds the restarted runtime has to pass its gate.
     pub health_timeout_s: u64,
+    /// Frames each model of the active ladder level must have processed to pass the gate.
+    pub min_frames: u64,
     /// Releases kept on the unit (current included).
     pub keep_releases: usize,
+    /// Install a package older than the unit's current release.
+    pub allow_downgrade: bool,
+    /// Wait this long for another deploy's lock on the unit instead of failing at once.
+    pub lock_wait: Option<Duration>,
     /// Fault injection for tests: drop the upload's connection after this many bytes.
     pub drop_upload_after: Option<u64>,
-    /// Fault injection for tests: stop right after the switch, as a killed deploy would.
-    pub stop_after_switch: bool,
+    /// Fault injection for tests: the deploy dies at this point, as a killed one would.
+    pub stop_at: Option<StopAt>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            health_timeout_s: 90,
+            min_frames: 1,
+            keep_releases: 3,
+            allow_downgrade: false,
+            lock_wait: None,
+            drop_upload_after: None,
+            stop_at: None,
+        }
+    }
+}
+
+/// Where a test kills a deploy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopAt {
+    /// The journal says `switching`; `current` has not moved.
+    Journal,
+    /// `current` points at the new release; the service was not restarted.
+    Symlink,
+    /// The service was restarted; no gate yet.
+    Restart,
+    /// The history says good; the journal still says `switching`.
+    Commit,
+}
+
+impl StopAt {
+    /// The word the unit's scripts stop at.
+    pub(crate) fn word(stop: Option<StopAt>) -> &'static str {
+        match stop {
+            None => "",
+            Some(StopAt::Journal) => "journal",
+            Some(StopAt::Symlink) => "symlink",
+            Some(StopAt::Restart) => "restart",
+            Some(StopAt::Commit) => "commit",
+        }
+    }
 }
 
 /// How a unit ended.
@@ -60,212 +109,6 @@ impl Report for () {
     fn uploaded(&self, _: u64, _: u64) {}
 }
 
-const VERIFY_INSTALL: &str = r#"set -eu
-R="$1"; T="$R/opt/trident"; PKG="$2"; V="$3"; DEST="$T/releases/$V"
-cur=""; if [ -L "$T/current" ]; then cur=$(basename "$(readlink "$T/current")"); fi
-if [ -e "$DEST" ]; then
-  if [ "$cur" = "$V" ]; then echo current; exit 0; fi
-  rm -rf "$DEST"
-fi
-if ! "$T/bin/trident-edge" verify "$PKG" --pubkey "$T/trusted.pub" --install "$DEST" --system-root "$R" > "$T/incoming/verify.log" 2>&1; then
-  rm -f "$PKG" "$PKG.minisig"
-  grep -v '^ *$' "$T/incoming/verify.log" | tail -n 2 >&2
-  exit 1
-fi
-echo installed
-"#;
-
-/// As the service user: the engines (and a shim built on the unit) must be the service's to read
-/// and to rebuild; root-owned files in its cache would make its own rebuild fail.
-const PREPARE: &str = r#"set -eu
-T="$1/opt/trident"; D="$T/releases/$2"
-runuser -u trident -- "$D/bin/trident-edge" prepare --package "$D" --engine-cache "$T/engines" --root "$1/"
-"#;
-
-/// `trident-edge doctor` on the new release as the service would run it (its user, its profile):
-/// the JSON report on stdout. Its exit status (1 when the profile's first backend cannot load) is
-/// the verdict's, not the script's.
-const DOCTOR: &str = r#"set -eu
-T="$1/opt/trident"; D="$T/releases/$2"
-if [ -r "$T/unit.env" ]; then set -a; . "$T/unit.env"; set +a; fi
-runuser -u trident -- "$D/bin/trident-edge" doctor --package "$D" --engine-cache "$T/engines" --root "$1/" --json 2>/dev/null || true
-"#;
-
-/// `$1` root, `$2` target release, `$3` the release to fall back to ("" for none).
-const SWITCH: &str = r#"set -eu
-T="$1/opt/trident"
-printf 'state=switching\ntarget=%s\nprevious=%s\n' "$2" "$3" > "$T/deploy-journal.tmp"
-mv -f "$T/deploy-journal.tmp" "$T/deploy-journal"
-ln -sfn "releases/$2" "$T/current.new"
-mv -Tf "$T/current.new" "$T/current"
-systemctl restart trident-edge
-"#;
-
-/// `$1` root, `$2` health address, `$3` seconds. Polls `/healthz` until it answers ok; gives
-/// up at the deadline, or at once when the service is no longer running (crashed at start, or
-/// systemd gave up restarting it): no point waiting out the timeout for a dead process.
-const HEALTH: &str = r#"set -u
-E="$1/opt/trident/current/bin/trident-edge"
-deadline=$(( $(date +%s) + $3 ))
-while :; do
-  if out=$("$E" health --addr "$2" 2>&1); then printf '%s\n' "$out"; exit 0; fi
-  out=$(printf '%s' "$out" | tr '\n' ' ')
-  state=$(systemctl is-active trident-edge 2>/dev/null || true)
-  case "$state" in
-    failed | inactive)
-      printf 'the service is %s (it exited); last answer: %s\n' "$state" "$out" >&2
-      exit 1 ;;
-  esac
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    printf 'not healthy within %ss: %s\n' "$3" "$out" >&2
-    exit 1
-  fi
-  sleep 0.25
-done
-"#;
-
-/// `$1` root, `$2` release, `$3` releases to keep.
-const COMMIT: &str = r#"set -eu
-T="$1/opt/trident"
-cp -f "$T/releases/$2/bin/trident-edge" "$T/bin/trident-edge.new"
-mv -f "$T/bin/trident-edge.new" "$T/bin/trident-edge"
-printf 'state=committed\ntarget=%s\n' "$2" > "$T/deploy-journal.tmp"
-mv -f "$T/deploy-journal.tmp" "$T/deploy-journal"
-# Everything in incoming/ is now either installed or stale.
-find "$T/incoming" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-ls -1t "$T/releases" | tail -n "+$(($3 + 1))" | while read -r old; do
-  [ "$old" = "$2" ] || rm -rf "$T/releases/$old"
-done
-"#;
-
-/// `$1` root, `$2` release to go back to, `$3` the failed release.
-const ROLLBACK: &str = r#"set -eu
-T="$1/opt/trident"
-ln -sfn "releases/$2" "$T/current.new"
-mv -Tf "$T/current.new" "$T/current"
-printf 'state=rolled-back\ntarget=%s\nfailed=%s\n' "$2" "$3" > "$T/deploy-journal.tmp"
-mv -f "$T/deploy-journal.tmp" "$T/deploy-journal"
-systemctl restart trident-edge
-"#;
-
-/// Health-checks `current`; true when it answered ok within the timeout.
-pub fn healthy(ssh: &Ssh, unit: &Unit, timeout_s: u64) -> Result<(bool, String)> {
-    let r = ssh.script(
-        unit,
-        "health",
-        HEALTH,
-        &[
-            &unit.root,
-            &unit.health_addr.to_string(),
-            &timeout_s.to_string(),
-        ],
-    )?;
-    let text = format!("{}{}", r.stdout, r.stderr);
-    Ok((r.ok(), text.trim().lines().last().unwrap_or("").to_string()))
-}
-
-/// Finishes a deploy a previous run left between switch and commit (the journal says
-/// `switching`): commits `current` if healthy, else switches back. Returns what happened, or
-/// `None` when there was nothing to resolve.
-pub fn resolve_interrupted(
-    ssh: &Ssh,
-    unit: &Unit,
-    facts: &UnitFacts,
-    opts: &PushOptions,
-) -> Result<Option<Outcome>> {
-    if facts.journal.get("state").map(String::as_str) != Some("switching") {
-        return Ok(None);
-    }
-    let target = facts.journal.get("target").cloned().unwrap_or_default();
-    let previous = facts.journal.get("previous").cloned().unwrap_or_default();
-    let (ok, why) = healthy(ssh, unit, opts.health_timeout_s)?;
-    if ok {
-        commit(ssh, unit, &target, opts.keep_releases)?;
-        return Ok(Some(Outcome::Updated {
-            from: (!previous.is_empty()).then_some(previous),
-            to: target,
-            doctor: None,
-        }));
-    }
-    if previous.is_empty() {
-        return Err(Error::remote(
-            &unit.name,
-            "recover",
-            format!(
-                "an interrupted deploy left {target} unhealthy ({why}) and there is no release to go back to"
-            ),
-        ));
-    }
-    roll_back(ssh, unit, &previous, &target, opts)?;
-    Ok(Some(Outcome::RolledBack {
-        failed: target,
-        to: previous,
-        why,
-    }))
-}
-
-fn commit(ssh: &Ssh, unit: &Unit, release: &str, keep: usize) -> Result<()> {
-    ssh.check(
-        unit,
-        "commit",
-        COMMIT,
-        &[&unit.root, release, &keep.to_string()],
-    )
-    .map(drop)
-}
-
-fn roll_back(ssh: &Ssh, unit: &Unit, to: &str, failed: &str, opts: &PushOptions) -> Result<()> {
-    ssh.check(unit, "rollback", ROLLBACK, &[&unit.root, to, failed])?;
-    let (ok, why) = healthy(ssh, unit, opts.health_timeout_s)?;
-    if !ok {
-        return Err(Error::remote(
-            &unit.name,
-            "rollback",
-            format!("back on {to}, but it is not healthy either: {why}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Switches `unit` back to its previous release (`trident deploy rollback`), with the same
-/// health gate; a failing previous release is switched back again.
-pub fn rollback(ssh: &Ssh, unit: &Unit, opts: &PushOptions) -> Result<Outcome> {
-    let facts = unit_facts::read(ssh, unit)?;
-    let current = facts
-        .current
-        .clone()
-        .ok_or_else(|| Error::remote(&unit.name, "rollback", "no current release"))?;
-    // The newest release on disk other than the current one.
-    let previous = ssh
-        .check(
-            unit,
-            "rollback",
-            "ls -1t \"$1/opt/trident/releases\"",
-            &[&unit.root],
-        )?
-        .lines()
-        .map(str::trim)
-        .find(|r| !r.is_empty() && *r != current)
-        .map(str::to_string)
-        .ok_or_else(|| Error::remote(&unit.name, "rollback", "no previous release on the unit"))?;
-    ssh.check(unit, "rollback", SWITCH, &[&unit.root, &previous, &current])?;
-    let (ok, why) = healthy(ssh, unit, opts.health_timeout_s)?;
-    if ok {
-        commit(ssh, unit, &previous, opts.keep_releases.max(2))?;
-        return Ok(Outcome::Updated {
-            from: Some(current),
-            to: previous,
-            doctor: None,
-        });
-    }
-    roll_back(ssh, unit, &current, &previous, opts)?;
-    Ok(Outcome::RolledBack {
-        failed: previous,
-        to: current,
-        why,
-    })
-}
-
 /// Pushes `package` (with its `.minisig` beside it) to one unit.
 pub fn push_unit(
     ssh: &Ssh,
@@ -276,8 +119,16 @@ pub fn push_unit(
     report: &dyn Report,
 ) -> Result<Outcome> {
     report.step("preflight");
+    let version = manifest.version.clone();
+    unit_facts::read(ssh, unit)?.require_root(&unit.name)?;
+    let _lock = ssh.lock(
+        unit,
+        &crate::lock::holder(&format!("push {version}")),
+        opts.lock_wait,
+    )?;
+    // Read again under the lock: a deploy that held it may have changed everything.
     let mut facts = unit_facts::read(ssh, unit)?;
-    if resolve_interrupted(ssh, unit, &facts, opts)?.is_some() {
+    if recover::interrupted(ssh, unit, &facts, opts)?.is_some() {
         facts = unit_facts::read(ssh, unit)?;
     }
     if !facts.provisioned {
@@ -303,9 +154,13 @@ pub fn push_unit(
             ),
         });
     }
-    let version = manifest.version.clone();
     if facts.current.as_deref() == Some(version.as_str()) {
         return Ok(Outcome::AlreadyCurrent(version));
+    }
+    if let Some(current) = &facts.current
+        && !opts.allow_downgrade
+    {
+        check_not_older(&unit.name, &version, current)?;
     }
     let size = std::fs::metadata(package)
         .map_err(|e| Error::Io {
@@ -360,18 +215,28 @@ pub fn push_unit(
     let installed = ssh.check(
         unit,
         "verify",
-        VERIFY_INSTALL,
-        &[&unit.root, &remote_pkg, &version],
+        &unit_scripts::verify_install(),
+        &[&unit.root, &remote_pkg, &version, &unit_scripts::guard()],
     )?;
     if installed.trim() == "current" {
         return Ok(Outcome::AlreadyCurrent(version));
     }
 
     report.step("prepare");
-    ssh.check(unit, "prepare", PREPARE, &[&unit.root, &version])?;
+    ssh.check(
+        unit,
+        "prepare",
+        unit_scripts::PREPARE,
+        &[&unit.root, &version],
+    )?;
     report.step("doctor");
     let doctor = ssh
-        .check(unit, "doctor", DOCTOR, &[&unit.root, &version])
+        .check(
+            unit,
+            "doctor",
+            unit_scripts::DOCTOR,
+            &[&unit.root, &version],
+        )
         .ok()
         .and_then(|json| {
             let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
@@ -380,38 +245,88 @@ pub fn push_unit(
 
     report.step("switch");
     let previous = facts.current.clone().unwrap_or_default();
-    ssh.check(unit, "switch", SWITCH, &[&unit.root, &version, &previous])?;
-    if opts.stop_after_switch {
-        return Err(Error::remote(
-            &unit.name,
-            "switch",
-            "stopped after the switch (fault injection)",
-        ));
+    if let Err(failed) = recover::switch(ssh, unit, &version, &previous, opts) {
+        if failed.stopped {
+            return Err(failed.error);
+        }
+        // The restart failed (under systemd: the release died before READY=1), or the
+        // connection did: whatever the journal and `current` say was done is undone.
+        report.step("rollback");
+        return recover::after_failed_switch(ssh, unit, &version, &previous, failed.error, opts);
     }
 
     report.step("health");
-    let (ok, why) = healthy(ssh, unit, opts.health_timeout_s)?;
-    if ok {
-        report.step("commit");
-        commit(ssh, unit, &version, opts.keep_releases)?;
-        return Ok(Outcome::Updated {
-            from: facts.current,
-            to: version,
-            doctor,
-        });
+    match recover::gate(ssh, unit, &version, opts)? {
+        Gate::Passed => {
+            report.step("commit");
+            recover::commit(ssh, unit, &version, opts)?;
+            Ok(Outcome::Updated {
+                from: facts.current,
+                to: version,
+                doctor,
+            })
+        }
+        Gate::Failed(why) => {
+            if previous.is_empty() {
+                return Err(Error::remote(
+                    &unit.name,
+                    "health",
+                    format!(
+                        "{version} did not pass its gate ({why}) and the unit has no earlier release"
+                    ),
+                ));
+            }
+            report.step("rollback");
+            recover::roll_back(ssh, unit, &previous, &version, opts)?;
+            Ok(Outcome::RolledBack {
+                failed: version,
+                to: previous,
+                why,
+            })
+        }
     }
-    if previous.is_empty() {
-        return Err(Error::remote(
-            &unit.name,
-            "health",
-            format!("{version} is not healthy ({why}) and the unit has no earlier release"),
-        ));
+}
+
+/// Refuses `version` when it is older than `current` (semantic versions; anything else cannot be
+/// ordered and is refused too, naming both).
+fn check_not_older(unit: &str, version: &str, current: &str) -> Result<()> {
+    let parse = |v: &str| semver::Version::parse(v.trim_start_matches('v'));
+    let refuse = |why: String| {
+        Err(Error::Incompatible {
+            unit: unit.to_string(),
+            message: format!("{why}; pass --allow-downgrade to install it anyway"),
+        })
+    };
+    match (parse(version), parse(current)) {
+        (Ok(new), Ok(cur)) if new < cur => refuse(format!(
+            "{version} is older than the running {current} (a downgrade)"
+        )),
+        (Ok(_), Ok(_)) => Ok(()),
+        _ => refuse(format!(
+            "cannot tell whether {version} is newer than the running {current} (not semantic versions)"
+        )),
     }
-    report.step("rollback");
-    roll_back(ssh, unit, &previous, &version, opts)?;
-    Ok(Outcome::RolledBack {
-        failed: version,
-        to: previous,
-        why,
-    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn older_and_unorderable_versions_are_refused() {
+        let check = |v, c| super::check_not_older("reef-01", v, c);
+        assert!(check("1.1.0", "1.0.0").is_ok());
+        assert!(check("1.10.0", "1.9.3").is_ok());
+        assert!(check("2.0.0", "2.0.0-rc.1").is_ok());
+        let e = check("1.0.0", "1.1.0").unwrap_err().to_string();
+        assert!(
+            e.contains("older than the running 1.1.0") && e.contains("--allow-downgrade"),
+            "{e}"
+        );
+        assert!(check("2.0.0-rc.1", "2.0.0").is_err());
+        assert!(
+            check("nightly", "1.0.0")
+                .unwrap_err()
+                .to_string()
+                .contains("not semantic")
+        );
+    }
 }

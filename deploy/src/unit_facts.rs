@@ -32,6 +32,64 @@ pub struct UnitFacts {
     pub journal: BTreeMap<String, String>,
     /// The unit was provisioned (layout, trusted key and verifier present).
     pub provisioned: bool,
+    /// `(status, version)` of the unit's release history, oldest first (`good`, `failed`,
+    /// `pending`); empty on a unit deployed before the history existed.
+    pub history: Vec<(String, String)>,
+    /// `<version> <n>`: starts of `current` that have not reached READY yet, per its guard.
+    pub start_attempts: Option<(String, u32)>,
+    /// How deploy steps become root on the unit.
+    pub privilege: Privilege,
+}
+
+/// How the SSH user becomes root for the steps that change the unit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Privilege {
+    /// The SSH user is root.
+    #[default]
+    Root,
+    /// Through `sudo -n` (passwordless).
+    Sudo,
+    /// Neither: `user` is not root and `sudo -n` said `why`.
+    None { user: String, why: String },
+}
+
+impl UnitFacts {
+    /// The newest release in the history that passed its gate, other than `except`, and still
+    /// on the unit.
+    pub fn last_good(&self, except: Option<&str>) -> Option<&str> {
+        self.history
+            .iter()
+            .rev()
+            .find(|(s, v)| {
+                s == "good" && Some(v.as_str()) != except && self.releases.iter().any(|r| r == v)
+            })
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The history's status of `version`.
+    pub fn status_of(&self, version: &str) -> Option<&str> {
+        self.history
+            .iter()
+            .rev()
+            .find(|(_, v)| v == version)
+            .map(|(s, _)| s.as_str())
+    }
+
+    /// Refuses a unit whose SSH user cannot become root, saying what to set up.
+    pub fn require_root(&self, unit: &str) -> Result<()> {
+        match &self.privilege {
+            Privilege::Root | Privilege::Sudo => Ok(()),
+            Privilege::None { user, why } => Err(Error::remote(
+                unit,
+                "preflight",
+                format!(
+                    "the SSH user `{user}` is not root and has no passwordless sudo (`sudo -n true`: {why}); \
+                     on the unit: `echo '{user} ALL=(ALL) NOPASSWD: ALL' | sudo tee /etc/sudoers.d/trident`, \
+                     or log in as root; nothing changed"
+                ),
+            )),
+        }
+    }
 }
 
 /// `$1`: the unit's root prefix. Sections start with `==name`.
@@ -50,6 +108,15 @@ echo "==mem"; awk '/^MemTotal:/ { print $2 }' /proc/meminfo 2>/dev/null
 echo "==current"; [ -L "$T/current" ] && basename "$(readlink "$T/current")"
 echo "==releases"; [ -d "$T/releases" ] && ls -1 "$T/releases"
 echo "==journal"; [ -r "$T/deploy-journal" ] && cat "$T/deploy-journal"
+echo "==history"; [ -r "$T/history" ] && cat "$T/history"
+echo "==attempts"; [ -r "$T/start-attempts" ] && cat "$T/start-attempts"
+echo "==privilege"
+if [ "$(id -u)" = 0 ]; then echo root
+elif command -v sudo > /dev/null 2>&1 && sudo -n true > /dev/null 2>&1; then echo sudo
+else
+  echo "none $(id -un 2>/dev/null || id -u)"
+  if command -v sudo > /dev/null 2>&1; then sudo -n true 2>&1 | head -n 1; else echo "sudo is not installed"; fi
+fi
 echo "==provisioned"
 if [ -d "$T/releases" ] && [ -r "$T/trusted.pub" ] && [ -x "$T/bin/trident-edge" ]; then echo yes; else echo no; fi
 echo "==end"
@@ -57,7 +124,7 @@ echo "==end"
 
 /// Reads a unit's facts (one SSH round trip).
 pub fn read(ssh: &Ssh, unit: &Unit) -> Result<UnitFacts> {
-    let out = ssh.script(unit, "facts", FACTS, &[&unit.root])?;
+    let out = ssh.script_as_login(unit, "facts", FACTS, &[&unit.root])?;
     if !out.stdout.contains("==end") {
         return Err(Error::remote(
             &unit.name,
@@ -147,6 +214,27 @@ pub fn parse(text: &str, unit: &str) -> Result<UnitFacts> {
             .collect(),
         journal,
         provisioned: first("provisioned").as_deref() == Some("yes"),
+        history: section("history")
+            .iter()
+            .filter_map(|l| l.trim().split_once(' '))
+            .map(|(s, v)| (s.to_string(), v.trim().to_string()))
+            .collect(),
+        start_attempts: first("attempts").and_then(|l| {
+            let (v, n) = l.split_once(' ')?;
+            Some((v.to_string(), n.trim().parse().ok()?))
+        }),
+        privilege: {
+            let lines = section("privilege");
+            let mut lines = lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty());
+            match lines.next() {
+                Some("sudo") => Privilege::Sudo,
+                Some(l) if l.starts_with("none") => Privilege::None {
+                    user: l["none".len()..].trim().to_string(),
+                    why: lines.next().unwrap_or("no answer").to_string(),
+                },
+                _ => Privilege::Root,
+            }
+        },
     })
 }
 
@@ -187,6 +275,15 @@ Filesystem     1024-blocks     Used Available Capacity Mounted on
 ==journal
 state=committed
 target=1.2.3
+==history
+good 1.2.2
+failed 1.2.4
+good 1.2.3
+==attempts
+1.2.3 2
+==privilege
+none pilot
+sudo: a password is required
 ==provisioned
 yes
 ==end
@@ -195,7 +292,7 @@ yes
     #[test]
     fn a_jetpack_4_6_1_nano_reads_as_such() {
         let f = parse(ANSWER, "reef-01").unwrap();
-        let d = f.device.unwrap();
+        let d = f.device.clone().unwrap();
         assert_eq!(f.arch, "aarch64");
         assert_eq!(d.l4t.as_deref(), Some("32.7.1"));
         assert_eq!(d.jetpack.as_deref(), Some("4.6.1"));
@@ -208,6 +305,15 @@ yes
         assert_eq!(f.releases, ["1.2.2", "1.2.3"]);
         assert_eq!(f.journal["state"], "committed");
         assert!(f.provisioned);
+        assert_eq!(f.last_good(Some("1.2.3")), Some("1.2.2"));
+        assert_eq!(f.last_good(None), Some("1.2.3"));
+        assert_eq!(f.status_of("1.2.4"), Some("failed"));
+        assert_eq!(f.start_attempts, Some(("1.2.3".into(), 2)));
+        let e = f.require_root("reef-01").unwrap_err().to_string();
+        assert!(
+            e.contains("`pilot` is not root") && e.contains("a password is required"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -201,6 +201,8 @@ impl Ssh {
             "-e",
             shell,
         ])
+        // The unit's rsync writes into root's /opt/trident: as root, or through `sudo -n`.
+        .arg(format!("--rsync-path={} rsync", crate::ssh::AS_ROOT))
         .arg(&source)
         .arg(&dest)
         // With `--partial` it would move the part into a folder of its own.
@@ -333,7 +335,8 @@ impl Ssh {
         // `sh -c SCRIPT sh PART OFFSET`: stdin carries the data, so the script rides on the
         // command line, its values as positional parameters.
         c.arg(format!(
-            "sh -c {} sh {}",
+            "{} sh -c {} sh {}",
+            crate::ssh::AS_ROOT,
             crate::quote::quote(scripts::APPEND_FROM),
             quote_all(&[part, &offset.to_string()])
         ))
@@ -619,8 +622,8 @@ mod tests {
         };
         assert_eq!(
             ssh.rsync_shell(&unit).unwrap(),
-            "ssh -F '/etc/trident/ssh_config' -p 2222 -o BatchMode=yes -o ConnectTimeout=10 \
-             -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -T"
+            "ssh -F '/etc/trident/ssh_config' -p 2222 -o BatchMode=yes \
+             -o StrictHostKeyChecking=yes -o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=3 -T"
         );
         for bad in ["/a b/config", "/it's", "/a\"b", "/a\\b", "/a\tb", ""] {
             let ssh = Ssh {

@@ -100,6 +100,8 @@ const DIRECTIVES_SINCE: &[(&str, u32)] = &[
     ("Environment", 1),
     ("EnvironmentFile", 1),
     ("ExecStart", 1),
+    ("ExecStartPre", 1),
+    ("ExecStartPost", 1),
     ("Restart", 1),
     ("RestartSec", 1),
     ("TimeoutStartSec", 188),
@@ -130,9 +132,19 @@ fn the_unit_file_uses_only_what_the_nanos_systemd_knows() {
         if line.is_empty() || line.starts_with('#') || line.starts_with('[') {
             continue;
         }
-        let Some((key, _)) = line.split_once('=') else {
+        let Some((key, value)) = line.split_once('=') else {
             continue; // a continuation line of ExecStart
         };
+        // Exec prefixes: "-" is as old as systemd; "+" (full privileges) came in 231.
+        if key.starts_with("Exec") {
+            let prefixes: String = value.chars().take_while(|c| "-+!@:".contains(*c)).collect();
+            assert!(
+                prefixes.chars().all(|c| "-+".contains(c)),
+                "{key}: prefix {prefixes:?} is newer than systemd 237 or not checked here"
+            );
+            const PLUS_SINCE: u32 = 231;
+            assert!(!prefixes.contains('+') || PLUS_SINCE <= NANO_SYSTEMD);
+        }
         let since = DIRECTIVES_SINCE
             .iter()
             .find(|(k, _)| *k == key)
@@ -167,15 +179,15 @@ fn systemd_analyze_verifies_the_unit_file() {
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let text = unit_file();
     assert!(text.contains("/opt/trident/current/bin/trident-edge"));
+    assert!(text.contains("/opt/trident/bin/trident-guard"));
     let file = dir.path().join("trident-edge.service");
-    std::fs::write(
-        &file,
-        text.replace(
+    let text = text
+        .replace("/opt/trident/bin/trident-guard", exe.to_str().unwrap())
+        .replace(
             "/opt/trident/current/bin/trident-edge",
             exe.to_str().unwrap(),
-        ),
-    )
-    .unwrap();
+        );
+    std::fs::write(&file, &text).unwrap();
     let out = std::process::Command::new(analyze)
         .arg("verify")
         .arg(&file)
@@ -191,15 +203,7 @@ fn systemd_analyze_verifies_the_unit_file() {
     assert!(out.status.success() && ours.is_empty(), "{stderr}");
 
     // And it does catch what it should: an unknown directive is reported.
-    std::fs::write(
-        &file,
-        text.replace(
-            "/opt/trident/current/bin/trident-edge",
-            exe.to_str().unwrap(),
-        )
-        .replace("PrivateTmp=no", "PrivateTmpp=no"),
-    )
-    .unwrap();
+    std::fs::write(&file, text.replace("PrivateTmp=no", "PrivateTmpp=no")).unwrap();
     let out = std::process::Command::new(analyze)
         .arg("verify")
         .arg(&file)

@@ -17,8 +17,7 @@ fn opts() -> PushOptions {
     PushOptions {
         health_timeout_s: 60,
         keep_releases: 3,
-        drop_upload_after: None,
-        stop_after_switch: false,
+        ..Default::default()
     }
 }
 
@@ -61,8 +60,17 @@ fn assert_on(t: &TestSetup, u: &Unit, release: &str) {
     let tu = t.fleet.unit(&u.name);
     assert_eq!(tu.current_release().as_deref(), Some(release));
     assert!(tu.service_running(), "{}: service not running", u.name);
-    let (ok, why) = trident_deploy::push::healthy(&t.ssh, u, 60).unwrap();
-    assert!(ok, "{}: {why}", u.name);
+    let gate = trident_deploy::recover::gate(
+        &t.ssh,
+        u,
+        release,
+        &PushOptions {
+            health_timeout_s: 60,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(gate, trident_deploy::recover::Gate::Passed, "{}", u.name);
     let dir = tu.path(&format!("/opt/trident/releases/{release}"));
     trident_core::package::PackageDir::open(&dir).unwrap();
 }
@@ -160,7 +168,7 @@ fn an_update_commits_a_bad_one_rolls_back_and_an_interrupted_one_is_resolved() {
         &p2,
         &m2,
         &PushOptions {
-            stop_after_switch: true,
+            stop_at: Some(trident_deploy::push::StopAt::Restart),
             ..opts()
         },
         &(),

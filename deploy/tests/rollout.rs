@@ -27,8 +27,7 @@ fn opts(canary: usize, max_parallel: usize) -> RolloutOptions {
             // costs the whole timeout.
             health_timeout_s: 20,
             keep_releases: 3,
-            drop_upload_after: None,
-            stop_after_switch: false,
+            ..Default::default()
         },
     }
 }
@@ -72,7 +71,7 @@ fn a_failing_canary_stops_the_rollout_and_a_good_release_reaches_every_unit() {
     let units: Vec<Unit> = UNITS.iter().map(|n| unit(&t.fleet, n)).collect();
     let kit = ProvisionKit::prepare(&t.package, &t.public_key).unwrap();
     let ssh = t.ssh.clone();
-    for r in each_unit(&units, 3, move |u| provision_with(&ssh, u, &kit)).unwrap() {
+    for r in each_unit(&units, 3, move |u| provision_with(&ssh, u, &kit, None)).unwrap() {
         r.unwrap();
     }
 
