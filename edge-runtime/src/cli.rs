@@ -46,8 +46,9 @@ pub enum Command {
     /// this unit; writes bench.json, bench.md and charts, and with --write-profile a deployment
     /// profile holding the measured figures.
     Bench(BenchArgs),
-    /// Ask a running runtime's /healthz, waiting up to --wait for it to report ok; exit 0 when
-    /// healthy, 1 when not (the deploy stage's health gate).
+    /// Ask a running runtime's /healthz, waiting up to --wait for it to report ok (and meet
+    /// --expect-version, --started-after and --min-frames); exit 0 when healthy, 1 when not (the
+    /// deploy stage's health gate).
     Health(HealthArgs),
     /// Examine this unit for a field engineer: which backends load and why not; L4T, JetPack,
     /// TensorRT, CUDA, GStreamer and glibc versions; the camera and decoder elements; the power
@@ -139,13 +140,25 @@ pub struct HealthArgs {
     /// Where the runtime serves /healthz (its --http address).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
-    /// Keep asking (once a second) until healthy or this long has passed: 90s, 2m. Default:
-    /// ask once.
+    /// Keep asking (every 250 ms) until healthy and every condition holds, or this long has
+    /// passed: 90s, 2m. Default: ask once.
     #[arg(long, value_parser = parse_duration)]
     pub wait: Option<Duration>,
     /// Print the /healthz JSON instead of a summary line.
     #[arg(long)]
     pub json: bool,
+    /// Not healthy unless the runtime runs this package version (`version`, from the package's
+    /// verified manifest).
+    #[arg(long, value_name = "VERSION")]
+    pub expect_version: Option<String>,
+    /// Not healthy unless the runtime's process started after this time (Unix seconds, e.g. the
+    /// switch's `date +%s`): an older process still answering does not count.
+    #[arg(long, value_name = "UNIX_S")]
+    pub started_after: Option<f64>,
+    /// Not healthy unless every model of the active ladder level has processed at least this
+    /// many frames (`min_level_model_frames`).
+    #[arg(long, value_name = "N")]
+    pub min_frames: Option<u64>,
 }
 
 #[derive(Debug, Args)]

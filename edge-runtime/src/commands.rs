@@ -40,8 +40,9 @@ impl ModelsArgs {
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     // Listen first: a taken port fails at once, not after the models load and cameras open.
+    // `version` is the package's, set once its manifest is verified (none from a models folder).
     let health = Arc::new(Health::new(HealthConfig {
-        version: Some(env!("CARGO_PKG_VERSION").into()),
+        version: None,
         stale_after: a.stale_after,
         ..HealthConfig::default()
     }));
@@ -75,6 +76,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let (deployment, mut ensemble) =
         load_ensemble(&ensemble_args, Some((&mut profile, &a.profile)))?;
+    health
+        .update()
+        .version(deployment.manifest.as_ref().map(|m| m.version.as_str()));
     let set = &deployment.set;
     if let Some(c) = a.conf {
         for m in &mut ensemble.members {
@@ -446,21 +450,37 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `trident-edge health [--addr A] [--wait D] [--json]`.
+/// `trident-edge health [--addr A] [--wait D] [--json] [--expect-version V] [--started-after
+/// UNIX_S] [--min-frames N]`: exit 0 only when `/healthz` answers 200 and every condition given
+/// holds. The summary line starts `ADDR: healthy —` or `ADDR: NOT healthy —`; on failure the last
+/// line (stderr) names each condition that failed with the values seen.
 pub fn health(a: HealthArgs) -> anyhow::Result<()> {
     use std::time::{Duration, Instant};
+    use trident_edge::health::Gate;
+    let gate = Gate {
+        expect_version: a.expect_version.clone(),
+        started_after: a.started_after,
+        min_frames: a.min_frames,
+    };
     let deadline = Instant::now() + a.wait.unwrap_or_default();
-    let last = loop {
+    let (last, failures) = loop {
         let answer = trident_edge::http::get_healthz(a.addr, Duration::from_secs(5));
-        let healthy = matches!(&answer, Ok((200, _)));
-        if healthy || Instant::now() >= deadline {
-            break answer;
+        let failures = match &answer {
+            Ok((status, body)) => {
+                let report: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+                gate.failures(*status, &report)
+            }
+            Err(_) => Vec::new(),
+        };
+        let passed = answer.is_ok() && failures.is_empty();
+        if passed || Instant::now() >= deadline {
+            break (answer, failures);
         }
         // A local GET is cheap; a deploy's health gate waits for this loop.
         std::thread::sleep(Duration::from_millis(250));
     };
     match last {
-        Ok((status, body)) => {
+        Ok((_, body)) => {
             let report: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if a.json {
                 println!("{}", body.trim());
@@ -468,7 +488,7 @@ pub fn health(a: HealthArgs) -> anyhow::Result<()> {
                 println!(
                     "{}: {} — version {}, {} frames, {:.2} fps, level {}{}",
                     a.addr,
-                    if status == 200 {
+                    if failures.is_empty() {
                         "healthy"
                     } else {
                         "NOT healthy"
@@ -490,7 +510,13 @@ pub fn health(a: HealthArgs) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 );
             }
-            anyhow::ensure!(status == 200, "{}: /healthz answered {status}", a.addr);
+            if !failures.is_empty() {
+                let waited = a
+                    .wait
+                    .map(|w| format!(" (waited {})", humantime::format_duration(w)))
+                    .unwrap_or_default();
+                anyhow::bail!("{}: {}{waited}", a.addr, failures.join("; "));
+            }
             Ok(())
         }
         Err(e) => Err(anyhow::anyhow!(

@@ -4,7 +4,8 @@
 //! - `GET /healthz`: JSON [`HealthReport`](crate::health::HealthReport); 200 when `ok`, else
 //!   503 (the conditions are in [`crate::health`]).
 //! - `GET /metrics`: Prometheus text format 0.0.4 (`text/plain; version=0.0.4`):
-//!   - gauges `trident_build_info{version}` (1), `trident_healthy` (1 when `/healthz` is ok),
+//!   - gauges `trident_build_info{version,runtime_version}` (1; `version` is the package's,
+//!     absent without a package), `trident_healthy` (1 when `/healthz` is ok),
 //!     `trident_uptime_seconds`, `trident_frames_per_second`, `trident_last_frame_age_seconds`
 //!     (after the first frame), `trident_capturing`;
 //!   - counter `trident_frames_total` (frames through the ensemble);

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `/healthz`'s `started_at_unix_s`: taken before anything else.
+    trident_edge::health::process_start();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose, args.quiet, args.log_format);
     match cli::run(args.command) {

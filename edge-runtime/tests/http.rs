@@ -120,14 +120,20 @@ fn healthz_reports_the_run_as_json() {
     assert_eq!(v["ok"], false);
     assert_eq!(v["problems"][0], "starting: the run loop has not begun");
     assert_eq!(v["models_running"], 0);
+    assert_eq!(v["level_models"], serde_json::Value::Null);
+    assert_eq!(v["min_level_model_frames"], serde_json::Value::Null);
+    assert_eq!(v["pid"], std::process::id());
+    assert_eq!(v["runtime_version"], env!("CARGO_PKG_VERSION"));
 
     health.update().begin(["test://ball"], MODELS);
     health.update().governor(&governor_stats(1, "ensemble"));
+    assert_eq!(get(addr, "/healthz").json()["min_level_model_frames"], 0);
     for i in 0..20 {
         let mut u = health.update();
         u.frame(i % 3);
-        u.level(1, "ensemble");
-        for k in 0..3 {
+        u.level(1, "pair");
+        u.level_models(&["high_recall", "high_precision"]);
+        for k in [0, 2] {
             u.model_pass(k, 0.03);
         }
     }
@@ -141,7 +147,14 @@ fn healthz_reports_the_run_as_json() {
     // 0 + 1 + 2 + 0 + … over 20 frames.
     assert_eq!(v["detections"], (0..20).map(|i| i % 3).sum::<usize>());
     assert_eq!(v["level"], 1);
-    assert_eq!(v["level_name"], "ensemble");
+    assert_eq!(v["level_name"], "pair");
+    assert_eq!(
+        v["level_models"],
+        serde_json::json!(["high_recall", "high_precision"])
+    );
+    assert_eq!(v["min_level_model_frames"], 20);
+    let frames: Vec<&serde_json::Value> = (0..3).map(|k| &v["models"][k]["frames"]).collect();
+    assert_eq!(frames, [20, 0, 20]);
     assert_eq!(v["power_w"], 5.5);
     assert_eq!(v["energy_j"], 123.25);
     assert_eq!(v["average_w"], 6.1625);
@@ -381,7 +394,14 @@ fn metrics_are_prometheus_text_with_cumulative_histograms_and_escaped_labels() {
 
     let s = parse_exposition(text);
     assert_eq!(
-        value(&s, "trident_build_info", &[("version", "1.2.3")]),
+        value(
+            &s,
+            "trident_build_info",
+            &[
+                ("version", "1.2.3"),
+                ("runtime_version", env!("CARGO_PKG_VERSION"))
+            ]
+        ),
         1.0
     );
     assert_eq!(value(&s, "trident_healthy", &[]), 1.0);
@@ -624,12 +644,17 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
     assert_eq!(v["models_running"], 2);
     assert_eq!(v["power_source"], "estimate");
     assert!(v["power_w"].as_f64().unwrap() > 0.0, "{v}");
+    // The level's models from the governor's ladder, and every one of them has run.
+    assert_eq!(v["level_models"], serde_json::json!(["a", "b"]));
+    assert!(v["min_level_model_frames"].as_u64().unwrap() > 0, "{v}");
 
     // After the run: the final figures, and not ok.
     let r = get(addr, "/healthz");
     assert_eq!(r.status, 503);
     let v = r.json();
     assert_eq!(v["problems"][0], "the run has ended");
+    let fewest = summary.models.iter().map(|m| m.1).min().unwrap();
+    assert_eq!(v["min_level_model_frames"].as_u64(), Some(fewest), "{v}");
     assert_eq!(v["frames"].as_u64().unwrap(), summary.frames);
     let g = summary.governor.as_ref().unwrap();
     assert_eq!(v["energy_j"].as_f64().unwrap(), g.energy_j);
@@ -641,7 +666,10 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
         value(&s, "trident_frames_total", &[]),
         summary.frames as f64
     );
+    let models = v["models"].as_array().unwrap();
     for (name, passes, mean) in &summary.models {
+        let reported = models.iter().find(|m| m["model"] == name.as_str()).unwrap();
+        assert_eq!(reported["frames"].as_u64(), Some(*passes), "{v}");
         let model = [("model", name.as_str())];
         assert_eq!(
             value(&s, "trident_model_latency_seconds_count", &model),

@@ -14,15 +14,45 @@
 //! - past the start-up grace (default 30 s after [`Health::new`]), no frame arrived for longer
 //!   than the stale threshold (default 10 s). Time spent paused outside capture windows does not
 //!   count: the wait restarts when capture resumes.
+//!
+//! # What a deploy's health gate reads
+//!
+//! `version` is the package version from the verified manifest the runtime loaded (null when it
+//! runs from a models folder, and until the package is verified); `runtime_version` is this
+//! binary's own. `started_at_unix_s` and `pid` name the process: a gate compares the start with
+//! the time of its switch, so the process that answers is the one started after it.
+//! `level_models` are the models of the governor's active ladder level (levels run subsets of
+//! the ensemble), `models[].frames` the frames each model processed, and
+//! `min_level_model_frames` the fewest among the active level's models: 0 before the first frame,
+//! null before the run begins. [`Gate`] checks these (`trident-edge health --expect-version
+//! --started-after --min-frames`).
 
 use std::collections::VecDeque;
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::governor::GovernorStats;
+
+/// The runtime's own version (this crate's), reported as `runtime_version` beside the package's.
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+static PROCESS_START: OnceLock<SystemTime> = OnceLock::new();
+
+/// When this process started: the wall-clock time of the first call, kept for the process's
+/// life. `trident-edge`'s `main` calls it first thing, so it is the process start to within the
+/// time the loader and argument parsing take.
+pub fn process_start() -> SystemTime {
+    *PROCESS_START.get_or_init(SystemTime::now)
+}
+
+/// Seconds since the Unix epoch (0 for times before it).
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// Upper bounds (seconds) of the per-model latency histogram's buckets; `+Inf` follows.
 pub const LATENCY_BUCKETS_S: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -34,7 +64,8 @@ const MAX_RECENT: usize = 4096;
 /// Thresholds of `/healthz` and what it names as the version.
 #[derive(Clone, Debug)]
 pub struct HealthConfig {
-    /// Reported as `version` (and `trident_build_info{version}`): the package version when known.
+    /// Reported as `version` (and `trident_build_info{version}`): the package version when known
+    /// at the start; [`HealthUpdate::version`] sets it once the package is verified.
     pub version: Option<String>,
     /// Not ok when no frame arrived for longer than this (default 10 s)…
     pub stale_after: Duration,
@@ -128,6 +159,8 @@ pub struct ModelBackend {
     /// whose profile asks for TensorRT and that ends on the CPU says why here).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// Frames this model processed (one pass each, its TTA views included).
+    pub frames: u64,
 }
 
 /// The body of `/healthz`.
@@ -136,7 +169,16 @@ pub struct HealthReport {
     pub ok: bool,
     /// Why `ok` is false, one line each; empty when ok.
     pub problems: Vec<String>,
+    /// The package version from the verified manifest the runtime loaded; null when it runs from
+    /// a models folder (and until the package is verified).
     pub version: Option<String>,
+    /// The runtime binary's own version.
+    pub runtime_version: String,
+    /// When the process started (Unix seconds, wall clock) and its id: a deploy gate compares
+    /// the start with the time of its switch.
+    pub started_at_unix_s: f64,
+    pub pid: u32,
+    /// Seconds since the health state was created (the start of `trident-edge run`).
     pub uptime_s: f64,
     /// Frames the ensemble processed.
     pub frames: u64,
@@ -152,6 +194,12 @@ pub struct HealthReport {
     /// Ladder level (0 is the best) and its name; null before the run begins.
     pub level: Option<usize>,
     pub level_name: Option<String>,
+    /// The models the active ladder level runs (all models until the governor names its level);
+    /// null before the run begins.
+    pub level_models: Option<Vec<String>>,
+    /// The fewest frames any model of `level_models` processed (0 before the first frame); null
+    /// before the run begins.
+    pub min_level_model_frames: Option<u64>,
     /// Power at the governor's last sample, average power and energy since its start; null
     /// until the first governor report.
     pub power_w: Option<f64>,
@@ -161,7 +209,7 @@ pub struct HealthReport {
     pub power_source: Option<String>,
     pub models_running: usize,
     pub models_dropped: Vec<DroppedModel>,
-    /// Each model's backend and precision, in ensemble order.
+    /// Each model's backend, precision and frames, in ensemble order.
     pub models: Vec<ModelBackend>,
 }
 
@@ -172,6 +220,8 @@ struct SourceState {
 
 struct ModelState {
     name: String,
+    /// Forward passes, counted apart from `latency` (which ignores NaN and negative times).
+    frames: u64,
     latency: Histogram,
     dropped: Option<String>,
     backend: String,
@@ -202,6 +252,10 @@ struct State {
     recent: VecDeque<Instant>,
     level: Option<usize>,
     level_name: String,
+    /// The models of the active level; all models from `begin` until the governor names them.
+    level_models: Option<Vec<String>>,
+    /// The package version (from the config, then [`HealthUpdate::version`]).
+    version: Option<String>,
     power: Option<PowerState>,
     sources: Vec<SourceState>,
     models: Vec<ModelState>,
@@ -211,6 +265,9 @@ struct State {
 pub struct Health {
     config: HealthConfig,
     start: Instant,
+    /// [`process_start`] in Unix seconds, and the process id.
+    started_at_unix_s: f64,
+    pid: u32,
     state: Mutex<State>,
 }
 
@@ -230,12 +287,15 @@ impl Health {
     /// As [`Health::new`], started at `start` (tests).
     pub fn new_at(config: HealthConfig, start: Instant) -> Self {
         Health {
-            config,
-            start,
+            started_at_unix_s: unix_seconds(process_start()),
+            pid: std::process::id(),
             state: Mutex::new(State {
                 recent: VecDeque::with_capacity(64),
+                version: config.version.clone(),
                 ..State::default()
             }),
+            config,
+            start,
         }
     }
 
@@ -299,10 +359,24 @@ impl Health {
             }
         }
         let power = s.power.as_ref();
+        let min_level_model_frames = s.level_models.as_ref().and_then(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    s.models
+                        .iter()
+                        .find(|m| &m.name == n)
+                        .map_or(0, |m| m.frames)
+                })
+                .min()
+        });
         HealthReport {
             ok: problems.is_empty(),
             problems,
-            version: self.config.version.clone(),
+            version: s.version.clone(),
+            runtime_version: RUNTIME_VERSION.to_string(),
+            started_at_unix_s: self.started_at_unix_s,
+            pid: self.pid,
             uptime_s: uptime.as_secs_f64(),
             frames: s.frames,
             detections: s.detections,
@@ -313,6 +387,8 @@ impl Health {
             capturing: !s.paused,
             level: s.level,
             level_name: s.level.map(|_| s.level_name.clone()),
+            level_models: s.level_models.clone(),
+            min_level_model_frames,
             power_w: power.map(|p| p.last_w),
             average_w: power.map(|p| p.average_w),
             energy_j: power.map(|p| p.energy_j),
@@ -336,6 +412,7 @@ impl Health {
                     backend: m.backend.clone(),
                     precision: m.precision.clone(),
                     fallback: m.fallback.clone(),
+                    frames: m.frames,
                 })
                 .collect(),
         }
@@ -375,14 +452,17 @@ impl Health {
         let s = self.lock();
         let report = self.report_locked(&s, now);
         let mut e = Exposition::default();
-        if let Some(v) = &self.config.version {
-            e.family(
-                "trident_build_info",
-                "gauge",
-                "The runtime; its version label (value 1).",
-            );
-            e.sample("trident_build_info", &[("version", v)], 1.0);
+        e.family(
+            "trident_build_info",
+            "gauge",
+            "The package version (label absent without a package) and the runtime's (value 1).",
+        );
+        let mut labels = Vec::with_capacity(2);
+        if let Some(v) = &s.version {
+            labels.push(("version", v.as_str()));
         }
+        labels.push(("runtime_version", RUNTIME_VERSION));
+        e.sample("trident_build_info", &labels, 1.0);
         e.gauge(
             "trident_healthy",
             "1 when /healthz is ok, else 0.",
@@ -569,6 +649,7 @@ impl HealthUpdate<'_> {
             .into_iter()
             .map(|name| ModelState {
                 name: name.into(),
+                frames: 0,
                 latency: Histogram::default(),
                 dropped: None,
                 backend: String::new(),
@@ -576,6 +657,13 @@ impl HealthUpdate<'_> {
                 fallback: None,
             })
             .collect();
+        // Until the governor names its level, every model runs.
+        s.level_models = Some(s.models.iter().map(|m| m.name.clone()).collect());
+    }
+
+    /// The package version (from its verified manifest; `None`: not run from a package).
+    pub fn version(&mut self, version: Option<&str>) {
+        self.state.version = version.map(str::to_string);
     }
 
     /// Model `index` runs on `backend` at `precision`; `fallback` says why a preferred backend
@@ -635,6 +723,17 @@ impl HealthUpdate<'_> {
         }
     }
 
+    /// The models the active ladder level runs (copied only when they changed).
+    pub fn level_models<S: AsRef<str>>(&mut self, models: &[S]) {
+        let s = &mut *self.state;
+        let same = s.level_models.as_ref().is_some_and(|old| {
+            old.len() == models.len() && old.iter().zip(models).all(|(a, b)| a == b.as_ref())
+        });
+        if !same {
+            s.level_models = Some(models.iter().map(|m| m.as_ref().to_string()).collect());
+        }
+    }
+
     /// The counters of source `index` (as passed to `begin`).
     pub fn source(&mut self, index: usize, counters: SourceCounters) {
         if let Some(s) = self.state.sources.get_mut(index) {
@@ -645,6 +744,7 @@ impl HealthUpdate<'_> {
     /// Model `index` ran one forward pass in `seconds`.
     pub fn model_pass(&mut self, index: usize, seconds: f64) {
         if let Some(m) = self.state.models.get_mut(index) {
+            m.frames += 1;
             m.latency.observe(seconds);
         }
     }
@@ -694,6 +794,9 @@ pub(crate) use run_loop::Reporter;
 
 mod exposition;
 use exposition::{Exposition, format_value};
+
+mod gate;
+pub use gate::Gate;
 
 #[cfg(test)]
 mod tests;

@@ -45,6 +45,7 @@ impl<'h> Reporter<'h> {
                 u.model_backend(k, m.backend.name(), &m.precision, m.fallback.as_deref());
             }
             u.governor(&governor.stats());
+            u.level_models(&governor.level().models);
         }
         Reporter {
             health,
@@ -53,12 +54,15 @@ impl<'h> Reporter<'h> {
         }
     }
 
-    /// One processed frame: its count, level and each model's pass or drop.
+    /// One processed frame: its count, level (and the level's models) and each model's pass or
+    /// drop.
     pub(crate) fn frame(&self, ensemble: &Ensemble, out: &EnsembleOutput, governor: &Governor) {
         let Some(h) = self.health else { return };
         let mut u = h.update();
         u.frame(out.fused.len());
-        u.level(governor.level_index(), &governor.level().name);
+        let level = governor.level();
+        u.level(governor.level_index(), &level.name);
+        u.level_models(&level.models);
         for (k, (m, ran)) in ensemble.members.iter().zip(&out.per_model).enumerate() {
             if ran.is_some() {
                 u.model_pass(k, m.last_seconds);
@@ -81,7 +85,9 @@ impl<'h> Reporter<'h> {
         if let Some(h) = self.health
             && (changed || t >= self.governor_due)
         {
-            h.update().governor(&governor.stats());
+            let mut u = h.update();
+            u.governor(&governor.stats());
+            u.level_models(&governor.level().models);
             self.governor_due = t + GOVERNOR_REPORT_S;
         }
     }
@@ -107,6 +113,7 @@ impl<'h> Reporter<'h> {
             }
         }
         u.governor(&governor.stats());
+        u.level_models(&governor.level().models);
         u.end();
     }
 }
