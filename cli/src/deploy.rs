@@ -370,8 +370,18 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
                 "rolled back from {}",
                 s.failed_release.as_deref().unwrap_or("?")
             )),
-            Some("switching") => notes.push("deploy interrupted: next push resolves it".into()),
+            Some("switching" | "rolling-back") if s.locked_by.is_none() => {
+                notes.push("deploy interrupted: the next push or rollback finishes it".into())
+            }
             _ => {}
+        }
+        if let Some(who) = &s.locked_by {
+            notes.push(format!("deploy in progress: {who}"));
+        }
+        match s.release_state.as_deref() {
+            Some("good") | None => {}
+            Some("pending") => notes.push("release not through its gate yet".into()),
+            Some(other) => notes.push(format!("release marked {other}")),
         }
         if s.health != Health::Ok {
             notes.extend(s.problems.iter().cloned());

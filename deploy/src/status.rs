@@ -51,6 +51,16 @@ pub struct UnitStatus {
     pub deploy_state: Option<String>,
     /// The release a rollback left (journal `failed=`).
     pub failed_release: Option<String>,
+    /// What the unit's history says of `release`: `good` (it passed its gate), `pending` (a
+    /// deploy has not finished with it) or `failed`; `None` on a unit deployed before the
+    /// history existed.
+    pub release_state: Option<String>,
+    /// The unit's release history, oldest first (`good 1.0.0`, `failed 1.1.0`).
+    pub history: Vec<String>,
+    /// Who holds the unit's deploy lock, while one is held.
+    pub locked_by: Option<String>,
+    /// The package version the running process reports (`/healthz`).
+    pub running_version: Option<String>,
     pub health: Health,
     pub problems: Vec<String>,
     pub fps: Option<f64>,
@@ -81,6 +91,10 @@ const STATUS: &str = r#"set -u
 T="$1/opt/trident"
 if [ -L "$T/current" ]; then echo "current=$(basename "$(readlink "$T/current")")"; fi
 if [ -r "$T/deploy-journal" ]; then sed 's/^/journal./' "$T/deploy-journal"; fi
+if [ -r "$T/history" ]; then sed 's/^/history=/' "$T/history"; fi
+if [ -e "$T/deploy.lock" ] && command -v flock > /dev/null 2>&1 && ! flock -n "$T/deploy.lock" true 2>/dev/null; then
+  echo "locked-by=$(cat "$T/deploy.lock.owner" 2>/dev/null)"
+fi
 if command -v nvpmodel >/dev/null 2>&1; then
   echo "power=$(nvpmodel -q 2>/dev/null | sed -n 's/^NV Power Mode: *//p' | head -n 1)"
 fi
@@ -95,6 +109,8 @@ fi
 #[derive(Deserialize)]
 struct HealthReport {
     ok: bool,
+    #[serde(default)]
+    version: Option<String>,
     #[serde(default)]
     problems: Vec<String>,
     fps: Option<f64>,
@@ -127,6 +143,10 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
         release: None,
         deploy_state: None,
         failed_release: None,
+        release_state: None,
+        history: vec![],
+        locked_by: None,
+        running_version: None,
         health: Health::Unknown,
         problems: vec![],
         fps: None,
@@ -161,6 +181,13 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
         .lines()
         .filter_map(|l| l.split_once('='))
         .collect();
+    status.history = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("history="))
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
     let text = |k: &str| {
         fields
             .get(k)
@@ -170,6 +197,16 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
     status.release = text("current");
     status.deploy_state = text("journal.state");
     status.failed_release = text("journal.failed");
+    status.locked_by = text("locked-by");
+    status.release_state = status.release.as_ref().and_then(|r| {
+        status
+            .history
+            .iter()
+            .rev()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(_, v)| v == r)
+            .map(|(s, _)| s.to_string())
+    });
     status.power_mode = text("power");
     if let Some(body) = text("health") {
         match serde_json::from_str::<HealthReport>(&body) {
@@ -180,6 +217,16 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
                     Health::Unhealthy
                 };
                 status.problems = report.problems;
+                status.running_version = report.version;
+                if let (Some(running), Some(release)) = (&status.running_version, &status.release)
+                    && running != release
+                {
+                    // `current` moved but the process did not (or the other way round).
+                    status.health = Health::Unhealthy;
+                    status.problems.push(format!(
+                        "the running process reports {running}, current is {release}"
+                    ));
+                }
                 status.fps = report.fps;
                 status.frames = report.frames;
                 status.detections = report.detections;
