@@ -79,6 +79,7 @@ pub fn build(a: &ExportArgs) -> anyhow::Result<ExitCode> {
         version: &version,
         git_revision: git_revision(config_path.parent().unwrap_or(Path::new("."))),
         signer: signer.as_ref(),
+        zstd_level: trident_package::archive::ZSTD_LEVEL,
     };
     let built = build_package(&request, &a.out)
         .with_context(|| format!("building the package from {}", config_path.display()))?;

@@ -170,15 +170,26 @@ fn provision_push_status_rollback_through_the_cli() {
         assert!(u["last_seen_utc"].as_str().unwrap().ends_with('Z'), "{u}");
     }
 
-    // 1.1.0 cannot start its camera on the canary: exit 1, rolled back there, reef-02 untouched.
+    // 1.1.0 crashes before READY=1 on the canary: under systemd's Type=notify the restart
+    // fails; exit 1, back on 1.0.0 there, reef-02 untouched.
     let p2 = t.package("1.1.0");
-    t.fleet.unit("reef-01").set_fault("unhealthy-1.1.0", true);
+    t.fleet.unit("reef-01").set_fault("start-fails-1.1.0", true);
     let reef02_calls = t.fleet.unit("reef-02").calls("systemctl").len();
     let o = t.deploy(&["push", s(&p2), "--all", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let v = json(&o);
     assert_eq!(find(&v, "reef-01")["result"], "rolled-back");
     assert_eq!(find(&v, "reef-01")["failed_release"], "1.1.0");
+    assert!(
+        find(&v, "reef-01")["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("failed because the control process exited")),
+        "{v}"
+    );
+    assert_eq!(
+        t.fleet.unit("reef-01").current_release().as_deref(),
+        Some("1.0.0")
+    );
     assert_eq!(find(&v, "reef-02")["result"], "skipped");
     assert!(
         stderr(&o).contains("2 of 2 unit(s) FAILED"),
@@ -204,7 +215,9 @@ fn provision_push_status_rollback_through_the_cli() {
     );
 
     // Fixed; --tag picks one unit, then the rest.
-    t.fleet.unit("reef-01").set_fault("unhealthy-1.1.0", false);
+    t.fleet
+        .unit("reef-01")
+        .set_fault("start-fails-1.1.0", false);
     let o = t.deploy(&["push", s(&p2), "--tag", "south", "--canary", "0"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(

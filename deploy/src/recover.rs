@@ -54,7 +54,14 @@ pub fn switch(
     if r.ok() {
         return Ok(());
     }
-    let why = crate::ssh::last_line(&r.stderr)
+    // systemctl says why on the first of its two lines ("Job for trident-edge.service failed
+    // because …", then "See \"systemctl status …\" … for details.").
+    let why = r
+        .stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("Job for"))
+        .or_else(|| crate::ssh::last_line(&r.stderr))
         .unwrap_or("no message")
         .to_string();
     Err(SwitchFailed {
@@ -149,7 +156,7 @@ fn gate_finishing(ssh: &Ssh, unit: &Unit, version: &str, opts: &PushOptions) -> 
     if !stale {
         return Ok(first);
     }
-    let restarted = ssh.script(unit, "recover", unit_scripts::RESTART, &[&unit.root])?;
+    let restarted = ssh.script(unit, "recover", &unit_scripts::restart(), &[&unit.root])?;
     if !restarted.ok() {
         return Ok(Gate::Failed(format!(
             "the restart failed: {}",

@@ -60,6 +60,13 @@ init_history() {
 "; else durable "$T/history" ""; fi
   fi
 }
+# restart: a deploy's restarts are deliberate. systemd's start limit (5 starts in 10 s) is
+# there for crash loops; a push, its rollback and a manual rollback within 10 s would hit it
+# and be refused ("start of the service was attempted too often").
+restart() {
+  systemctl reset-failed trident-edge 2>/dev/null || true
+  systemctl restart trident-edge
+}
 # stop_here POINT: fault injection for tests — the deploy dies here, as a killed one would.
 stop_here() { if [ "$STOP" = "$1" ]; then echo "stopped after $1 (fault injection)" >&2; exit 86; fi; }
 "#;
@@ -138,7 +145,7 @@ stop_here journal
 switch_to "$2"
 sync
 stop_here symlink
-systemctl restart trident-edge
+restart
 stop_here restart
 "#,
     )
@@ -230,7 +237,7 @@ switched_at=$(date +%s)
 "
 switch_to "$2"
 sync
-systemctl restart trident-edge
+restart
 "#,
     )
 }
@@ -260,15 +267,19 @@ if [ -n "$target" ] && [ "$target" != "$2" ]; then history_drop "$target"; fi
 durable "$T/deploy-journal" "state=committed
 target=$2
 "
-systemctl is-active --quiet trident-edge || systemctl restart trident-edge
+systemctl is-active --quiet trident-edge || restart
 "#,
     )
 }
 
 /// `$1` root: restarts the service (a deploy killed between its switch and its restart).
-pub const RESTART: &str = r#"set -eu
-systemctl restart trident-edge
-"#;
+pub fn restart() -> String {
+    with_lib(
+        r#"set -eu
+restart
+"#,
+    )
+}
 
 /// `$1` root: the newest good release other than `current`, for `rollback`.
 pub fn last_good() -> String {

@@ -21,7 +21,7 @@ use trident_core::package::{
 };
 use trident_edge::governor::Profile;
 use trident_edge::models::ModelSet;
-use trident_package::archive::{ArchiveEntry, write_archive};
+use trident_package::archive::{ArchiveEntry, write_archive_at_level};
 use trident_package::elf;
 use trident_package::signature::SigningKey;
 
@@ -38,6 +38,9 @@ pub struct PackageRequest<'a> {
     pub git_revision: Option<String>,
     /// `None` builds an unsigned package (the caller asked for it explicitly).
     pub signer: Option<&'a SigningKey>,
+    /// The archive's zstd level: [`trident_package::archive::ZSTD_LEVEL`] for anything shipped;
+    /// a low level for packages that tests build and throw away.
+    pub zstd_level: i32,
 }
 
 /// A package on disk.
@@ -74,7 +77,7 @@ pub fn build_package(req: &PackageRequest<'_>, out: &Path) -> Result<BuiltPackag
         let _ = std::fs::remove_file(&tmp_signature);
     };
     let result = (|| -> Result<String> {
-        let sha = write_archive(&entries, &tmp_archive)?;
+        let sha = write_archive_at_level(&entries, &tmp_archive, req.zstd_level)?;
         if let Some(key) = req.signer {
             let comment = format!("file:{file_name} sha256:{sha}");
             key.sign_file(&tmp_archive, &tmp_signature, &comment)?;

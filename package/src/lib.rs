@@ -36,7 +36,7 @@ pub mod facts;
 pub mod signature;
 pub mod verify;
 
-pub use archive::{ArchiveEntry, write_archive};
+pub use archive::{ArchiveEntry, write_archive, write_archive_at_level};
 pub use elf::{ElfFacts, compare_versions, version_le};
 pub use error::{Error, Result};
 pub use extract::{

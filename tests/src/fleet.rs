@@ -11,14 +11,28 @@
 //!
 //! Under `R`: `etc/trident-test/{health_port,df_avail_kb,source,faults/<fault>,user-<name>,enabled/}`,
 //! `etc/nv_tegra_release`, `var/lib/dpkg/status`, `var/lib/nvpmodel/status`, `run/trident-edge.pid`,
-//! `var/log/trident-edge.log` (the service's output).
+//! `run/fake-systemd/` (the systemd stand-in's FIFOs and notify socket), `var/log/trident-edge.log`
+//! (the service's output, appended) and `var/log/fake-systemd.log` (its manager's transitions).
 //!
-//! Faults: `start-fails` (`systemctl start|restart trident-edge` starts nothing and exits 1),
-//! `unhealthy` (the service runs with `--duration 1s`), `fail-<tool>` (that tool records its call
-//! and exits 1).
+//! `systemctl` talks to a systemd stand-in per unit (`fleet/systemd.rs`: a thread of the process
+//! that owns the fleet, stopped with the service when the fleet drops) that runs the unit file
+//! deployed to `R/etc/systemd/system/trident-edge.service` with `Type=notify` semantics.
+//!
+//! Faults (files in `R/etc/trident-test/faults/`, read at each start of the service; each of the
+//! first three also as `<fault>-<release>`, only while `current` is that release):
+//! - `start-fails`: the main process prints an error and exits 1 before `READY=1`;
+//! - `unhealthy`: the runtime's camera is `file:///nonexistent/camera-unplugged.avi`; it exits
+//!   with the error after `/healthz` came up, before `READY=1`;
+//! - `no-frames`: a camera that opens but never delivers a frame; the runtime sends `READY=1` and
+//!   serves `/healthz`, processing nothing;
+//! - `fail-<tool>`: that tool records its call and exits 1.
 
+mod login;
 mod os;
 mod scripts;
+mod systemd;
+
+pub use login::UNPRIVILEGED_UID;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -41,6 +55,8 @@ pub const NANO_L4T_RELEASE: &str = "# R32 (release), REVISION: 7.1, GCID: 298180
 pub struct TestFleet {
     dir: PathBuf,
     units: Vec<TestUnit>,
+    /// One systemd stand-in per unit, stopped (with its service) first on drop.
+    managers: Vec<systemd::Manager>,
 }
 
 /// One fake unit, reached as `root@127.0.0.1:port` (`Host <name>` in [`TestFleet::ssh_config`]).
@@ -129,12 +145,16 @@ impl TestFleet {
         let mut fleet = TestFleet {
             dir,
             units: Vec::new(),
+            managers: Vec::new(),
         };
         for name in names {
             let unit_dir = fleet.dir.join("units").join(name);
             let root = unit_dir.join("root");
             let health_port = free_port();
             populate_root(&root, health_port);
+            fleet
+                .managers
+                .push(systemd::Manager::start(&root, name, health_port));
             let unit = TestUnit {
                 name: name.to_string(),
                 port: free_port(),
@@ -237,6 +257,8 @@ impl TestFleet {
 
 impl Drop for TestFleet {
     fn drop(&mut self) {
+        // First, so that no restart races the kills below.
+        systemd::stop_all(&mut self.managers);
         for u in &self.units {
             u.stop_sshd(true);
         }
@@ -381,6 +403,10 @@ impl TestUnit {
             dir = self.dir.display(),
             authorized_keys = authorized_keys.display(),
         );
+        let mut text = text;
+        if self.dir.join(login::MARKER).exists() {
+            text.push_str(&login::force_command());
+        }
         fs::write(self.dir.join("sshd_config"), text).unwrap();
     }
 

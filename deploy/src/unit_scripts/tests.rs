@@ -238,7 +238,10 @@ fn switch_writes_its_journal_before_the_symlink_and_restarts_last() {
     assert_eq!(u.systemctl(), "");
 
     assert!(u.run(&switch(), &["1.1.0", "1.0.0", ""]).status.success());
-    assert_eq!(u.systemctl(), "restart trident-edge\n");
+    assert_eq!(
+        u.systemctl(),
+        "reset-failed trident-edge\nrestart trident-edge\n"
+    );
     let out = u.run(&switch(), &["9.9.9", "1.1.0", ""]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("releases/9.9.9 is not installed"));

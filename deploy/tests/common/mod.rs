@@ -81,6 +81,8 @@ pub fn build(dir: &Path, version: &str, secret_key: &Path) -> PathBuf {
             version,
             git_revision: None,
             signer: Some(&key),
+            // Thrown away after the test: fast to compress.
+            zstd_level: 3,
         },
         &dir.join("dist"),
     )

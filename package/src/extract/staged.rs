@@ -56,8 +56,7 @@ pub struct Synced {
 /// data of their own; the folder holding them is synced.
 pub fn sync_tree(dir: &Path) -> Result<Synced> {
     let mut synced = Synced::default();
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| Error::io("cannot read directory", dir, e))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("cannot read directory", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("cannot read directory", dir, e))?;
         let path = entry.path();

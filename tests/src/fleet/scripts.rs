@@ -13,6 +13,7 @@ pub(super) fn all(root: &str) -> Vec<(&'static str, String)> {
         ("id", ID),
         ("chown", CHOWN),
         ("runuser", RUNUSER),
+        ("sync", SYNC),
     ]
     .into_iter()
     .map(|(tool, body)| (tool, format!("{}{body}", prelude(root, tool))))
@@ -26,7 +27,8 @@ fn prelude(root: &str, tool: &str) -> String {
 R='{root}'
 T="$R/etc/trident-test"
 mkdir -p "$R/var/log"
-printf '%s\n' "$*" >> "$R/var/log/fake-{tool}.log"
+# Readable and appendable by root and by an unprivileged session alike (fleet/login.rs).
+(umask 0; printf '%s\n' "$*" >> "$R/var/log/fake-{tool}.log")
 if [ -e "$T/faults/fail-{tool}" ]; then
     echo "{tool}: injected fault fail-{tool}" >&2
     exit 1
@@ -35,156 +37,60 @@ fi
     )
 }
 
+/// A thin client of the unit's systemd stand-in (`fleet/systemd.rs`, protocol in its module
+/// docs): the manager decides everything; this script only carries the request and the answer,
+/// and fails clearly when no manager answers.
 const SYSTEMCTL: &str = r#"
-PIDFILE="$R/run/trident-edge.pid"
-
-# Alive: the process exists and is not a zombie (nothing may reap an orphan in a container).
-alive() {
-    [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 1
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
-    case "$st" in '' | Z | X | x) return 1 ;; esac
-    return 0
+D="$R/run/fake-systemd"
+CTL="$D/control"
+gone() {
+    echo "systemctl (fleet stand-in): $1; is the TestFleet that owns $R still running?" >&2
+    exit 1
 }
-
-service_pid() { cat "$PIDFILE" 2>/dev/null; }
-
-stop_service() {
-    pid=$(service_pid)
-    if alive "$pid"; then
-        kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-        i=0
-        while alive "$pid" && [ "$i" -lt 100 ]; do
-            sleep 0.05
-            i=$((i + 1))
-        done
-        if alive "$pid"; then
-            kill -KILL "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
-        fi
-    fi
-    rm -f "$PIDFILE"
-}
-
-start_service() {
-    if [ -e "$T/faults/start-fails" ]; then
-        echo "Job for trident-edge.service failed because the control process exited with error code." >&2
-        echo "See \"systemctl status trident-edge.service\" and \"journalctl -xeu trident-edge.service\" for details." >&2
-        return 1
-    fi
-    port=$(cat "$T/health_port")
-    C="$R/opt/trident/current"
-    # `unhealthy`: any release; `unhealthy-<version>`: only that release (a bad update whose
-    # rollback target is fine). The camera cannot be opened: /healthz answers 503 while the
-    # runtime starts, then nothing once it has exited with the error.
-    release=$(basename "$(readlink "$C" 2>/dev/null || echo none)")
-    # The unit's camera: `etc/trident-test/source` (a URI, looped when it is a file) or the
-    # runtime's synthetic test pattern.
-    source=test://
-    loop=
-    if [ -s "$T/source" ]; then source=$(cat "$T/source") loop=--loop-files; fi
-    if [ -e "$T/faults/unhealthy" ] || [ -e "$T/faults/unhealthy-$release" ]; then
-        source=file:///nonexistent/camera-unplugged.avi loop=
-    fi
-    set -- "$C/bin/trident-edge" run --package "$C" --profile "$C/profiles/nano-10w.yaml" --source "$source"
-    # The backends of the real unit file: on this machine TensorRT does not load, so the models
-    # fall back to tract and say why, as on a unit without TensorRT.
-    set -- "$@" --width 320 --height 240 --backend tensorrt,tract --http "127.0.0.1:$port" \
-        --stale-after 10s $loop --out "$R/opt/trident/data"
-    mkdir -p "$R/run"
-    # systemd's WorkingDirectory=/opt/trident/data
-    if [ -d "$R/opt/trident/data" ]; then cd "$R/opt/trident/data"; else cd /; fi
-    # Detached (own session, no descriptor of the SSH session), its pid written by itself.
-    RUST_LOG=info TRIDENT_ENGINE_CACHE="$R/opt/trident/engines" \
-        setsid nohup sh -c 'echo $$ > "$0.new" && mv -f "$0.new" "$0" && exec "$@"' "$PIDFILE" "$@" \
-        > "$R/var/log/trident-edge.log" 2>&1 < /dev/null &
-    i=0
-    while [ ! -s "$PIDFILE" ] && [ "$i" -lt 250 ]; do
-        sleep 0.02
-        i=$((i + 1))
-    done
-    return 0
-}
-
-quiet=
-now=
-verb=
-units=
+[ -p "$CTL" ] || gone "no fake systemd manager ($CTL is missing)"
 for a in "$@"; do
     case "$a" in
-        -q | --quiet) quiet=1 ;;
-        --now) now=1 ;;
-        -*) ;;
-        *)
-            if [ -z "$verb" ]; then verb=$a; else units="$units ${a%.service}"; fi
+        *"
+"* | *"$(printf '\037')"*)
+            echo "systemctl (fleet stand-in): an argument with a newline or \\037 cannot be sent" >&2
+            exit 1
             ;;
     esac
 done
-say() { [ -n "$quiet" ] || echo "$@"; }
-
-mkdir -p "$T/enabled"
-rc=0
-case "$verb" in
-    start | restart | try-restart | reload-or-restart)
-        for u in $units; do
-            if [ "$u" = trident-edge ]; then
-                stop_service
-                start_service || rc=1
-            fi
-        done
-        ;;
-    stop)
-        for u in $units; do
-            if [ "$u" = trident-edge ]; then stop_service; fi
-        done
-        ;;
-    is-active)
-        for u in $units; do
-            if [ "$u" = trident-edge ] && alive "$(service_pid)"; then
-                say active
-            else
-                say inactive
-                rc=3
-            fi
-        done
-        ;;
-    status)
-        for u in $units; do
-            if [ "$u" = trident-edge ] && alive "$(service_pid)"; then
-                say "* $u.service - fake ($R)"
-                say "     Active: active (running)"
-                say "   Main PID: $(service_pid)"
-            else
-                say "* $u.service - fake ($R)"
-                say "     Active: inactive (dead)"
-                rc=3
-            fi
-        done
-        ;;
-    enable)
-        for u in $units; do
-            : > "$T/enabled/$u"
-            if [ -n "$now" ] && [ "$u" = trident-edge ]; then
-                stop_service
-                start_service || rc=1
-            fi
-        done
-        ;;
-    disable)
-        for u in $units; do
-            rm -f "$T/enabled/$u"
-            if [ -n "$now" ] && [ "$u" = trident-edge ]; then stop_service; fi
-        done
-        ;;
-    is-enabled)
-        for u in $units; do
-            if [ -e "$T/enabled/$u" ]; then say enabled; else
-                say disabled
-                rc=1
-            fi
-        done
-        ;;
-    *) ;; # daemon-reload, reset-failed, …: recorded only
-esac
-exit $rc
+id="$$.$(date +%s%N)"
+fifo="$D/reply.$id"
+answer="$D/reply.$id.txt"
+trap 'rm -f "$fifo" "$answer"' EXIT
+trap 'exit 130' INT TERM HUP
+mkfifo -m 600 "$fifo" || gone "cannot make the reply FIFO $fifo"
+request=$fifo
+for a in "$@"; do request="$request$(printf '\037')$a"; done
+# The manager holds the control FIFO open: this open does not wait unless the manager is gone.
+timeout 5 sh -c 'printf "%s\n" "$1" > "$2"' sh "$request" "$CTL" ||
+    gone "the fake systemd manager takes no requests (no reader on $CTL within 5 s)"
+cat "$fifo" > "$answer" &
+reader=$!
+i=0
+while [ ! -s "$answer" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 200 ]; then
+        kill "$reader" 2>/dev/null
+        gone "no answer from the fake systemd manager within 10 s"
+    fi
+    sleep 0.05
+done
+# Blocks until the job settles (start: READY=1 or failure) and the manager closes the FIFO.
+wait "$reader"
+rc=
+while IFS= read -r line; do
+    case "$line" in
+        "1 "*) printf '%s\n' "${line#1 }" ;;
+        "2 "*) printf '%s\n' "${line#2 }" >&2 ;;
+        "rc "*) rc=${line#rc } ;;
+    esac
+done < "$answer"
+[ -n "$rc" ] || gone "the fake systemd manager went away before answering"
+exit "$rc"
 "#;
 
 const NVPMODEL: &str = r#"
@@ -333,3 +239,7 @@ fi
 shift 3
 exec "$@"
 "#;
+
+/// coreutils `sync [FILE…]`, recorded (an empty line is a full sync): tests assert what a deploy
+/// flushed, and in which order.
+const SYNC: &str = "exec /bin/sync \"$@\"\n";
