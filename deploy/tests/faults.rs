@@ -463,3 +463,65 @@ fn a_non_root_user_needs_passwordless_sudo() {
     };
     c.assert_settled("1.1.0");
 }
+
+/// The host is gone after the switch (killed before the restart) and the new release cannot
+/// start: the unit's own guard, run by the unit file before each start, switches back to the
+/// last good release after three failed starts — with nothing but systemd's restarts.
+#[test]
+fn the_unit_heals_itself_when_the_host_is_gone() {
+    let mut c = Case::new("guard-01");
+    let tu = c.test_unit();
+    tu.set_fault("start-fails-1.1.0", true);
+    // Shorter restarts than the unit's 5 s, as a drop-in (the unit file stays the shipped one).
+    let drop_in = tu.path("/etc/systemd/system/trident-edge.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(drop_in.join("10-test.conf"), "[Service]\nRestartSec=1\n").unwrap();
+    assert!(tu.ssh(&["systemctl", "daemon-reload"]).status.success());
+    let e = c
+        .push(
+            "1.1.0",
+            &PushOptions {
+                stop_at: Some(StopAt::Symlink),
+                ..opts()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fault injection"), "{e}");
+    let tu = c.test_unit();
+    assert_eq!(tu.current_release().as_deref(), Some("1.1.0"));
+    // The unit restarts (a power cycle, or the watchdog): 1.1.0 dies before READY; systemd
+    // restarts it; the guard counts.
+    let restart = tu.ssh(&["systemctl", "restart", "trident-edge"]);
+    assert!(!restart.status.success(), "1.1.0 cannot start");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while tu.current_release().as_deref() != Some("1.0.0") || !tu.service_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guard did not switch back: {}",
+            std::fs::read_to_string(tu.path("/var/log/trident-edge.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let journal = c.journal();
+    assert!(
+        journal.contains("state=rolled-back\ntarget=1.0.0\nfailed=1.1.0\nby=unit"),
+        "{journal}"
+    );
+    let log = std::fs::read_to_string(tu.path("/var/log/trident-edge.log")).unwrap_or_default();
+    assert!(
+        log.contains("1.1.0 failed to start 3 times in a row; switched back to 1.0.0"),
+        "{log}"
+    );
+    c.assert_settled("1.0.0");
+    let s = status::read(&c.t.ssh, &c.u);
+    assert!(s.history.contains(&"failed 1.1.0".to_string()), "{s:?}");
+    // Fixed, the next push installs it over the unit's own rollback.
+    c.test_unit().set_fault("start-fails-1.1.0", false);
+    let out = c.push("1.1.0", &opts()).unwrap();
+    assert!(
+        matches!(&out, Outcome::Updated { to, .. } if to == "1.1.0"),
+        "{out:?}"
+    );
+    c.assert_settled("1.1.0");
+}
