@@ -42,6 +42,8 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         f64::from(a.source_fps),
     )?;
     let uri: SourceUri = a.source.parse()?;
+    // The report names the source as every log does: credentials masked.
+    let shown_source = uri.to_string();
     let mut source = Source::open(
         uri,
         SourceOptions {
@@ -61,7 +63,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         system_root: a.system_root.clone(),
     };
     let setup = BenchSetup {
-        source: a.source.clone(),
+        source: shown_source,
         source_fps: a.source_fps,
         frames: a.frames,
         warmup: a.warmup,

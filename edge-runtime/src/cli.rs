@@ -274,6 +274,20 @@ pub struct RunArgs {
     /// Serve /healthz and /metrics on this address (IP:PORT), or `off`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = parse_http)]
     pub http: HttpBind,
+    /// Most HTTP connections served at once; each one more is answered 503 with `Retry-After: 1`
+    /// and closed at once (the server shares file descriptors with the cameras, the log and the
+    /// engines).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = trident_edge::http::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096)
+    )]
+    pub http_max_connections: usize,
+    /// An HTTP client has this long to send its request, and again to take the response, before
+    /// its connection is closed (requests over 8 KiB are refused with 431).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub http_timeout: Duration,
     /// /healthz turns 503 when no frame arrived for this long (after 30 s of start-up).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stale_after: Duration,

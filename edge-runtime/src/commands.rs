@@ -12,7 +12,7 @@ use trident_edge::ensemble::fusion::{ConfType, Fusion, WbfOptions};
 use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
-use trident_edge::http::HttpServer;
+use trident_edge::http::{HttpLimits, HttpServer};
 use trident_edge::output::jsonl::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
@@ -49,7 +49,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let server = match a.http {
         HttpBind::Off => None,
         HttpBind::At(addr) => Some(
-            HttpServer::start(addr, Arc::clone(&health)).context(
+            HttpServer::start_with(
+                addr,
+                Arc::clone(&health),
+                HttpLimits {
+                    max_connections: a.http_max_connections,
+                    read_timeout: a.http_timeout,
+                    write_timeout: a.http_timeout,
+                    ..HttpLimits::DEFAULT
+                },
+            )
+            .context(
                 "cannot serve /healthz and /metrics (choose another address with --http ADDR, or --http off)",
             )?,
         ),

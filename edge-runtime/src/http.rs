@@ -9,7 +9,7 @@
 //!     `trident_uptime_seconds`, `trident_frames_per_second`, `trident_last_frame_age_seconds`
 //!     (after the first frame), `trident_capturing`;
 //!   - counter `trident_frames_total` (frames through the ensemble);
-//!   - per source (`source="URI"`): counters `trident_source_frames_total`,
+//!   - per source (`source="URI"`, credentials masked): counters `trident_source_frames_total`,
 //!     `trident_source_dropped_frames_total`, `trident_source_errors_total`,
 //!     `trident_source_reconnects_total`;
 //!   - per model (`model="NAME"`): histogram `trident_model_latency_seconds` (buckets 5 ms to
@@ -20,25 +20,74 @@
 //!
 //! `HEAD` works on both; other methods get 405, other paths 404. `trident-edge run` serves on
 //! `127.0.0.1:8080` unless `--http ADDR` says otherwise (`--http off`: no server).
+//!
+//! The server shares the process's file descriptors with the cameras, the detections log and the
+//! engines, so a scraper gone wrong must not be able to use them up: [`HttpLimits`] caps the
+//! connections served at once (more are answered `503` with `Retry-After` and closed at once,
+//! without a task, a timer or a buffer of their own), gives each request head a size limit and a
+//! deadline, and each response a deadline. Connections are tasks on the one server thread, never
+//! threads.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Sleep;
 
 use crate::health::Health;
 
-/// A client has this long to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `--http-max-connections`' default: a Prometheus server, a deploy gate and a few people with
+/// curl, with room to spare.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+
+/// What one client may take of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once; each one over is answered `503 Service Unavailable` with
+    /// `Retry-After: 1` and closed at once.
+    pub max_connections: usize,
+    /// A client has this long to send a whole request head, counted from when the server starts
+    /// waiting for it (the connection's opening, or the previous response on a kept-alive
+    /// connection): a silent client, or one trickling its request byte by byte, is closed then.
+    pub read_timeout: Duration,
+    /// A response must be written within this long of its first byte: a client that does not
+    /// read (its receive window full) is closed then.
+    pub write_timeout: Duration,
+    /// The largest request head (request line and headers) in bytes; a larger one is answered
+    /// `431` and the connection closed. Bodies are never read: both endpoints take none.
+    pub max_request_bytes: usize,
+}
+
+impl HttpLimits {
+    pub const DEFAULT: HttpLimits = HttpLimits {
+        max_connections: DEFAULT_MAX_CONNECTIONS,
+        read_timeout: Duration::from_secs(5),
+        write_timeout: Duration::from_secs(5),
+        max_request_bytes: 8 * 1024,
+    };
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits::DEFAULT
+    }
+}
+
+/// hyper's smallest read buffer; a smaller `max_request_bytes` is enforced by the header limit.
+const MIN_READ_BUFFER: usize = 8192;
 
 /// The running server; dropping it (or [`HttpServer::shutdown`]) stops it and closes every open
 /// connection.
@@ -50,8 +99,24 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Binds `addr` (port 0: any free port, see [`HttpServer::local_addr`]) and serves `health`
-    /// from a new thread. A bind failure is returned here, naming the address.
+    /// from a new thread under the default [`HttpLimits`]. A bind failure is returned here,
+    /// naming the address.
     pub fn start(addr: SocketAddr, health: Arc<Health>) -> io::Result<HttpServer> {
+        HttpServer::start_with(addr, health, HttpLimits::DEFAULT)
+    }
+
+    /// As [`HttpServer::start`], under `limits`.
+    pub fn start_with(
+        addr: SocketAddr,
+        health: Arc<Health>,
+        limits: HttpLimits,
+    ) -> io::Result<HttpServer> {
+        if limits.max_connections == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("HTTP on {addr}: at least one connection must be allowed"),
+            ));
+        }
         let named = |e: io::Error| io::Error::new(e.kind(), format!("HTTP on {addr}: {e}"));
         let listener = std::net::TcpListener::bind(addr).map_err(named)?;
         listener.set_nonblocking(true).map_err(named)?;
@@ -70,14 +135,17 @@ impl HttpServer {
             .name("trident-http".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    tokio::spawn(accept(listener, health));
+                    tokio::spawn(accept(listener, health, limits));
                     // A send or the sender's drop both end the server.
                     let _ = stopped.await;
                 });
                 // Dropping the runtime cancels the accept loop and every connection.
             })
             .map_err(named)?;
-        tracing::info!("serving /healthz and /metrics on http://{local}");
+        tracing::info!(
+            "serving /healthz and /metrics on http://{local} (at most {} connections)",
+            limits.max_connections
+        );
         Ok(HttpServer {
             addr: local,
             stop: Some(stop),
@@ -111,10 +179,17 @@ impl Drop for HttpServer {
     }
 }
 
-async fn accept(listener: tokio::net::TcpListener, health: Arc<Health>) {
+async fn accept(listener: tokio::net::TcpListener, health: Arc<Health>, limits: HttpLimits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let busy = busy_response();
+    let mut refusals = Refusals::default();
     let mut http = http1::Builder::new();
+    // hyper's header timeout runs from the moment it waits for a request head, idle time
+    // included, so it bounds silent and trickling clients alike.
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(limits.read_timeout)
+        .max_header_size(limits.max_request_bytes)
+        .max_buf_size(limits.max_request_bytes.max(MIN_READ_BUFFER));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -125,17 +200,165 @@ async fn accept(listener: tokio::net::TcpListener, health: Arc<Health>) {
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse(stream, &busy);
+            refusals.note(limits.max_connections);
+            continue;
+        };
         let health = Arc::clone(&health);
         let service = service_fn(move |req| {
             let response = respond(&req, &health);
             async move { Ok::<_, Infallible>(response) }
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+        let connection = http.serve_connection(io, service);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("http: connection: {e}");
             }
+            // The slot is free once the socket is closed (the connection owned it).
+            drop(slot);
         });
+    }
+}
+
+/// The answer to a connection over the cap, written whole (it fits any socket buffer).
+fn busy_response() -> Vec<u8> {
+    let body = "busy: too many HTTP connections; retry in a second\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         cache-control: no-store\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers `busy` without waiting for anything and closes the connection: the descriptor is back
+/// before the next accept, however many clients pile up.
+fn refuse(stream: tokio::net::TcpStream, busy: &[u8]) {
+    let _ = stream.try_write(busy);
+    // Closing a socket with unread bytes sends a reset, which may discard the 503 before the
+    // client reads it; what has already arrived is read and dropped (never waited for).
+    let mut sink = [0u8; 2048];
+    for _ in 0..4 {
+        if !matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+}
+
+/// Refused connections, logged at most once a minute: a flood must not flood the journal too.
+#[derive(Default)]
+struct Refusals {
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, max: usize) {
+        self.unlogged += 1;
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                "http: {max} connections open (--http-max-connections); answered 503 to {} more",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+    }
+}
+
+/// The socket with a deadline on each response: the clock starts at the response's first write
+/// and stops when hyper flushes it (hyper flushes after every response). hyper has no write
+/// timeout of its own, and a client that stops reading otherwise holds its slot for ever.
+struct WriteDeadline<S> {
+    io: S,
+    limit: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteDeadline<S> {
+    fn new(io: S, limit: Duration) -> Self {
+        WriteDeadline {
+            io,
+            limit,
+            deadline: None,
+        }
+    }
+
+    /// Starts the clock on a response's first write; a write still waiting when it runs out
+    /// fails, which ends the connection.
+    fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match r {
+            Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client took no response for {limit:?}"),
+                )))
+            }
+            r => r,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                // The response is out: the next one gets a clock of its own.
+                this.deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            r => this.check(cx, r),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.check(cx, r)
     }
 }
 
@@ -199,7 +422,8 @@ fn no_store(mut r: Response<String>) -> Response<String> {
 }
 
 /// `GET /healthz` of a runtime at `addr` (what `trident-edge health` and the deploy stage's
-/// health gate ask): the HTTP status and the JSON body. A plain HTTP/1.1 request over a TCP
+/// health gate ask): the HTTP status and the JSON body (a busy server's 503 has a text body,
+/// which the gate counts as not healthy and asks again). A plain HTTP/1.1 request over a TCP
 /// stream — one request needs no client library.
 pub fn get_healthz(addr: SocketAddr, timeout: Duration) -> io::Result<(u16, String)> {
     use std::io::{Read, Write};

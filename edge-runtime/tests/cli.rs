@@ -212,6 +212,35 @@ fn bad_input_exits_2_with_what_is_wrong() {
 }
 
 #[test]
+fn the_http_limits_are_documented_run_options() {
+    let o = edge(&["run", "--help"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let help = String::from_utf8_lossy(&o.stdout);
+    for expected in [
+        "--http-max-connections <N>",
+        "[default: 16]",
+        "Retry-After",
+        "--http-timeout <DURATION>",
+        "[default: 5s]",
+    ] {
+        assert!(help.contains(expected), "{expected}:\n{help}");
+    }
+    // At least one connection; a bad value is a usage error.
+    let dir = tempfile::tempdir().unwrap();
+    let (models, _) = models(dir.path());
+    let out = dir.path().join("out");
+    let mut args = run_args("--models", s(&models), s(&out), "1s");
+    args.extend(["--http-max-connections", "0"]);
+    let o = edge(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--http-max-connections"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn prepare_is_a_clear_no_op_without_a_gpu_and_refuses_a_broken_package() {
     let dir = tempfile::tempdir().unwrap();
     let pkg = package(dir.path());

@@ -15,7 +15,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
-use super::{Backoff, MediaElements, SourceOptions, SourceUri, pipeline_for};
+use super::{Backoff, MediaElements, SourceOptions, SourceUri, pipeline_for, redact};
 use crate::error::{Error, Result};
 
 /// One RGB frame; its buffer is reused from frame to frame.
@@ -270,10 +270,14 @@ fn drain_bus(pipeline: &gst::Pipeline) -> Option<BusProblem> {
                     .map(|s| s.path_string().to_string())
                     .unwrap_or_default();
                 let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
-                return Some(BusProblem::Error(format!("{from}: {}{debug}", e.error())));
+                // Elements may quote their location (with its credentials) in what they say.
+                let message = format!("{from}: {}{debug}", e.error());
+                return Some(BusProblem::Error(redact(&message).into_owned()));
             }
             gst::MessageView::Eos(_) => return Some(BusProblem::Eos),
-            gst::MessageView::Warning(w) => tracing::warn!("gstreamer: {}", w.error()),
+            gst::MessageView::Warning(w) => {
+                tracing::warn!("gstreamer: {}", redact(&w.error().to_string()));
+            }
             _ => {}
         }
     }
@@ -288,9 +292,11 @@ fn start(uri: &SourceUri, opts: &SourceOptions) -> Result<Running> {
     };
     // The registry decides the path: Jetson elements present, NVMM-aware pipelines.
     let description = pipeline_for(uri, opts, &MediaElements::detect());
-    tracing::debug!("source {uri}: {description}");
+    // GStreamer gets the credentials; logs and errors get the masked line.
+    let shown = redact(&description);
+    tracing::debug!("source {uri}: {shown}");
     let pipeline = gst::parse::launch(&description)
-        .map_err(|e| err(format!("{e} (pipeline: {description})")))?
+        .map_err(|e| err(redact(&format!("{e} (pipeline: {shown})")).into_owned()))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| err("the launch line is not a pipeline".into()))?;
     let sink = pipeline

@@ -6,10 +6,12 @@ mod backoff;
 #[cfg(feature = "gstreamer")]
 mod capture;
 mod pipeline;
+mod secret;
 mod uri;
 
 pub use backoff::Backoff;
 #[cfg(feature = "gstreamer")]
 pub use capture::{Frame, Pull, Source, SourceStats};
 pub use pipeline::{MediaElements, pipeline_description, pipeline_for};
+pub use secret::{MASK, SecretText, is_secret_key, redact};
 pub use uri::{SourceOptions, SourceUri, V4l2Caps, V4l2Format};

@@ -115,7 +115,7 @@ fn v4l2_head(device: &str, caps: &V4l2Caps, opts: &SourceOptions, el: &MediaElem
 }
 
 /// The launch line for `uri` on a machine with `elements`, ending in an `appsink name=sink` that
-/// delivers packed RGB.
+/// delivers packed RGB. It holds the URI's credentials: show it through [`super::redact`].
 pub fn pipeline_for(uri: &SourceUri, opts: &SourceOptions, elements: &MediaElements) -> String {
     let (w, h, fps) = (opts.width, opts.height, opts.fps);
     let head = match uri {
@@ -132,15 +132,16 @@ pub fn pipeline_for(uri: &SourceUri, opts: &SourceOptions, elements: &MediaEleme
             quoted(&path.display().to_string()),
             to_system_memory(elements)
         ),
+        // The one place the credentials go: to GStreamer, which needs them.
         SourceUri::Rtsp { url } => format!(
             "rtspsrc location={} latency=200 ! decodebin ! {}",
-            quoted(url),
+            quoted(url.expose_secret()),
             to_system_memory(elements)
         ),
         SourceUri::Test { pattern } => format!(
             "videotestsrc pattern={pattern} is-live=true ! video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert"
         ),
-        SourceUri::Gst { launch } => format!("{launch} ! videoconvert"),
+        SourceUri::Gst { launch } => format!("{} ! videoconvert", launch.expose_secret()),
     };
     // Live: keep one buffer and drop older ones (latest-frame semantics, never a backlog).
     // Files: back-pressure, so every frame is processed unless played in real time.
@@ -154,10 +155,10 @@ pub fn pipeline_for(uri: &SourceUri, opts: &SourceOptions, elements: &MediaEleme
     )
 }
 
-/// [`pipeline_for`] a desktop (no Jetson elements): what the pipeline text shows without a
-/// registry to ask.
+/// [`pipeline_for`] a desktop (no Jetson elements), credentials masked: what the pipeline text
+/// shows without a registry to ask. For display only; GStreamer gets [`pipeline_for`]'s.
 pub fn pipeline_description(uri: &SourceUri, opts: &SourceOptions) -> String {
-    pipeline_for(uri, opts, &MediaElements::DESKTOP)
+    super::redact(&pipeline_for(uri, opts, &MediaElements::DESKTOP)).into_owned()
 }
 
 #[cfg(test)]
@@ -197,6 +198,29 @@ mod tests {
             assert!(desktop.contains("decodebin ! videoconvert"), "{desktop}");
             assert!(!desktop.contains("nvvidconv"), "{desktop}");
         }
+    }
+
+    #[test]
+    fn gstreamer_gets_the_credentials_and_the_shown_line_does_not() {
+        let uri: SourceUri = "rtsp://user:s3cret@cam.local/stream?token=t0k"
+            .parse()
+            .unwrap();
+        let real = pipeline_for(&uri, &SourceOptions::default(), &MediaElements::DESKTOP);
+        assert!(
+            real.contains(r#"location="rtsp://user:s3cret@cam.local/stream?token=t0k""#),
+            "{real}"
+        );
+        let shown = pipeline_description(&uri, &SourceOptions::default());
+        assert!(
+            shown.contains(r#"location="rtsp://***@cam.local/stream?token=***""#),
+            "{shown}"
+        );
+        let gst: SourceUri = "gst://rtspsrc location=rtsp://u:s3cret@cam/s user-pw=s3cret"
+            .parse()
+            .unwrap();
+        let real = pipeline_for(&gst, &SourceOptions::default(), &MediaElements::DESKTOP);
+        assert!(real.starts_with("rtspsrc location=rtsp://u:s3cret@cam/s user-pw=s3cret !"));
+        assert!(!pipeline_description(&gst, &SourceOptions::default()).contains("s3cret"));
     }
 
     #[test]
@@ -250,6 +274,7 @@ mod tests {
         for uri in [
             "file:///clips/reef.mp4",
             "rtsp://cam/stream",
+            "rtsp://user:p%40ss@cam:8554/stream?token=t",
             "v4l2:///dev/video0",
             "v4l2:///dev/video0?width=1280&height=720&framerate=30&format=mjpeg",
             "v4l2:///dev/video0?width=640&height=480&format=raw",

@@ -1,9 +1,14 @@
 //! Source URIs as jetson-inference spells them, and the GStreamer pipeline each one becomes.
 //! Only elements and properties present in GStreamer 1.14 (JetPack 4.6) are used.
+//!
+//! A URI's `Display` is what every log line, metric label, detections record, snapshot name and
+//! error shows: credentials masked (see [`super::secret`]). Only the pipeline builder asks for
+//! the real text, through [`SecretText::expose_secret`].
 
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::secret::{SecretText, redact};
 use crate::error::{Error, Result};
 
 /// Where frames come from.
@@ -16,13 +21,14 @@ pub enum SourceUri {
     V4l2 { device: PathBuf, caps: V4l2Caps },
     /// `file://clip.mp4` (relative or absolute): anything decodebin decodes.
     File { path: PathBuf },
-    /// `rtsp://host/stream`: a network camera.
-    Rtsp { url: String },
+    /// `rtsp://[user:pass@]host/stream`: a network camera; the URL may carry credentials.
+    Rtsp { url: SecretText },
     /// `test://` or `test://PATTERN`: videotestsrc (smpte, ball, snow, …) for demos and tests.
     Test { pattern: String },
     /// `gst://LAUNCH`: a custom GStreamer launch line for unusual cameras; trident appends the
-    /// RGB conversion and its appsink. Treated as live.
-    Gst { launch: String },
+    /// RGB conversion and its appsink. Treated as live. May carry credentials (an rtspsrc
+    /// `location` or `user-pw`).
+    Gst { launch: SecretText },
 }
 
 const SCHEMES: &str = "csi://N, v4l2:///dev/videoN[?width=W&height=H&framerate=F&format=mjpeg|raw], file://PATH, rtsp://HOST/PATH, test://[pattern], gst://LAUNCH";
@@ -89,8 +95,9 @@ impl V4l2Caps {
 impl FromStr for SourceUri {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        // A URI that does not parse may still carry a password.
         let bad = |why: &str| Error::Source {
-            source_uri: s.to_string(),
+            source_uri: redact(s).into_owned(),
             message: format!("{why}; expected one of {SCHEMES}"),
         };
         let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("no scheme"))?;
@@ -114,7 +121,9 @@ impl FromStr for SourceUri {
                 path: PathBuf::from(rest),
             }),
             "file" => Err(bad("file:// takes a path")),
-            "rtsp" | "rtsps" => Ok(SourceUri::Rtsp { url: s.to_string() }),
+            "rtsp" | "rtsps" => Ok(SourceUri::Rtsp {
+                url: SecretText::new(s),
+            }),
             "test" => {
                 let pattern = if rest.is_empty() { "smpte" } else { rest };
                 if !pattern
@@ -128,7 +137,7 @@ impl FromStr for SourceUri {
                 })
             }
             "gst" if !rest.trim().is_empty() => Ok(SourceUri::Gst {
-                launch: rest.trim().to_string(),
+                launch: SecretText::new(rest.trim()),
             }),
             "gst" => Err(bad("gst:// takes a launch line")),
             _ => Err(bad(&format!("unknown scheme `{scheme}`"))),
@@ -136,13 +145,14 @@ impl FromStr for SourceUri {
     }
 }
 
+/// The redacted URI (`rtsp://***@cam.local/stream`): safe for logs, labels and file names.
 impl std::fmt::Display for SourceUri {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SourceUri::Csi { sensor } => write!(f, "csi://{sensor}"),
             SourceUri::V4l2 { device, .. } => write!(f, "v4l2://{}", device.display()),
             SourceUri::File { path } => write!(f, "file://{}", path.display()),
-            SourceUri::Rtsp { url } => f.write_str(url),
+            SourceUri::Rtsp { url } => write!(f, "{url}"),
             SourceUri::Test { pattern } => write!(f, "test://{pattern}"),
             SourceUri::Gst { launch } => write!(f, "gst://{launch}"),
         }
@@ -240,5 +250,41 @@ mod tests {
             let err = bad.parse::<SourceUri>().unwrap_err().to_string();
             assert!(err.contains(bad) && err.contains("csi://N"), "{err}");
         }
+    }
+
+    #[test]
+    fn credentials_are_kept_for_gstreamer_and_masked_when_shown() {
+        let rtsp: SourceUri = "rtsp://user:s3cret@cam.local:8554/stream?password=p&channel=1"
+            .parse()
+            .unwrap();
+        let SourceUri::Rtsp { url } = &rtsp else {
+            panic!("{rtsp:?}")
+        };
+        assert_eq!(
+            url.expose_secret(),
+            "rtsp://user:s3cret@cam.local:8554/stream?password=p&channel=1"
+        );
+        assert_eq!(
+            rtsp.to_string(),
+            "rtsp://***@cam.local:8554/stream?password=***&channel=1"
+        );
+        assert!(!format!("{rtsp:?}").contains("s3cret"), "{rtsp:?}");
+        let gst: SourceUri = "gst://rtspsrc location=rtsp://admin:s3cret@[::1]/s"
+            .parse()
+            .unwrap();
+        assert_eq!(gst.to_string(), "gst://rtspsrc location=rtsp://***@[::1]/s");
+        // Without credentials a URI shows as it was given.
+        for plain in ["rtsp://cam.local/stream", "csi://0", "test://ball"] {
+            assert_eq!(plain.parse::<SourceUri>().unwrap().to_string(), plain);
+        }
+        // A URI the parser refuses is masked in the error too.
+        let err = "http://user:s3cret@cam.local/x"
+            .parse::<SourceUri>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http://***@cam.local/x") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 }
