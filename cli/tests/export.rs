@@ -172,6 +172,84 @@ fn export_verifies_and_writes_cards_then_imports_engines_and_refuses_bad_input()
     bad_inputs(dir.path(), &best, &onnx);
 }
 
+/// Hostile `.onnx` files (no training needed): each is refused with exit status 2 and a message
+/// naming the file (and the field at fault), and nothing appears in the output folder.
+#[test]
+fn export_refuses_hostile_onnx_with_status_2_and_writes_nothing() {
+    use trident_exporter::onnx::builder::{Dim, GraphBuilder};
+    use trident_exporter::onnx::read::MAX_ONNX_BYTES;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let refused = |name: &str, bytes: Option<&[u8]>, needles: &[&str]| {
+        let file = dir.path().join(name);
+        match bytes {
+            Some(b) => std::fs::write(&file, b).unwrap(),
+            // Over the cap, sparse: nothing is written or read.
+            None => std::fs::File::create(&file)
+                .unwrap()
+                .set_len(MAX_ONNX_BYTES + 1)
+                .unwrap(),
+        }
+        let o = trident(&["export", "--onnx", s(&file), "--out", s(&out)]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(name), "{name}: the file is not named: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{name}: no `{n}` in: {err}");
+        }
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(!out.exists(), "{name} left {}", out.display());
+    };
+
+    refused(
+        "garbage.onnx",
+        Some(b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff garbage"),
+        &["not an ONNX model"],
+    );
+    refused("empty.onnx", Some(b""), &["empty (0 bytes)"]);
+    refused(
+        "huge.onnx",
+        None,
+        &[&format!("{} bytes", MAX_ONNX_BYTES + 1), "cap"],
+    );
+
+    // A detection layout whose input side is 2^40 and whose weight claims 2^40 values.
+    let model = |side: i64, weight_dims: &[i64]| {
+        let mut b = GraphBuilder::default();
+        let d = [
+            Dim::Fixed(1),
+            Dim::Fixed(3),
+            Dim::Fixed(side),
+            Dim::Fixed(side),
+        ];
+        b.input("images", &d);
+        b.float("w", &[4], &[0.5; 4]);
+        b.graph.initializer[0].dims = weight_dims.to_vec();
+        b.output("output0", &[Dim::Fixed(1), Dim::Fixed(6), Dim::Fixed(84)]);
+        ModelProto {
+            graph: Some(b.graph),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    refused(
+        "side.onnx",
+        Some(&model(1 << 40, &[4])),
+        &["graph.input[0] `images` dim[2]", "1099511627776"],
+    );
+    refused(
+        "weights.onnx",
+        Some(&model(64, &[1 << 40])),
+        &["graph.initializer[0] `w` data", "4398046511104 bytes"],
+    );
+    refused(
+        "negative.onnx",
+        Some(&model(64, &[-4])),
+        &["graph.initializer[0] `w` dims[0]", "negative"],
+    );
+}
+
 /// Each bad input: exit status 2 (1 for the environment), the file named, nothing written.
 fn bad_inputs(dir: &Path, best: &Path, onnx: &Path) {
     let out = dir.join("never");

@@ -24,6 +24,29 @@ pub enum Error {
     /// An ONNX file that cannot be read or does not have the expected layout.
     #[error("{}: {message}", path.display())]
     Onnx { path: PathBuf, message: String },
+    /// One field of an ONNX file holds what no model can (a negative or overflowing dimension,
+    /// a tensor whose data is not what its dims and type say); `field` is its protobuf path,
+    /// e.g. `graph.initializer[3] \`conv.weight\` dims`.
+    #[error("{}: {field}: {message}", path.display())]
+    OnnxField {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    /// An ONNX file over the size cap, refused before it is read. `bytes` is `None` when the size
+    /// was not known up front (a pipe, a device, a file still growing) and reading stopped at
+    /// the cap.
+    #[error(
+        "{}: {} is over the {cap}-byte cap on ONNX files (trident_exporter::onnx::read::MAX_ONNX_BYTES); \
+         a detection model is far smaller: is this the right file?",
+        path.display(),
+        bytes.map_or_else(|| "the file".to_string(), |b| format!("the file is {b} bytes, which"))
+    )]
+    OnnxTooLarge {
+        path: PathBuf,
+        bytes: Option<u64>,
+        cap: u64,
+    },
     /// The graph uses what TensorRT 8.2 cannot parse.
     #[error(
         "{}: TensorRT 8.2 cannot build this graph ({} finding(s)):\n  {}\npass --allow-unsupported to write it anyway",
@@ -50,6 +73,18 @@ impl Error {
         }
     }
 
+    pub fn onnx_field(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::OnnxField {
+            path: path.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             location: location.into(),
@@ -66,7 +101,11 @@ impl Error {
             Error::Runtime(e) => e.is_input_error(),
             Error::Package(e) => e.is_input_error(),
             Error::Invalid { .. } => true,
-            Error::Option(_) | Error::Onnx { .. } | Error::Unsupported { .. } => true,
+            Error::Option(_)
+            | Error::Onnx { .. }
+            | Error::OnnxField { .. }
+            | Error::OnnxTooLarge { .. }
+            | Error::Unsupported { .. } => true,
             Error::Verification(_) => false,
         }
     }

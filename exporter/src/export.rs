@@ -97,10 +97,12 @@ pub fn from_checkpoint(path: &Path, opts: &ExportOptions) -> Result<Exported> {
 
 /// Takes a detection ONNX the user already has (an Ultralytics YOLOv8/YOLO11 export or ours):
 /// checks its layout, reads names and size from its metadata or `hints`, lints it. The bytes
-/// are kept as they are.
+/// are kept as they are. The file is untrusted: it is read under
+/// [`MAX_ONNX_BYTES`](crate::onnx::read::MAX_ONNX_BYTES) and every tensor in it checked (see
+/// [`crate::onnx::read`]) before anything else looks at it.
 pub fn from_onnx(path: &Path, hints: &Hints, allow_unsupported: bool) -> Result<Exported> {
-    let bytes = std::fs::read(path).map_err(|e| trident_core::Error::io("reading", path, e))?;
-    let model = crate::onnx::parse(&bytes, path)?;
+    let bytes = crate::onnx::read::read_file(path)?;
+    let model = crate::onnx::read::parse(&bytes, path)?;
     let source = CardSource {
         kind: "onnx".into(),
         file: file_name(path),
@@ -123,7 +125,11 @@ pub fn from_onnx(path: &Path, hints: &Hints, allow_unsupported: bool) -> Result<
             .map(|(_, v)| v.clone())
     };
     exported.card.variant = meta("variant");
-    exported.card.conf_floor = meta("conf_floor").and_then(|v| v.parse().ok());
+    // A floor the manifest would refuse later (NaN, infinite, outside [0, 1]) is dropped here,
+    // as an unparsable one is.
+    exported.card.conf_floor = meta("conf_floor")
+        .and_then(|v| v.parse::<f32>().ok())
+        .filter(|f| (0.0..=1.0).contains(f));
     Ok(exported)
 }
 

@@ -85,11 +85,8 @@ fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
                 t.raw_data.len()
             )));
         }
-        return Ok(t
-            .raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect());
+        let (values, _) = t.raw_data.as_chunks::<4>();
+        return Ok(values.iter().map(|b| f32::from_le_bytes(*b)).collect());
     }
     if !t.external_data.is_empty() {
         return Err(Error::Option(format!(

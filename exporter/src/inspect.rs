@@ -54,28 +54,37 @@ const LAYOUT: &str = "expected an Ultralytics YOLOv8/YOLO11 detection export: in
 float32 RGB 0–1, output `output0` [batch, 4 + classes, anchors] with cx, cy, w, h in input pixels then \
 one score per class (no objectness row)";
 
+/// The largest square input side accepted (a multiple of 32, the largest stride). Ultralytics
+/// exports go to 1280 or so; the bound keeps every size derived from the side (anchors, the
+/// verification frames of 3 × side² floats) small, whatever a file's metadata claims.
+pub const MAX_IMGSZ: u32 = 4096;
+
 pub fn inspect(model: &ModelProto, path: &Path, hints: &Hints) -> Result<DetectionGraph> {
     let bad = |m: String| Error::onnx(path, format!("{m}; {LAYOUT}"));
     let graph = model.graph.as_ref().ok_or_else(|| bad("no graph".into()))?;
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&ValueInfoProto> = graph
+    let inputs: Vec<(usize, &ValueInfoProto)> = graph
         .input
         .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
+        .enumerate()
+        .filter(|(_, i)| !initializers.contains(i.name.as_str()))
         .collect();
-    if inputs.len() != 1 || graph.output.len() != 1 {
+    let ([(input_index, input)], [output]) = (inputs.as_slice(), graph.output.as_slice()) else {
         return Err(bad(format!(
             "the graph has {} input(s) and {} output(s), not one of each",
             inputs.len(),
             graph.output.len()
         )));
-    }
-    let (input, output) = (inputs[0], &graph.output[0]);
+    };
+    let input_field = format!("graph.input[{input_index}] `{}`", input.name);
+    let output_field = format!("graph.output[0] `{}`", output.name);
     let input_shape =
         shape(input).ok_or_else(|| bad(format!("input `{}` is not a float tensor", input.name)))?;
     let output_shape = shape(output)
         .ok_or_else(|| bad(format!("output `{}` is not a float tensor", output.name)))?;
+    check_fixed_dims(&input_shape, path, &input_field)?;
+    check_fixed_dims(&output_shape, path, &output_field)?;
     let shown = |s: &[GraphDim]| {
         format!(
             "[{}]",
@@ -85,20 +94,27 @@ pub fn inspect(model: &ModelProto, path: &Path, hints: &Hints) -> Result<Detecti
                 .join(", ")
         )
     };
-    if input_shape.len() != 4 || input_shape[1] != GraphDim::Fixed(3) {
+    let [_, channels, height, width] = input_shape.as_slice() else {
+        return Err(bad(format!(
+            "input `{}` has shape {}",
+            input.name,
+            shown(&input_shape)
+        )));
+    };
+    if *channels != GraphDim::Fixed(3) {
         return Err(bad(format!(
             "input `{}` has shape {}",
             input.name,
             shown(&input_shape)
         )));
     }
-    if output_shape.len() != 3 {
+    let [_, out_rows, out_cols] = output_shape.as_slice() else {
         return Err(bad(format!(
             "output `{}` has shape {}",
             output.name,
             shown(&output_shape)
         )));
-    }
+    };
     let metadata: Vec<(String, String)> = model
         .metadata_props
         .iter()
@@ -111,16 +127,23 @@ pub fn inspect(model: &ModelProto, path: &Path, hints: &Hints) -> Result<Detecti
             .map(|(_, v)| v.as_str())
     };
 
-    let imgsz = match (hints.imgsz, &input_shape[2], &input_shape[3]) {
-        (Some(s), ..) => s,
-        (None, GraphDim::Fixed(h), GraphDim::Fixed(w)) if h == w => *h as u32,
+    let imgsz = match (hints.imgsz, height, width) {
+        (Some(s), ..) => checked_side(s).map_err(|m| Error::Option(format!("--imgsz {s} {m}")))?,
+        (None, GraphDim::Fixed(h), GraphDim::Fixed(w)) if h == w => u32::try_from(*h)
+            .map_err(|_| "is not a side".to_string())
+            .and_then(checked_side)
+            .map_err(|m| {
+                Error::onnx_field(path, format!("{input_field} dim[2]"), format!("{h} {m}"))
+            })?,
         (None, GraphDim::Fixed(h), GraphDim::Fixed(w)) => {
             return Err(bad(format!(
                 "input is {h}×{w}; the runtime letterboxes to a square input"
             )));
         }
         _ => match meta("imgsz").and_then(parse_imgsz) {
-            Some(s) => s,
+            Some(s) => checked_side(s).map_err(|m| {
+                Error::onnx_field(path, "metadata_props `imgsz`", format!("{s} {m}"))
+            })?,
             None => {
                 return Err(bad(
                     "the input size is symbolic and the metadata has no `imgsz`; pass --imgsz"
@@ -142,21 +165,29 @@ pub fn inspect(model: &ModelProto, path: &Path, hints: &Hints) -> Result<Detecti
         },
     };
     let strides = vec![8, 16, 32];
-    let anchors: usize = strides
+    // imgsz ≤ MAX_IMGSZ keeps this far from overflowing; checked all the same.
+    let anchors = strides
         .iter()
-        .map(|s| ((imgsz / s) * (imgsz / s)) as usize)
-        .sum();
-    let rows = 4 + names.len() as i64;
-    match (&output_shape[1], &output_shape[2]) {
-        (GraphDim::Fixed(r), GraphDim::Fixed(n)) if *r == rows && *n == anchors as i64 => {}
-        (GraphDim::Fixed(n), GraphDim::Fixed(r)) if *r == rows && *n == anchors as i64 => {
+        .try_fold(0u32, |n, s| {
+            let cells = imgsz.checked_div(*s)?;
+            n.checked_add(cells.checked_mul(cells)?)
+        })
+        .ok_or_else(|| Error::Option(format!("input side {imgsz}: too many anchors")))?;
+    let rows = i64::try_from(names.len())
+        .ok()
+        .and_then(|n| n.checked_add(4))
+        .ok_or_else(|| Error::Option(format!("{} class names are too many", names.len())))?;
+    let anchors_dim = i64::from(anchors);
+    match (out_rows, out_cols) {
+        (GraphDim::Fixed(r), GraphDim::Fixed(n)) if *r == rows && *n == anchors_dim => {}
+        (GraphDim::Fixed(n), GraphDim::Fixed(r)) if *r == rows && *n == anchors_dim => {
             return Err(bad(format!(
                 "output `{}` is {} — transposed ([batch, anchors, 4 + classes]); export without transposing",
                 output.name,
                 shown(&output_shape)
             )));
         }
-        (GraphDim::Fixed(r), _) if *r == rows + 1 => {
+        (GraphDim::Fixed(r), _) if Some(*r) == rows.checked_add(1) => {
             return Err(bad(format!(
                 "output `{}` has {r} rows for {} classes: an objectness row (YOLOv5-style) is not supported",
                 output.name,
@@ -186,9 +217,41 @@ pub fn inspect(model: &ModelProto, path: &Path, hints: &Hints) -> Result<Detecti
         imgsz,
         names,
         strides,
-        anchors,
+        anchors: usize::try_from(anchors)
+            .map_err(|_| Error::Option(format!("{anchors} anchors do not fit in memory")))?,
         metadata,
     })
+}
+
+/// Every fixed dimension of a graph input or output is at least 1 and fits in a u32: the card,
+/// the package manifest and the runtime turn them into sizes.
+fn check_fixed_dims(shape: &[GraphDim], path: &Path, field: &str) -> Result<()> {
+    for (k, d) in shape.iter().enumerate() {
+        if let GraphDim::Fixed(v) = d
+            && !(1..=i64::from(u32::MAX)).contains(v)
+        {
+            let why = if *v < 1 {
+                format!(
+                    "{v}: a fixed dimension must be at least 1 (one of unknown size is a dim_param)"
+                )
+            } else {
+                format!("{v} is larger than any detection model's input or output")
+            };
+            return Err(Error::onnx_field(path, format!("{field} dim[{k}]"), why));
+        }
+    }
+    Ok(())
+}
+
+/// `side` is a usable square input side, or why not.
+fn checked_side(side: u32) -> std::result::Result<u32, String> {
+    if (32..=MAX_IMGSZ).contains(&side) && side.is_multiple_of(32) {
+        Ok(side)
+    } else {
+        Err(format!(
+            "is not a multiple of 32 (the largest stride) from 32 to {MAX_IMGSZ}"
+        ))
+    }
 }
 
 fn shape(v: &ValueInfoProto) -> Option<Vec<GraphDim>> {

@@ -1,4 +1,4 @@
-//! Project automation, cargo-xtask style: `cargo xtask setup|demo|test|bench`.
+//! Project automation, cargo-xtask style: `cargo xtask setup|cross|fuzz|demo|test|bench`.
 //!
 //! Rust rather than a Makefile or shell scripts: it runs wherever cargo does, needs nothing
 //! installed first, and the demo can call the library crates directly. Every command runs
@@ -26,9 +26,10 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup   install what the project needs (apt packages, .venv, aarch64 target, zig); idempotent
-  fuzz [SECONDS]
-          the package parsers' fuzz targets (manifest, extract, extract_tar), SECONDS each
-          (default 600)
+  fuzz [--time SECONDS] [TARGET…]
+          cargo-fuzz targets one after another, SECONDS each (default 600): the package parsers
+          (manifest, extract, extract_tar) and the ONNX reading of `trident export --onnx`
+          (onnx_inspect); all of them unless named; fails if any crashed
   cross   setup, then trident-edge for the Jetson Nano (aarch64, glibc 2.27) with cargo-zigbuild
   demo    setup, build, then run the pipeline on synthetic data and print a summary
   test    setup, then rustfmt check, clippy -D warnings, the aarch64 runtime (cross) and the
@@ -44,11 +45,14 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
         Some("cross") => setup::run().and_then(|_| cross::run()),
-        Some("fuzz") => match args.get(1).map(|s| s.parse::<u64>()) {
-            None => fuzz::run(600),
-            Some(Ok(seconds)) if seconds > 0 => fuzz::run(seconds),
-            Some(_) => {
-                eprintln!("xtask fuzz: expected a number of seconds, e.g. `cargo xtask fuzz 600`");
+        Some("fuzz") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            println!("{}", fuzz::USAGE);
+            Ok(())
+        }
+        Some("fuzz") => match fuzz::parse_args(&args[1..]) {
+            Ok(a) => fuzz::run(&a),
+            Err(e) => {
+                eprintln!("xtask fuzz: {e}\n{}", fuzz::USAGE);
                 std::process::exit(2);
             }
         },

@@ -1,14 +1,15 @@
-//! ONNX graphs: building them from checkpoints, writing them atomically.
+//! ONNX graphs: building them from checkpoints, writing them atomically, reading untrusted ones.
 
 pub mod builder;
 pub mod detector;
+pub mod read;
 
 use std::path::Path;
 
 use prost::Message;
 use tract_onnx::pb::ModelProto;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Serialises `model` to `path` through a temporary file and a rename.
 pub fn write(model: &ModelProto, path: &Path) -> Result<Vec<u8>> {
@@ -17,12 +18,7 @@ pub fn write(model: &ModelProto, path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Parses ONNX bytes (read from `path`, named in errors).
+/// Parses untrusted ONNX bytes (read from `path`, named in errors); see [`read::parse`].
 pub fn parse(bytes: &[u8], path: &Path) -> Result<ModelProto> {
-    ModelProto::decode(bytes).map_err(|e| {
-        Error::onnx(
-            path,
-            format!("not an ONNX model ({e}); truncated or corrupt?"),
-        )
-    })
+    read::parse(bytes, path)
 }
