@@ -8,6 +8,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "gstreamer")]
+mod fixture_pair;
+
 use trident_edge::governor::GovernorStats;
 use trident_edge::health::{Health, HealthConfig, SourceCounters};
 use trident_edge::http::HttpServer;
@@ -547,49 +550,14 @@ fn the_server_stops_with_its_handle_and_a_taken_address_is_an_error_naming_it() 
 #[cfg(feature = "gstreamer")]
 #[test]
 fn the_run_loop_keeps_healthz_and_metrics_current() {
-    use std::path::Path;
     use std::sync::atomic::AtomicBool;
 
-    use trident_edge::backend::{OnnxModel, load_first};
-    use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
-    use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
     use trident_edge::governor::{Governor, Profile};
     use trident_edge::output::jsonl::LogOptions;
     use trident_edge::run::{RunOptions, run_observed};
     use trident_edge::source::{Source, SourceOptions};
-    use trident_edge::{BackendKind, OnnxDetector};
 
-    let onnx =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ultralytics-yolov8t-96.onnx");
-    let bytes = std::fs::read(&onnx).unwrap();
-    let members = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let model = OnnxModel {
-                path: &onnx,
-                bytes: &bytes,
-            };
-            let backend = load_first(
-                &[BackendKind::Tract],
-                &model,
-                [1, 3, 96, 96],
-                &Default::default(),
-            )
-            .unwrap();
-            ModelSlot {
-                name: name.to_string(),
-                sha256: String::new(),
-                floor: 0.25,
-                detector: OnnxDetector::new(backend, 3).unwrap(),
-            }
-        })
-        .collect();
-    let mut ensemble = Ensemble::from_detectors(
-        vec!["lionfish".into(), "urchin".into(), "abalone".into()],
-        members,
-        Fusion::Wbf(WbfOptions::default()),
-    )
-    .unwrap();
+    let mut ensemble = fixture_pair::ensemble(0.25);
     let dir = tempfile::tempdir().unwrap();
     let profile_path = dir.path().join("profile.yaml");
     std::fs::write(

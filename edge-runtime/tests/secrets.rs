@@ -10,6 +10,7 @@
 // Only some of the binary tests' helpers are needed here.
 #[allow(dead_code)]
 mod common;
+mod fixture_pair;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,9 +19,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use trident_edge::backend::{OnnxModel, load_first};
-use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
-use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
 use trident_edge::http::HttpServer;
@@ -28,7 +26,6 @@ use trident_edge::output::jsonl::LogOptions;
 use trident_edge::output::snapshot::{SnapshotOptions, Snapshots};
 use trident_edge::run::{RunOptions, run_observed};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
-use trident_edge::{BackendKind, OnnxDetector};
 
 const SECRET: &str = "s3cret";
 const URI: &str = "rtsp://user:s3cret@cam.local:8554/stream?token=s3cret&channel=1";
@@ -227,42 +224,6 @@ fn get(addr: SocketAddr, path: &str) -> String {
     raw
 }
 
-/// Two copies of the tiny YOLOv8 fixture through tract, every candidate kept (floor 0) so that
-/// the test pattern yields detections and therefore snapshots.
-fn ensemble() -> Ensemble {
-    let onnx =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ultralytics-yolov8t-96.onnx");
-    let bytes = std::fs::read(&onnx).unwrap();
-    let members = ["a", "b"]
-        .iter()
-        .map(|name| {
-            let model = OnnxModel {
-                path: &onnx,
-                bytes: &bytes,
-            };
-            let backend = load_first(
-                &[BackendKind::Tract],
-                &model,
-                [1, 3, 96, 96],
-                &Default::default(),
-            )
-            .unwrap();
-            ModelSlot {
-                name: name.to_string(),
-                sha256: String::new(),
-                floor: 0.0,
-                detector: OnnxDetector::new(backend, 3).unwrap(),
-            }
-        })
-        .collect();
-    Ensemble::from_detectors(
-        vec!["lionfish".into(), "urchin".into(), "abalone".into()],
-        members,
-        Fusion::Wbf(WbfOptions::default()),
-    )
-    .unwrap()
-}
-
 fn governor(dir: &Path) -> Governor {
     let profile_path = dir.join("profile.yaml");
     std::fs::write(
@@ -323,7 +284,8 @@ fn a_camera_password_reaches_gstreamer_and_no_output() {
     let health = Arc::new(Health::new(HealthConfig::default()));
     let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&health)).unwrap();
     let addr = server.local_addr();
-    let mut ensemble = ensemble();
+    // Every candidate kept (floor 0), so the test pattern yields detections and snapshots.
+    let mut ensemble = fixture_pair::ensemble(0.0);
     let mut governor = governor(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let (summary, during) = std::thread::scope(|scope| {
