@@ -402,13 +402,12 @@ fn from_onnx_reads_a_valid_file_and_refuses_hostile_ones_from_disk() {
     );
 }
 
-/// Writes the committed seeds of the `onnx_inspect` fuzz target (exporter/fuzz/seeds/): run with
-/// `cargo test -p trident-exporter --lib write_fuzz_seeds -- --ignored` after changing them.
+/// The fuzz target's seeds in `exporter/fuzz/seeds/onnx_inspect` are these models, byte for
+/// byte; with `TRIDENT_WRITE_FUZZ_SEEDS=1` the test rewrites them after a change here.
 #[test]
-#[ignore = "writes exporter/fuzz/seeds/onnx_inspect; run by hand"]
-fn write_fuzz_seeds() {
+fn fuzz_seeds_are_current() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/onnx_inspect");
-    std::fs::create_dir_all(&dir).unwrap();
+    let write = std::env::var_os("TRIDENT_WRITE_FUZZ_SEEDS").is_some_and(|v| v == "1");
     let mut seeds = vec![("valid.onnx", model(64, 2))];
     let mut m = model(64, 2);
     initializer(&mut m).dims = vec![1 << 40];
@@ -420,6 +419,16 @@ fn write_fuzz_seeds() {
     initializer(&mut m).raw_data.truncate(4);
     seeds.push(("short-initializer.onnx", m));
     for (name, m) in seeds {
-        std::fs::write(dir.join(name), m.encode_to_vec()).unwrap();
+        let path = dir.join(name);
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, m.encode_to_vec()).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            committed == m.encode_to_vec(),
+            "{} is stale: run with TRIDENT_WRITE_FUZZ_SEEDS=1",
+            path.display()
+        );
     }
 }
