@@ -11,7 +11,7 @@ use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use trident_e2e::fleet::TestUnit;
+use trident_e2e::fleet::{TestFleet, TestUnit};
 
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -246,4 +246,13 @@ pub fn healthz(unit: &TestUnit) -> Option<(u16, String)> {
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n")?.1.to_string();
     Some((code, body))
+}
+
+/// One unit, `reef-01`, with the harness's release installed (not started); the folder holding
+/// the fleet goes with the first value.
+pub fn fleet_with_release() -> (tempfile::TempDir, TestFleet) {
+    let tmp = tempfile::tempdir().unwrap();
+    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    install_release(fleet.unit("reef-01"));
+    (tmp, fleet)
 }

@@ -12,10 +12,8 @@ use super::support::*;
 
 #[test]
 fn a_crash_before_ready_fails_the_restart_and_systemd_restarts_the_service() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     // The unit's RestartSec=5 shortened the way an operator would: a drop-in, then a reload.
     drop_in(unit, "10-restart-sooner", "[Service]\nRestartSec=1\n");
     ok(systemctl(unit, &["daemon-reload"]));
@@ -70,10 +68,8 @@ fn a_crash_before_ready_fails_the_restart_and_systemd_restarts_the_service() {
 
 #[test]
 fn starting_too_often_hits_the_start_limit_until_reset_failed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     // Three starts a minute (a window no slow machine outlasts), restarts 100 ms apart.
     drop_in(
         unit,
@@ -120,10 +116,8 @@ fn starting_too_often_hits_the_start_limit_until_reset_failed() {
 
 #[test]
 fn the_watchdog_kills_a_service_that_stops_pinging() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     // A classic unit mistake: the runtime under `sh -c` (not exec'd). With NotifyAccess=all its
     // READY=1 counts, but WATCHDOG_PID names the shell, so the runtime never pings (as
     // sd_watchdog_enabled() would decide too): the watchdog must kill it.
@@ -158,10 +152,8 @@ fn the_watchdog_kills_a_service_that_stops_pinging() {
 
 #[test]
 fn notify_access_main_ignores_ready_from_a_child() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     // The runtime as a child of the main process: its READY=1 is not the main process's.
     drop_in(
         unit,
@@ -196,10 +188,8 @@ fn notify_access_main_ignores_ready_from_a_child() {
 
 #[test]
 fn a_changed_unit_file_is_ignored_until_daemon_reload() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     ok(systemctl(unit, &["start", "trident-edge"]));
     assert_eq!(prop(unit, "NeedDaemonReload"), "no");
 
@@ -284,10 +274,8 @@ fn a_changed_unit_file_is_ignored_until_daemon_reload() {
 
 #[test]
 fn stop_kills_the_whole_group_and_a_missing_working_directory_fails_the_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     // Before exec'ing the runtime, the main process leaves two children: one in its process
     // group, one in a session of its own (a cgroup keeps both; so must the stand-in).
     drop_in(
@@ -337,10 +325,8 @@ fn stop_kills_the_whole_group_and_a_missing_working_directory_fails_the_start() 
 
 #[test]
 fn the_no_frames_fault_serves_healthz_without_frames() {
-    let tmp = tempfile::tempdir().unwrap();
-    let fleet = TestFleet::start(&tmp.path().join("fleet"), &["reef-01"]);
+    let (_tmp, fleet) = fleet_with_release();
     let unit = fleet.unit("reef-01");
-    install_release(unit);
     unit.set_fault("no-frames", true);
     ok(systemctl(unit, &["start", "trident-edge"]));
     let pid = unit.service_pid().unwrap();
