@@ -13,6 +13,8 @@
 
 pub mod device;
 pub mod measured_profile;
+// Only the GStreamer-driven runner meters a run (and meter's own tests).
+#[cfg(any(feature = "gstreamer", test))]
 mod meter;
 pub mod render;
 #[cfg(feature = "gstreamer")]
