@@ -14,7 +14,8 @@ use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
 use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::models::ModelSet;
-use trident_edge::output::jsonl::{LogOptions, read};
+use trident_edge::output::jsonl::read;
+use trident_edge::output::log::LogOptions;
 use trident_edge::run::{RunOptions, run};
 use trident_edge::source::{Source, SourceOptions};
 

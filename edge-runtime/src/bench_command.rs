@@ -53,6 +53,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
             // A clip loops so that every model and level sees as many frames as asked.
             loop_file: true,
             realtime_file: false,
+            ..SourceOptions::default()
         },
     )?;
     let plan = Plan {

@@ -265,9 +265,30 @@ pub struct RunArgs {
     /// Fused score a detection needs to trigger a snapshot.
     #[arg(long, default_value_t = 0.5)]
     pub snapshot_min_score: f32,
-    /// At most one snapshot per class per interval: 30s, 5m, …
+    /// At most one snapshot per class per interval: 30s, 5m, … (more than 0).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub snapshot_every: Duration,
+    /// Snapshots kept in OUT/snapshots; the oldest are removed first.
+    #[arg(long, value_name = "N", default_value_t = trident_edge::output::snapshot::DEFAULT_KEEP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub snapshot_keep: usize,
+    /// Most MiB of snapshots kept in OUT/snapshots; the oldest are removed first.
+    #[arg(long, value_name = "MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_max_mib: u64,
+    /// Sync the detections log to disk at most this often (and before a rotation and at exit):
+    /// every line written before the last sync survives a power cut.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub log_fsync_every: Duration,
+    /// MiB of detection lines kept in memory while the log cannot be written (a full disk);
+    /// beyond it the oldest are dropped and counted.
+    #[arg(long, value_name = "MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub log_buffer_mib: u64,
+    /// A live source that delivers no frame for this long, without an error, is reopened (keep it
+    /// under the unit's WatchdogSec).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub stall_after: Duration,
     /// Confidence floor for every model (default: each model's own floor from its card).
     #[arg(long)]
     pub conf: Option<f32>,

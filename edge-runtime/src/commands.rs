@@ -13,7 +13,7 @@ use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
 use trident_edge::http::{HttpLimits, HttpServer};
-use trident_edge::output::jsonl::LogOptions;
+use trident_edge::output::log::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 
@@ -101,6 +101,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         fps: profile.target_fps.ceil() as u32,
         loop_file: a.loop_files,
         realtime_file: false,
+        stall_after: Some(a.stall_after),
     };
     let mut sources = Vec::new();
     for uri in &a.source {
@@ -112,11 +113,33 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("installing the SIGINT/SIGTERM handler")?;
+    // A write past a file-size limit (`LimitFSIZE=`, a quota) fails with EFBIG and is handled
+    // like a full disk, instead of SIGXFSZ ending the process.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .context("installing the SIGXFSZ handler")?;
+    let notifier = trident_edge::systemd::Notifier::from_env();
+    if let Some(w) = notifier.as_ref().and_then(|n| n.watchdog())
+        && a.stall_after >= w
+    {
+        tracing::warn!(
+            "--stall-after {:.0} s is not under the watchdog's {:.0} s: a stalled camera restarts \
+             the whole runtime before it is reopened",
+            a.stall_after.as_secs_f64(),
+            w.as_secs_f64()
+        );
+    }
     let mut run_opts = RunOptions {
         duration: a.duration,
         detections: a.out.join("detections.jsonl"),
-        log: LogOptions::default(),
-        notifier: trident_edge::systemd::Notifier::from_env(),
+        log: LogOptions {
+            fsync_every: a.log_fsync_every,
+            buffer_bytes: (a.log_buffer_mib << 20) as usize,
+            ..LogOptions::default()
+        },
+        notifier,
         snapshots: snapshots(&a, &set.names)?,
     };
     let summary = trident_edge::run::run_observed(
@@ -131,10 +154,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         server.shutdown();
     }
     print_summary(&summary, &run_opts.detections);
-    if let Some(s) = &run_opts.snapshots {
+    if let Some(s) = &summary.snapshots {
         println!(
-            "  snapshots: {} in {}",
+            "  snapshots: {} saved, {} failed, {} removed by retention; {} kept ({:.1} MiB) in {}",
             s.saved,
+            s.failed,
+            s.removed,
+            s.kept,
+            s.kept_bytes as f64 / (1 << 20) as f64,
             a.out.join("snapshots").display()
         );
     }
@@ -317,7 +344,9 @@ fn snapshots(
         classes,
         min_score: a.snapshot_min_score,
         min_interval_s: a.snapshot_every.as_secs_f64(),
-    })))
+        keep: a.snapshot_keep,
+        max_bytes: a.snapshot_max_mib << 20,
+    })?))
 }
 
 fn print_summary(s: &RunSummary, detections: &Path) {
@@ -330,8 +359,26 @@ fn print_summary(s: &RunSummary, detections: &Path) {
     );
     for (uri, st) in &s.sources {
         println!(
-            "  source {uri}: {} frames, {} dropped, {} errors, {} reconnects",
-            st.frames, st.dropped, st.errors, st.reconnects
+            "  source {uri}: {} frames, {} dropped, {} errors ({} stalls), {} reconnects, {} skipped",
+            st.frames, st.dropped, st.errors, st.stalls, st.reconnects, st.skipped
+        );
+    }
+    let log = &s.log;
+    println!(
+        "  log: {} lines written, {} synced, {} dropped ({} detections), {} write errors, {} \
+         rotations ({} failed)",
+        log.lines_written,
+        log.lines_synced,
+        log.lines_dropped,
+        log.detections_dropped,
+        log.write_errors,
+        log.rotations,
+        log.rotation_errors
+    );
+    if s.frames_unprocessed > 0 {
+        println!(
+            "  frames no model could run (skipped): {}",
+            s.frames_unprocessed
         );
     }
     for (k, (name, frames, mean)) in s.models.iter().enumerate() {
@@ -382,8 +429,11 @@ fn print_summary(s: &RunSummary, detections: &Path) {
             per_class.join(", ")
         }
     );
+    for (name, faults, readmissions) in s.model_faults.iter().filter(|m| m.1 > 0) {
+        println!("  model {name}: {faults} failed passes, re-admitted {readmissions} times");
+    }
     for d in &s.dropped_models {
-        println!("  dropped from the ensemble: {d}");
+        println!("  out of the ensemble at the end: {d}");
     }
 }
 

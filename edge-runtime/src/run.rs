@@ -1,5 +1,16 @@
 //! `trident-edge run`: sources → governor-chosen ladder level → ensemble → JSON Lines, until
 //! the duration ends, every source has ended, or a stop is requested (SIGTERM/SIGINT).
+//!
+//! Faults do not end a run: a source that fails or stalls is reopened with backoff, a frame that
+//! cannot be converted is skipped, a model whose pass fails is out until a retry works (the
+//! governor meanwhile runs the best level whose models are all up; a frame no model can run is
+//! skipped and counted), and a log or snapshot that cannot be written is kept, counted and
+//! retried ([`crate::output::log`]). Each is counted in the summary, `/healthz` and `/metrics`.
+//!
+//! The systemd watchdog is fed only while frames flow or a recovery is under way (a source
+//! reconnecting, models out and being retried, capture paused by the schedule): a loop that
+//! turns without progress — a source that only times out — stops feeding it, and systemd
+//! restarts the process if the source's own stall recovery does not bring frames back first.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,7 +24,9 @@ use crate::ensemble::runner::Ensemble;
 use crate::error::Result;
 use crate::governor::{CaptureState, Governor, GovernorStats, Pacer};
 use crate::health::{Health, Reporter};
-use crate::output::jsonl::{DetectionLog, DetectionRecord, FrameRecord, LogOptions};
+use crate::output::jsonl::{DetectionRecord, FrameRecord};
+use crate::output::log::{DetectionLog, LogCounters, LogOptions};
+use crate::output::snapshot::SnapshotCounters;
 use crate::source::{Frame, Pull, Source, SourceStats};
 
 /// How a run ends and where it writes.
@@ -41,7 +54,13 @@ pub struct RunSummary {
     /// backend did not load when it did not.
     pub backends: Vec<(String, Option<String>)>,
     pub governor: Option<GovernorStats>,
+    /// Models out at the end (`name: reason`), and per model: failed passes and re-admissions.
     pub dropped_models: Vec<String>,
+    pub model_faults: Vec<(String, u64, u64)>,
+    /// Frames pulled that no model could run (every model of the level out): skipped.
+    pub frames_unprocessed: u64,
+    pub log: LogCounters,
+    pub snapshots: Option<SnapshotCounters>,
     /// Seconds spent in each stage of the loop, summed over the run.
     pub stages: StageSeconds,
 }
@@ -129,7 +148,7 @@ fn run_loop(
     stop: &Arc<AtomicBool>,
     reporter: &mut Reporter<'_>,
 ) -> Result<RunSummary> {
-    let mut log = DetectionLog::open(&opts.detections, opts.log.clone())?;
+    let mut log = DetectionLog::open(&opts.detections, opts.log.clone());
     let t0 = Instant::now();
     let now = || t0.elapsed().as_secs_f64();
     let mut pacer = Pacer::new(governor.fps());
@@ -144,11 +163,10 @@ fn run_loop(
         if opts.duration.is_some_and(|d| t0.elapsed() >= d) {
             break;
         }
-        if let Some(n) = &mut opts.notifier {
-            n.alive(Instant::now());
-        }
+        log.tick(Instant::now());
         let t = now();
         if let CaptureState::PausedUntil(until) = governor.capture_state(t) {
+            feed_watchdog(opts);
             for s in sources.iter_mut() {
                 s.pause();
             }
@@ -177,17 +195,37 @@ fn run_loop(
         let source = &mut sources[i];
         source.resume();
         let capture = Instant::now();
-        let pull = source.next_frame(&mut frame, Duration::from_millis(200))?;
+        let pull = source.next_frame(&mut frame, Duration::from_millis(200));
         stages.capture += capture.elapsed().as_secs_f64();
         reporter.source(i, source);
         match pull {
-            Pull::Frame => {}
-            Pull::Eos => {
+            Ok(Pull::Frame) => {}
+            Ok(Pull::Eos) => {
                 tracing::info!("source {}: ended", source.uri);
                 ended[i] = true;
                 continue;
             }
-            Pull::Timeout | Pull::Reconnecting | Pull::Failed { .. } => continue,
+            // Recovery under way: the source reopens after its backoff.
+            Ok(Pull::Reconnecting | Pull::Failed { .. }) => {
+                feed_watchdog(opts);
+                continue;
+            }
+            // No progress: the watchdog is not fed (see the module docs).
+            Ok(Pull::Timeout | Pull::Skipped { .. }) => continue,
+            Err(e) => {
+                tracing::warn!("source {}: {e}", source.uri);
+                continue;
+            }
+        }
+        feed_watchdog(opts);
+        let out: Vec<&str> = ensemble.out().collect();
+        if let Some(change) = governor.set_models_out(now(), &out) {
+            reporter.governor(now(), governor, true);
+            tracing::warn!(
+                "models out ({}): running level `{}` until they are back",
+                out.join(", "),
+                change.to_name
+            );
         }
         let level = governor.level().clone();
         if level.tta && !ensemble.has_tta() && !warned_tta {
@@ -197,13 +235,28 @@ fn run_loop(
             );
             warned_tta = true;
         }
-        let out = ensemble.detect(
+        let out = match ensemble.detect(
             &frame.rgb,
             frame.width,
             frame.height,
             Some(&level.models),
             level.tta,
-        )?;
+        ) {
+            Ok(out) => out,
+            Err(e) => {
+                // Every model of the level is out: the frame is skipped (not logged as a frame
+                // without detections) and the retries go on.
+                summary.frames_unprocessed += 1;
+                if summary.frames_unprocessed % 100 == 1 {
+                    tracing::warn!(
+                        "frame skipped: {e} ({} skipped so far)",
+                        summary.frames_unprocessed
+                    );
+                }
+                reporter.unprocessed(summary.frames_unprocessed, ensemble);
+                continue;
+            }
+        };
         stages.infer += out.infer_seconds;
         stages.fuse += out.fuse_seconds;
         let output = Instant::now();
@@ -230,7 +283,7 @@ fn run_loop(
             .map_or(0.0, |d| d.as_secs_f64());
         if let Some(snaps) = &mut opts.snapshots {
             let tag = format!("{:.0}-{}-{}", wall, source.uri, frame.index);
-            // A full disk must not stop detection: the snapshot is skipped with a warning.
+            // A full disk must not stop detection: the snapshot is skipped, counted and logged.
             if let Err(e) =
                 snaps.consider(t, &frame.rgb, frame.width, frame.height, &out.fused, &tag)
             {
@@ -245,14 +298,25 @@ fn run_loop(
             pts: frame.pts_ns.map(|ns| ns as f64 / 1e9),
             level: governor.level_index(),
             detections,
-        })?;
+        });
+        reporter.output(&log, opts.snapshots.as_ref());
         stages.output += output.elapsed().as_secs_f64();
     }
-    log.flush()?;
+    log.close();
+    reporter.output(&log, opts.snapshots.as_ref());
     summary.seconds = now();
     summary.stages = stages;
+    summary.log = log.counters();
+    summary.snapshots = opts.snapshots.as_ref().map(|s| s.counters());
     finish(&mut summary, sources, ensemble, &busy_total, governor);
     Ok(summary)
+}
+
+/// `WATCHDOG=1` (throttled to half the interval) when run under systemd.
+fn feed_watchdog(opts: &mut RunOptions) {
+    if let Some(n) = &mut opts.notifier {
+        n.alive(Instant::now());
+    }
 }
 
 /// The fused detections as log records, counted per class into the summary.
@@ -318,6 +382,11 @@ fn finish(
         .members
         .iter()
         .filter_map(|m| m.failed.as_ref().map(|f| format!("{}: {f}", m.name)))
+        .collect();
+    summary.model_faults = ensemble
+        .members
+        .iter()
+        .map(|m| (m.name.clone(), m.faults, m.readmissions))
         .collect();
     summary.governor = Some(governor.stats());
 }

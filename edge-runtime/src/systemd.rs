@@ -1,5 +1,5 @@
 //! systemd's notify protocol (`sd_notify`): `READY=1` once the run loop starts, `WATCHDOG=1`
-//! while it keeps turning, `STOPPING=1` at the end. The unit (`deploy/systemd/trident-edge.service`)
+//! while frames flow or a recovery is under way (see [`crate::run`]), `STOPPING=1` at the end. The unit (`deploy/systemd/trident-edge.service`)
 //! sets `Type=notify` and `WatchdogSec=`, so a runtime stuck in a camera driver or a backend is
 //! restarted by systemd. A datagram to `$NOTIFY_SOCKET`; no libsystemd needed.
 
@@ -38,6 +38,11 @@ impl Notifier {
             watchdog,
             last_ping: None,
         }
+    }
+
+    /// The watchdog interval systemd asked for, if any.
+    pub fn watchdog(&self) -> Option<Duration> {
+        self.watchdog
     }
 
     /// Sends one notification (`READY=1`, `STATUS=…`). Failures are logged, never fatal: the

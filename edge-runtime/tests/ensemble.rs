@@ -1,6 +1,6 @@
 //! The ensemble on frames: test-time views map boxes back to the frame, calibration tables
 //! rescale, fuse and threshold exactly as they say, tables for other models are refused, and a
-//! model that fails or panics is dropped while the others go on.
+//! model that fails or panics is taken out while the others go on, and retried until it works.
 
 use trident_core::calibration::{
     CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA, TtaTransform,
@@ -387,4 +387,76 @@ fn a_model_that_fails_or_panics_is_dropped_and_the_rest_go_on() {
     );
     assert!(e.members[2].failed.as_deref().unwrap().contains("panicked"));
     assert_eq!(e.members[1].frames, 5);
+}
+
+#[test]
+fn a_failed_model_is_retried_after_its_backoff_and_readmitted_when_it_works() {
+    let slot = |name: &str, panic: bool| ModelSlot {
+        name: name.into(),
+        sha256: String::new(),
+        floor: LOW,
+        detector: OnnxDetector::new(
+            Box::new(Breaks {
+                inner: Box::new(BlobModel),
+                calls: 0,
+                panic,
+            }),
+            NAMES.len(),
+        )
+        .unwrap(),
+    };
+    let mut e = Ensemble::from_detectors(
+        NAMES.iter().map(|s| s.to_string()).collect(),
+        vec![slot("errs", false), slot("panics", true)],
+        Fusion::Wbf(WbfOptions {
+            clip_unit: false,
+            ..WbfOptions::default()
+        }),
+    )
+    .unwrap();
+    e.set_model_retry(trident_edge::source::Backoff::new(0.2, 0.4));
+    let rgb = frame();
+    for _ in 0..2 {
+        e.detect(&rgb, W, H, None, false).unwrap();
+    }
+    // The third pass of each fails: both out, the frame has no model, and it is an error.
+    assert!(e.detect(&rgb, W, H, None, false).is_err());
+    assert_eq!(e.healthy(), 0);
+    assert!(
+        e.detect(&rgb, W, H, None, false).is_err(),
+        "not retried yet"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    // Retried, working again (the panicking one's thread survived its panic): both back.
+    let out = e.detect(&rgb, W, H, None, false).unwrap();
+    assert!(out.per_model.iter().all(Option::is_some));
+    assert_eq!(e.healthy(), 2);
+    for m in &e.members {
+        assert_eq!(
+            (m.faults, m.readmissions, m.frames),
+            (1, 1, 3),
+            "{}",
+            m.name
+        );
+    }
+
+    // A retry outside the active level: the model comes back, its detections stay out.
+    let mut e = Ensemble::from_detectors(
+        NAMES.iter().map(|s| s.to_string()).collect(),
+        vec![slot("errs", false), slot("steady", false)],
+        Fusion::Wbf(WbfOptions::default()),
+    )
+    .unwrap();
+    e.set_model_retry(trident_edge::source::Backoff::new(0.2, 0.4));
+    let only_first = ["errs".to_string()];
+    for _ in 0..3 {
+        let _ = e.detect(&rgb, W, H, Some(&only_first), false);
+    }
+    assert!(e.members[0].failed.is_some());
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    let out = e
+        .detect(&rgb, W, H, Some(&["steady".to_string()]), false)
+        .unwrap();
+    assert!(e.members[0].failed.is_none(), "re-admitted by the probe");
+    assert!(out.per_model[0].is_none() && out.per_model[1].is_some());
 }

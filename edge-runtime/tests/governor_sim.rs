@@ -421,3 +421,67 @@ fn governor_rejects_an_invalid_profile() {
     assert!(err.to_string().contains("ladder[1].fps"), "{err}");
     assert!(err.is_input_error());
 }
+
+/// Models out of the ensemble: the governor leaves a level that needs one at once (no dwell),
+/// runs the best level whose models are all up, keeps its level when none is whole, and goes
+/// back up through the usual control period and dwell once they return.
+#[test]
+fn levels_whose_models_are_out_are_left_at_once_and_regained_after_the_dwell() {
+    let p = profile("nano-10w");
+    let best_without = |out: &str| {
+        p.ladder
+            .iter()
+            .position(|l| !l.models.iter().any(|m| m == out))
+            .unwrap()
+    };
+    let dwell = p.control.min_dwell_s;
+    let mut g = Governor::new(p.clone(), None, 0.0).unwrap();
+    let mut t = 0.0;
+    // Settle at the best level the estimate allows.
+    for _ in 0..200 {
+        t += 0.1;
+        g.tick(t);
+    }
+    let settled = g.level_index();
+    let needs_hp = |g: &Governor| g.level().models.iter().any(|m| m == "high_precision");
+    assert!(needs_hp(&g), "the settled level runs high_precision");
+
+    let change = g
+        .set_models_out(t, &["high_precision"])
+        .expect("left at once");
+    assert_eq!(change.from, settled);
+    assert!(!needs_hp(&g));
+    assert!(g.level_index() >= best_without("high_precision"));
+    assert!(
+        g.set_models_out(t, &["high_precision"]).is_none(),
+        "no news"
+    );
+    for _ in 0..50 {
+        t += 0.1;
+        g.tick(t);
+        assert!(
+            !needs_hp(&g),
+            "a level needing the model out is never chosen"
+        );
+    }
+
+    // Every model out: no level is whole, the current one stays.
+    let level = g.level_index();
+    assert!(
+        g.set_models_out(t, &["high_recall", "balanced", "high_precision"])
+            .is_none()
+    );
+    assert_eq!(g.level_index(), level);
+
+    // Back: not at once, but within the dwell and a period.
+    assert!(g.set_models_out::<&str>(t, &[]).is_none());
+    let back = t;
+    while g.level_index() != settled {
+        t += 0.1;
+        g.tick(t);
+        assert!(
+            t - back < dwell + 2.0 * p.control.period_s + 1.0,
+            "not regained"
+        );
+    }
+}

@@ -367,6 +367,7 @@ fn metrics_are_prometheus_text_with_cumulative_histograms_and_escaped_labels() {
             dropped: 2,
             errors: 1,
             reconnects: 1,
+            ..SourceCounters::default()
         },
     );
     for _ in 0..5 {
@@ -553,7 +554,7 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
     use std::sync::atomic::AtomicBool;
 
     use trident_edge::governor::{Governor, Profile};
-    use trident_edge::output::jsonl::LogOptions;
+    use trident_edge::output::log::LogOptions;
     use trident_edge::run::{RunOptions, run_observed};
     use trident_edge::source::{Source, SourceOptions};
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
 use trident_edge::http::HttpServer;
-use trident_edge::output::jsonl::LogOptions;
+use trident_edge::output::log::LogOptions;
 use trident_edge::output::snapshot::{SnapshotOptions, Snapshots};
 use trident_edge::run::{RunOptions, run_observed};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
@@ -274,12 +274,17 @@ fn a_camera_password_reaches_gstreamer_and_no_output() {
         detections: dir.path().join("detections.jsonl"),
         log: LogOptions::default(),
         notifier: None,
-        snapshots: Some(Snapshots::new(SnapshotOptions {
-            dir: snapshots.clone(),
-            classes: vec![0, 1, 2],
-            min_score: 0.0,
-            min_interval_s: 0.0,
-        })),
+        snapshots: Some(
+            Snapshots::new(SnapshotOptions {
+                dir: snapshots.clone(),
+                classes: vec![0, 1, 2],
+                min_score: 0.0,
+                min_interval_s: 1e-6,
+                keep: 10_000,
+                max_bytes: u64::MAX,
+            })
+            .unwrap(),
+        ),
     };
     let health = Arc::new(Health::new(HealthConfig::default()));
     let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&health)).unwrap();
@@ -334,7 +339,7 @@ fn a_camera_password_reaches_gstreamer_and_no_output() {
     assert_masked("the detections log", &log);
 
     // Snapshot names carry the source (masked, then made file-name safe).
-    let saved = run_opts.snapshots.as_ref().unwrap().saved;
+    let saved = run_opts.snapshots.as_ref().unwrap().counters().saved;
     assert!(saved > 0, "no snapshot taken; the test needs one");
     let names: Vec<String> = std::fs::read_dir(&snapshots)
         .unwrap()

@@ -27,7 +27,7 @@ use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
 use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::models::ModelSet;
-use trident_edge::output::jsonl::LogOptions;
+use trident_edge::output::log::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary, run};
 use trident_edge::source::{Frame, Pull, Source, SourceOptions};
 use trident_edge::{BackendKind, BackendOptions};
@@ -78,7 +78,7 @@ fn decoded(clip: &Path) -> Vec<Frame> {
         match s.next_frame(&mut f, Duration::from_secs(5)).unwrap() {
             Pull::Frame => frames.push(f),
             Pull::Eos => break,
-            Pull::Timeout | Pull::Reconnecting | Pull::Failed { .. } => {}
+            Pull::Timeout | Pull::Reconnecting | Pull::Failed { .. } | Pull::Skipped { .. } => {}
         }
     }
     frames

@@ -1,6 +1,11 @@
 //! The ensemble on frames: each selected model detects at its own confidence floor on its own
 //! long-lived thread (the three run concurrently), calibration tables rescale each model's
 //! scores, the per-model detections are fused, and per-class thresholds filter the result.
+//!
+//! A model whose pass fails (an error or a panic) is taken out, not dropped for good: it is
+//! tried again after a backoff delay (1 s doubling to 30 s by default) on a real frame, and
+//! re-admitted when that pass works. A CUDA out-of-memory or a transient driver fault costs the
+//! ensemble that model for seconds, not for the life of the process.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
@@ -14,6 +19,12 @@ use crate::backend::{self, BackendKind, BackendOptions, OnnxModel};
 use crate::detector::{OnnxDetector, PassTimes, View};
 use crate::error::{Error, Result};
 use crate::models::ModelSet;
+use crate::source::Backoff;
+
+/// The delays between retries of a failed model: 1 s doubling to 30 s.
+pub fn default_model_retry() -> Backoff {
+    Backoff::new(1.0, 30.0)
+}
 
 /// One model of the ensemble.
 pub struct Member {
@@ -32,8 +43,16 @@ pub struct Member {
     pub floor: f32,
     /// Per-class temperatures from the calibration tables (`None`: scores as they are).
     pub temperatures: Option<Vec<f32>>,
-    /// Set when the model failed at run time: it is left out from then on.
+    /// Why the model is out, while it is: set when a pass fails, cleared when a retry works.
     pub failed: Option<String>,
+    /// Passes that failed (each one took the model out, or kept it out).
+    pub faults: u64,
+    /// Times the model came back after being out.
+    pub readmissions: u64,
+    /// When an out model is tried again, and the delays between tries.
+    retry: Backoff,
+    retry_at: Option<Instant>,
+    out_since: Option<Instant>,
     /// Seconds of the last frame's passes (letterbox, model, decode; every TTA view).
     pub last_seconds: f64,
     /// The same time by step.
@@ -149,6 +168,11 @@ impl Ensemble {
                 floor: d.floor,
                 temperatures: None,
                 failed: None,
+                faults: 0,
+                readmissions: 0,
+                retry: default_model_retry(),
+                retry_at: None,
+                out_since: None,
                 last_seconds: 0.0,
                 last_times: PassTimes::default(),
                 frames: 0,
@@ -224,15 +248,31 @@ impl Ensemble {
         !self.views.is_empty()
     }
 
-    /// Members still running.
+    /// Members running now (not out after a failed pass).
     pub fn healthy(&self) -> usize {
         self.members.iter().filter(|m| m.failed.is_none()).count()
     }
 
+    /// Names of the members that are out now.
+    pub fn out(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .iter()
+            .filter(|m| m.failed.is_some())
+            .map(|m| m.name.as_str())
+    }
+
+    /// The delays between retries of a failed model (default [`default_model_retry`]).
+    pub fn set_model_retry(&mut self, backoff: Backoff) {
+        for m in &mut self.members {
+            m.retry = backoff.clone();
+        }
+    }
+
     /// Runs the members whose names are in `active` (all when `None`) on one RGB frame, with
     /// the tables' test-time views when `tta`, and fuses their detections. A member that errors
-    /// is dropped from the ensemble with an error log; the frame goes on with the others. Fails
-    /// only when no member could run.
+    /// is taken out with an error log and the frame goes on with the others; an out member whose
+    /// retry is due runs again and is re-admitted when its pass works. Fails only when no member
+    /// could run this frame (the caller skips the frame; the retries go on).
     pub fn detect(
         &mut self,
         rgb: &[u8],
@@ -250,8 +290,18 @@ impl Ensemble {
         }
         let views = if tta { &self.views } else { &self.no_views };
         let mut submitted = Vec::with_capacity(self.members.len());
-        for m in &mut self.members {
-            let run = m.failed.is_none() && active.is_none_or(|a| a.iter().any(|n| n == &m.name));
+        let now = Instant::now();
+        let mut probes = Vec::new();
+        for (k, m) in self.members.iter_mut().enumerate() {
+            let in_level = active.is_none_or(|a| a.iter().any(|n| n == &m.name));
+            // An out model is retried when due even outside the level: the level was chosen
+            // because it is out, and only a working pass brings it back. Its detections then
+            // stay out of this frame's fusion.
+            let retry = m.failed.is_some() && m.retry_at.is_some_and(|t| now >= t);
+            if retry && !in_level {
+                probes.push(k);
+            }
+            let run = (m.failed.is_none() && in_level) || retry;
             let job = Job {
                 nms: NmsOptions {
                     conf: m.floor,
@@ -283,6 +333,9 @@ impl Ensemble {
                     m.last_seconds = seconds;
                     m.last_times = times;
                     m.frames += 1;
+                    if m.failed.is_some() {
+                        readmit(m);
+                    }
                     if let Some(t) = &m.temperatures {
                         for x in &mut d {
                             x.score = apply_temperature(x.score, t[x.class]);
@@ -295,6 +348,9 @@ impl Ensemble {
                     None
                 }
             });
+        }
+        for k in probes {
+            per_model[k] = None;
         }
         if per_model.iter().all(Option::is_none) {
             return Err(Error::Models(format!(
@@ -364,7 +420,38 @@ impl Ensemble {
     }
 }
 
+/// A failed pass: the member is out until its next retry, which the backoff delays.
 fn drop_member(m: &mut Member, e: &Error) {
-    tracing::error!("{}: {e}; dropped from the ensemble", m.name);
+    let now = Instant::now();
+    let delay = m.retry.fail();
+    m.faults += 1;
+    if m.failed.is_none() {
+        tracing::error!(
+            "{}: {e}; out of the ensemble, retried in {delay:.0} s",
+            m.name
+        );
+        m.out_since = Some(now);
+    } else {
+        tracing::warn!(
+            "{}: retry failed ({e}); retried again in {delay:.0} s",
+            m.name
+        );
+    }
     m.failed = Some(e.to_string());
+    m.retry_at = Some(now + std::time::Duration::from_secs_f64(delay));
+}
+
+/// A retried member's pass worked: it runs with the others again.
+fn readmit(m: &mut Member) {
+    let out_s = m.out_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    tracing::info!(
+        "{}: re-admitted to the ensemble after {out_s:.1} s out ({} failed passes)",
+        m.name,
+        m.retry.failures
+    );
+    m.failed = None;
+    m.retry_at = None;
+    m.out_since = None;
+    m.retry.reset();
+    m.readmissions += 1;
 }

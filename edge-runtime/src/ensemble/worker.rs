@@ -2,7 +2,12 @@
 //! each owns its detector (backend, input and output tensors, letterbox plans) for the whole
 //! run, reads the current frame from one shared, reused buffer, and hands its detections back
 //! through bounded channels (fixed-capacity queues: nothing is allocated per message).
+//!
+//! A panic in a model's pass is caught on its thread and answered as that job's error, so the
+//! thread (and the detector it owns) outlives it: the ensemble can retry the model later and
+//! re-admit it when it works again, without reloading anything.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
@@ -47,9 +52,11 @@ impl Worker {
     pub fn spawn(name: &str, detector: OnnxDetector, frame: FrameSlot) -> Result<Self> {
         let (jobs, job_rx) = sync_channel::<Job>(1);
         let (result_tx, results) = sync_channel::<JobResult>(1);
+        let thread_name = name.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || {
+                let name = thread_name;
                 let mut detector = detector;
                 while let Ok(job) = job_rx.recv() {
                     let t = Instant::now();
@@ -58,7 +65,10 @@ impl Worker {
                         // A poisoned lock only means another model panicked mid-read; the
                         // frame itself is intact (only the ensemble writes it).
                         let f = frame.read().unwrap_or_else(PoisonError::into_inner);
-                        run_views(&mut detector, &f, &job)
+                        std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            run_views(&mut detector, &f, &job)
+                        }))
+                        .unwrap_or_else(|panic| Err(panicked(&name, &*panic)))
                     };
                     let timed =
                         result.map(|d| (d, t.elapsed().as_secs_f64(), detector.take_times()));
@@ -106,6 +116,19 @@ impl Drop for Worker {
             let _ = t.join();
         }
     }
+}
+
+/// A caught panic as the job's error (its message when it has one).
+fn panicked(model: &str, panic: &(dyn std::any::Any + Send)) -> Error {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    Error::backend(
+        "ensemble",
+        format!("model `{model}` panicked in its pass: {what}"),
+    )
 }
 
 /// The plain view, then each test-time view; with views, the union goes through the model's

@@ -1,7 +1,7 @@
 //! The governor: picks the quality level each control period from the power cap, the energy
 //! budget and the measured frame times, with hysteresis.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::Watts;
@@ -50,6 +50,8 @@ pub struct Governor {
     fallbacks: Vec<Fallback>,
     frames: u64,
     last_frame_at: Option<f64>,
+    /// Models out of the ensemble after a failed pass: levels that need one are not chosen.
+    models_out: BTreeSet<String>,
 }
 
 impl Governor {
@@ -98,6 +100,7 @@ impl Governor {
             fallbacks: Vec::new(),
             frames: 0,
             last_frame_at: None,
+            models_out: BTreeSet::new(),
             profile,
         };
         // The first level: the best one that fits with the upward margin.
@@ -177,6 +180,37 @@ impl Governor {
         }
     }
 
+    /// The models out of the ensemble now (a failed pass, retried with backoff). While any is
+    /// out, only levels whose models are all up are chosen; when the current level needs one, the
+    /// level changes at once (no dwell: its frames would run without that model). When they
+    /// return, the usual control period, dwell and margins lead back up. Returns the change made.
+    pub fn set_models_out<S: AsRef<str>>(&mut self, now: f64, out: &[S]) -> Option<LevelChange> {
+        let same = out.len() == self.models_out.len()
+            && out.iter().all(|m| self.models_out.contains(m.as_ref()));
+        if same {
+            return None;
+        }
+        self.models_out = out.iter().map(|m| m.as_ref().to_string()).collect();
+        // With no level whole, the current one runs with what is up.
+        let n = self.profile.ladder.len();
+        if self.level_up(self.level) || !(0..n).any(|i| self.level_up(i)) {
+            return None;
+        }
+        let target = self.choose(self.level);
+        if target == self.level {
+            return None;
+        }
+        Some(self.change_to(now, target, "models out"))
+    }
+
+    /// Whether every model of level `i` is up.
+    fn level_up(&self, i: usize) -> bool {
+        self.profile.ladder[i]
+            .models
+            .iter()
+            .all(|m| !self.models_out.contains(m))
+    }
+
     /// Reads the power source and, once per control period, may change the level.
     pub fn tick(&mut self, now: f64) -> Option<LevelChange> {
         self.sample(now);
@@ -192,6 +226,10 @@ impl Governor {
         if target == self.level || now - self.level_since + EPS < self.profile.control.min_dwell_s {
             return None;
         }
+        Some(self.change_to(now, target, "power"))
+    }
+
+    fn change_to(&mut self, now: f64, target: usize, why: &str) -> LevelChange {
         let change = LevelChange {
             at_s: now - self.start,
             from: self.level,
@@ -202,7 +240,7 @@ impl Governor {
             predicted_w: self.predict(target).power,
         };
         tracing::info!(
-            "governor: level {} → {} (allowed {:.2} W, predicted {:.2} W)",
+            "governor: level {} → {} ({why}; allowed {:.2} W, predicted {:.2} W)",
             change.from_name,
             change.to_name,
             change.allowed_w,
@@ -212,7 +250,7 @@ impl Governor {
         self.level_since = now;
         self.changes += 1;
         self.last_change = Some(change.clone());
-        Some(change)
+        change
     }
 
     fn sample(&mut self, now: f64) {
@@ -332,11 +370,19 @@ impl Governor {
         predict(&self.profile, i, |m| self.latency(m), self.power_ratio)
     }
 
-    /// The best level that fits the allowed power and its own frame rate. A better level than
-    /// `current` needs `up_margin` headroom; `current` may overshoot by `down_margin`.
+    /// The best level that fits the allowed power and its own frame rate, among the levels whose
+    /// models are all up (all levels when none is). A better level than `current` needs
+    /// `up_margin` headroom; `current` may overshoot by `down_margin`.
     fn choose(&self, current: usize) -> usize {
         let c = &self.profile.control;
-        (0..self.profile.ladder.len())
+        let n = self.profile.ladder.len();
+        let mut candidates: Vec<usize> = (0..n).filter(|&i| self.level_up(i)).collect();
+        if candidates.is_empty() {
+            candidates = (0..n).collect();
+        }
+        let last = candidates[candidates.len() - 1];
+        candidates
+            .into_iter()
             .find(|&i| {
                 let p = self.predict(i);
                 let load = p.frame_s * self.profile.level_rate(i);
@@ -347,7 +393,7 @@ impl Governor {
                 };
                 p.power * need <= self.allowed_w * slack && load * need <= slack
             })
-            .unwrap_or(self.profile.ladder.len() - 1)
+            .unwrap_or(last)
     }
 
     /// Figures for `/healthz` and the run summary, as of the last `tick`.

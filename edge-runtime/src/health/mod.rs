@@ -15,6 +15,11 @@
 //!   than the stale threshold (default 10 s). Time spent paused outside capture windows does not
 //!   count: the wait restarts when capture resumes.
 //!
+//! Faults the runtime works through do not turn `ok` false; each adds a line to `warnings`: a
+//! detections log that cannot be written (lines wait in memory, `output.log` counts them), lines
+//! or snapshots lost to it, and models out of the ensemble while they are retried. Detection goes
+//! on through them, and a deploy's health gate must not roll a release back over a full disk.
+//!
 //! # What a deploy's health gate reads
 //!
 //! `version` is the package version from the verified manifest the runtime loaded (null when it
@@ -35,6 +40,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::governor::GovernorStats;
+use crate::output::log::LogCounters;
+use crate::output::snapshot::SnapshotCounters;
 
 /// The runtime's own version (this crate's), reported as `runtime_version` beside the package's.
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -93,6 +100,8 @@ pub struct SourceCounters {
     pub dropped: u64,
     pub errors: u64,
     pub reconnects: u64,
+    pub stalls: u64,
+    pub skipped: u64,
 }
 
 /// A Prometheus histogram with the [`LATENCY_BUCKETS_S`] bounds.
@@ -140,7 +149,7 @@ impl Histogram {
     }
 }
 
-/// A model left out of the ensemble after a run-time error.
+/// A model out of the ensemble after a failed pass (retried with backoff).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DroppedModel {
     pub model: String,
@@ -161,6 +170,17 @@ pub struct ModelBackend {
     pub fallback: Option<String>,
     /// Frames this model processed (one pass each, its TTA views included).
     pub frames: u64,
+    /// Failed passes, and times it came back after being out.
+    pub faults: u64,
+    pub readmissions: u64,
+}
+
+/// What the runtime wrote, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OutputReport {
+    pub log: LogCounters,
+    /// Null without snapshot classes.
+    pub snapshots: Option<SnapshotCounters>,
 }
 
 /// The body of `/healthz`.
@@ -169,6 +189,8 @@ pub struct HealthReport {
     pub ok: bool,
     /// Why `ok` is false, one line each; empty when ok.
     pub problems: Vec<String>,
+    /// Faults detection goes on through (output not written, models out), one line each.
+    pub warnings: Vec<String>,
     /// The package version from the verified manifest the runtime loaded; null when it runs from
     /// a models folder (and until the package is verified).
     pub version: Option<String>,
@@ -182,6 +204,8 @@ pub struct HealthReport {
     pub uptime_s: f64,
     /// Frames the ensemble processed.
     pub frames: u64,
+    /// Frames skipped because no model of the level could run.
+    pub frames_unprocessed: u64,
     /// Detections the runtime reported (after fusion and the per-class thresholds): a unit that
     /// is healthy but never detects anything is something a field engineer wants to see.
     pub detections: u64,
@@ -208,9 +232,11 @@ pub struct HealthReport {
     /// `ina3221`, `tegrastats`, `rapl` or `estimate`.
     pub power_source: Option<String>,
     pub models_running: usize,
+    /// The models out now (each is retried, and re-admitted when its pass works).
     pub models_dropped: Vec<DroppedModel>,
     /// Each model's backend, precision and frames, in ensemble order.
     pub models: Vec<ModelBackend>,
+    pub output: OutputReport,
 }
 
 struct SourceState {
@@ -224,6 +250,8 @@ struct ModelState {
     frames: u64,
     latency: Histogram,
     dropped: Option<String>,
+    faults: u64,
+    readmissions: u64,
     backend: String,
     precision: String,
     fallback: Option<String>,
@@ -244,6 +272,9 @@ struct State {
     begun: bool,
     ended: bool,
     frames: u64,
+    frames_unprocessed: u64,
+    log: LogCounters,
+    snapshots: Option<SnapshotCounters>,
     detections: u64,
     last_frame: Option<Instant>,
     /// When capture last resumed after a pause.
@@ -359,6 +390,7 @@ impl Health {
             }
         }
         let power = s.power.as_ref();
+        let warnings = warnings(s);
         let min_level_model_frames = s.level_models.as_ref().and_then(|names| {
             names
                 .iter()
@@ -373,12 +405,14 @@ impl Health {
         HealthReport {
             ok: problems.is_empty(),
             problems,
+            warnings,
             version: s.version.clone(),
             runtime_version: RUNTIME_VERSION.to_string(),
             started_at_unix_s: self.started_at_unix_s,
             pid: self.pid,
             uptime_s: uptime.as_secs_f64(),
             frames: s.frames,
+            frames_unprocessed: s.frames_unprocessed,
             detections: s.detections,
             fps: self.fps(s, now),
             last_frame_age_s: s
@@ -413,8 +447,14 @@ impl Health {
                     precision: m.precision.clone(),
                     fallback: m.fallback.clone(),
                     frames: m.frames,
+                    faults: m.faults,
+                    readmissions: m.readmissions,
                 })
                 .collect(),
+            output: OutputReport {
+                log: s.log.clone(),
+                snapshots: s.snapshots.clone(),
+            },
         }
     }
 
@@ -442,186 +482,35 @@ impl Health {
             n as f64 / span.as_secs_f64()
         }
     }
+}
 
-    /// The `/metrics` body now (Prometheus text format 0.0.4).
-    pub fn metrics(&self) -> String {
-        self.metrics_at(Instant::now())
+/// The faults detection goes on through, one line each.
+fn warnings(s: &State) -> Vec<String> {
+    let mut out = Vec::new();
+    let log = &s.log;
+    if let Some(error) = &log.failing {
+        out.push(format!(
+            "detections are not being written: {error} (for {:.0} s; {} lines waiting in memory, \
+             retried)",
+            log.failing_for_s.unwrap_or(0.0),
+            log.lines_pending
+        ));
     }
-
-    pub fn metrics_at(&self, now: Instant) -> String {
-        let s = self.lock();
-        let report = self.report_locked(&s, now);
-        let mut e = Exposition::default();
-        e.family(
-            "trident_build_info",
-            "gauge",
-            "The package version (label absent without a package) and the runtime's (value 1).",
-        );
-        let mut labels = Vec::with_capacity(2);
-        if let Some(v) = &s.version {
-            labels.push(("version", v.as_str()));
-        }
-        labels.push(("runtime_version", RUNTIME_VERSION));
-        e.sample("trident_build_info", &labels, 1.0);
-        e.gauge(
-            "trident_healthy",
-            "1 when /healthz is ok, else 0.",
-            f(report.ok),
-        );
-        e.gauge(
-            "trident_uptime_seconds",
-            "Seconds since the start.",
-            report.uptime_s,
-        );
-        e.counter(
-            "trident_frames_total",
-            "Frames the ensemble processed.",
-            s.frames,
-        );
-        e.counter(
-            "trident_detections_total",
-            "Detections reported (after fusion and thresholds).",
-            s.detections,
-        );
-        e.gauge(
-            "trident_frames_per_second",
-            "Frames processed per second over the last window.",
-            report.fps,
-        );
-        if let Some(age) = report.last_frame_age_s {
-            e.gauge(
-                "trident_last_frame_age_seconds",
-                "Seconds since the last processed frame.",
-                age,
-            );
-        }
-        e.gauge(
-            "trident_capturing",
-            "0 while paused outside capture windows.",
-            f(!s.paused),
-        );
-        let per_source = [
-            (
-                "trident_source_frames_total",
-                "Frames pulled from the source.",
-            ),
-            (
-                "trident_source_dropped_frames_total",
-                "Frames the source replaced with newer ones before they were pulled.",
-            ),
-            (
-                "trident_source_errors_total",
-                "Source failures (each torn down).",
-            ),
-            (
-                "trident_source_reconnects_total",
-                "Source pipelines reopened.",
-            ),
-        ];
-        for (j, (name, help)) in per_source.into_iter().enumerate() {
-            if s.sources.is_empty() {
-                break;
-            }
-            e.family(name, "counter", help);
-            for src in &s.sources {
-                let c = &src.counters;
-                let values = [c.frames, c.dropped, c.errors, c.reconnects];
-                e.sample(name, &[("source", &src.uri)], values[j] as f64);
-            }
-        }
-        if !s.models.is_empty() {
-            let name = "trident_model_latency_seconds";
-            e.family(
-                name,
-                "histogram",
-                "Seconds per forward pass (letterbox, model, decode).",
-            );
-            for m in &s.models {
-                for (le, n) in m.latency.cumulative() {
-                    let bound = format_value(le);
-                    e.sample(
-                        "trident_model_latency_seconds_bucket",
-                        &[("model", &m.name), ("le", &bound)],
-                        n as f64,
-                    );
-                }
-                let labels = [("model", m.name.as_str())];
-                e.sample(
-                    "trident_model_latency_seconds_sum",
-                    &labels,
-                    m.latency.sum(),
-                );
-                e.sample(
-                    "trident_model_latency_seconds_count",
-                    &labels,
-                    m.latency.count() as f64,
-                );
-            }
-            e.family(
-                "trident_model_running",
-                "gauge",
-                "0 once the model was dropped.",
-            );
-            for m in &s.models {
-                e.sample(
-                    "trident_model_running",
-                    &[("model", &m.name)],
-                    f(m.dropped.is_none()),
-                );
-            }
-            e.family(
-                "trident_model_backend_info",
-                "gauge",
-                "1 for the backend and precision each model runs on; fallback=\"1\" when a \
-                 preferred backend did not load.",
-            );
-            for m in &s.models {
-                e.sample(
-                    "trident_model_backend_info",
-                    &[
-                        ("model", &m.name),
-                        ("backend", &m.backend),
-                        ("precision", &m.precision),
-                        ("fallback", if m.fallback.is_some() { "1" } else { "0" }),
-                    ],
-                    1.0,
-                );
-            }
-        }
-        if let Some(level) = s.level {
-            e.family(
-                "trident_ladder_level",
-                "gauge",
-                "The governor's level (0 is the best).",
-            );
-            e.sample(
-                "trident_ladder_level",
-                &[("level_name", &s.level_name)],
-                level as f64,
-            );
-        }
-        if let Some(p) = &s.power {
-            e.counter(
-                "trident_level_changes_total",
-                "Changes of ladder level.",
-                p.level_changes,
-            );
-            e.gauge("trident_power_watts", "Power at the last sample.", p.last_w);
-            e.gauge(
-                "trident_power_average_watts",
-                "Average power since the start.",
-                p.average_w,
-            );
-            e.gauge("trident_power_cap_watts", "The average power cap.", p.cap_w);
-            e.family(
-                "trident_energy_joules_total",
-                "counter",
-                "Energy used since the start.",
-            );
-            e.sample("trident_energy_joules_total", &[], p.energy_j);
-        }
-        e.out
+    if log.lines_dropped > 0 {
+        out.push(format!(
+            "{} detection lines ({} detections) were dropped while the log could not be written",
+            log.lines_dropped, log.detections_dropped
+        ));
     }
+    if let Some(snaps) = s.snapshots.as_ref().filter(|c| c.failed > 0) {
+        out.push(format!("{} snapshots could not be written", snaps.failed));
+    }
+    for m in &s.models {
+        if let Some(reason) = &m.dropped {
+            out.push(format!("model {} is out (retried): {reason}", m.name));
+        }
+    }
+    out
 }
 
 fn f(b: bool) -> f64 {
@@ -652,6 +541,8 @@ impl HealthUpdate<'_> {
                 frames: 0,
                 latency: Histogram::default(),
                 dropped: None,
+                faults: 0,
+                readmissions: 0,
                 backend: String::new(),
                 precision: String::new(),
                 fallback: None,
@@ -749,12 +640,45 @@ impl HealthUpdate<'_> {
         }
     }
 
-    /// Model `index` was dropped from the ensemble (the first reason is kept).
+    /// Model `index` is out of the ensemble after a failed pass (the reason is copied only when
+    /// it changed).
     pub fn model_dropped(&mut self, index: usize, reason: &str) {
         if let Some(m) = self.state.models.get_mut(index)
-            && m.dropped.is_none()
+            && m.dropped.as_deref() != Some(reason)
         {
             m.dropped = Some(reason.to_string());
+        }
+    }
+
+    /// Model `index` as the ensemble has it now: out (with the reason) or running, its failed
+    /// passes and re-admissions.
+    pub fn model_state(&mut self, index: usize, out: Option<&str>, faults: u64, readmissions: u64) {
+        match out {
+            Some(reason) => self.model_dropped(index, reason),
+            None => {
+                if let Some(m) = self.state.models.get_mut(index) {
+                    m.dropped = None;
+                }
+            }
+        }
+        if let Some(m) = self.state.models.get_mut(index) {
+            m.faults = faults;
+            m.readmissions = readmissions;
+        }
+    }
+
+    /// Frames skipped so far because no model could run.
+    pub fn unprocessed(&mut self, frames: u64) {
+        self.state.frames_unprocessed = frames;
+    }
+
+    /// The log's and the snapshots' counters.
+    pub fn output(&mut self, log: &LogCounters, snapshots: Option<&SnapshotCounters>) {
+        let s = &mut *self.state;
+        s.log.clone_from(log);
+        match (snapshots, &mut s.snapshots) {
+            (Some(new), Some(old)) => old.clone_from(new),
+            (new, old) => *old = new.cloned(),
         }
     }
 
@@ -793,7 +717,7 @@ mod run_loop;
 pub(crate) use run_loop::Reporter;
 
 mod exposition;
-use exposition::{Exposition, format_value};
+mod metrics;
 
 mod gate;
 pub use gate::Gate;

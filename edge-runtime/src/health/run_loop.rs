@@ -3,6 +3,8 @@
 use super::{Health, SourceCounters};
 use crate::ensemble::runner::{Ensemble, EnsembleOutput};
 use crate::governor::Governor;
+use crate::output::log::DetectionLog;
+use crate::output::snapshot::Snapshots;
 use crate::source::{Source, SourceStats};
 
 /// Governor figures (power, energy) are copied at least this often (seconds of the run
@@ -16,6 +18,8 @@ impl From<&SourceStats> for SourceCounters {
             dropped: s.dropped,
             errors: s.errors,
             reconnects: s.reconnects,
+            stalls: s.stalls,
+            skipped: s.skipped,
         }
     }
 }
@@ -67,9 +71,25 @@ impl<'h> Reporter<'h> {
             if ran.is_some() {
                 u.model_pass(k, m.last_seconds);
             }
-            if let Some(reason) = &m.failed {
-                u.model_dropped(k, reason);
-            }
+            u.model_state(k, m.failed.as_deref(), m.faults, m.readmissions);
+        }
+    }
+
+    /// A frame no model could run: the count, and each model's state.
+    pub(crate) fn unprocessed(&self, frames: u64, ensemble: &Ensemble) {
+        let Some(h) = self.health else { return };
+        let mut u = h.update();
+        u.unprocessed(frames);
+        for (k, m) in ensemble.members.iter().enumerate() {
+            u.model_state(k, m.failed.as_deref(), m.faults, m.readmissions);
+        }
+    }
+
+    /// What the log and the snapshots wrote.
+    pub(crate) fn output(&self, log: &DetectionLog, snapshots: Option<&Snapshots>) {
+        if let Some(h) = self.health {
+            let snapshots = snapshots.map(Snapshots::counters);
+            h.update().output(&log.counters(), snapshots.as_ref());
         }
     }
 
@@ -108,9 +128,7 @@ impl<'h> Reporter<'h> {
             u.source(i, (&s.stats()).into());
         }
         for (k, m) in ensemble.members.iter().enumerate() {
-            if let Some(reason) = &m.failed {
-                u.model_dropped(k, reason);
-            }
+            u.model_state(k, m.failed.as_deref(), m.faults, m.readmissions);
         }
         u.governor(&governor.stats());
         u.level_models(&governor.level().models);

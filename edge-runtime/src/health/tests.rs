@@ -1,6 +1,7 @@
 //! Unit tests of the health state and the metrics text.
 
 use super::exposition::escape_label_value;
+use super::exposition::{Exposition, format_value};
 use super::*;
 
 fn at(start: Instant, s: f64) -> Instant {

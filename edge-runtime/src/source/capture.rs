@@ -46,6 +46,10 @@ pub enum Pull {
     },
     /// Waiting for the backoff delay before reopening.
     Reconnecting,
+    /// A frame arrived that could not be converted to RGB; it was skipped (and counted).
+    Skipped {
+        message: String,
+    },
 }
 
 /// Counters per source, for logs, `/metrics` and the run summary.
@@ -57,6 +61,11 @@ pub struct SourceStats {
     pub dropped: u64,
     pub reconnects: u64,
     pub errors: u64,
+    /// Failures that were stalls: a live source that delivered nothing, without an error, for
+    /// `stall_after` (counted in `errors` too).
+    pub stalls: u64,
+    /// Frames that could not be converted to RGB and were skipped.
+    pub skipped: u64,
 }
 
 pub struct Source {
@@ -68,6 +77,8 @@ pub struct Source {
     stats: SourceStats,
     /// Buffers counted by earlier pipelines of this source.
     arrived_before: u64,
+    /// The last sign of progress: a frame, the pipeline's start, or a resume after a pause.
+    progress_at: Instant,
 }
 
 struct Running {
@@ -112,6 +123,7 @@ impl Source {
             retry_at: None,
             stats: SourceStats::default(),
             arrived_before: 0,
+            progress_at: Instant::now(),
         })
     }
 
@@ -145,12 +157,13 @@ impl Source {
         }
     }
 
-    /// Resumes a paused pipeline.
+    /// Resumes a paused pipeline (the stall timeout starts again).
     pub fn resume(&mut self) {
         if let Some(r) = &self.running
             && r.pipeline.current_state() != gst::State::Playing
         {
             let _ = r.pipeline.set_state(gst::State::Playing);
+            self.progress_at = Instant::now();
         }
     }
 
@@ -169,9 +182,31 @@ impl Source {
                 let problem = drain_bus(&running.pipeline).unwrap_or(BusProblem::Eos);
                 return self.on_bus_problem(problem);
             }
+            if let Some(limit) = self.opts.stall_after
+                && self.uri.is_live()
+                && self.progress_at.elapsed() >= limit
+            {
+                self.stats.stalls += 1;
+                return Ok(self.fail(format!(
+                    "no frame for {:.0} s and no error: stalled; reopening",
+                    self.progress_at.elapsed().as_secs_f64()
+                )));
+            }
             return Ok(Pull::Timeout);
         };
-        copy_rgb(&sample, frame).map_err(|m| self.error(m))?;
+        self.progress_at = Instant::now();
+        if let Err(message) = copy_rgb(&sample, frame) {
+            self.stats.skipped += 1;
+            // One line for the first and then every 100th: a broken stream may do it per frame.
+            if self.stats.skipped % 100 == 1 {
+                tracing::warn!(
+                    "source {}: frame skipped ({message}); {} so far",
+                    self.uri,
+                    self.stats.skipped
+                );
+            }
+            return Ok(Pull::Skipped { message });
+        }
         self.stats.frames += 1;
         frame.index = self.stats.frames;
         self.backoff.reset();
@@ -186,24 +221,18 @@ impl Source {
             }
             BusProblem::Eos if self.opts.loop_file => {
                 let running = self.running.as_ref().expect("a running pipeline sent EOS");
-                running
-                    .pipeline
-                    .seek_simple(
-                        gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
-                        gst::ClockTime::ZERO,
-                    )
-                    .map_err(|e| self.error(format!("cannot rewind to loop: {e}")))?;
-                Ok(Pull::Timeout)
+                let rewound = running.pipeline.seek_simple(
+                    gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                    gst::ClockTime::ZERO,
+                );
+                Ok(match rewound {
+                    Ok(()) => Pull::Timeout,
+                    // Reopening starts the file again from its beginning.
+                    Err(e) => self.fail(format!("cannot rewind to loop: {e}")),
+                })
             }
             BusProblem::Eos => Ok(Pull::Eos),
             BusProblem::Error(message) => Ok(self.fail(message)),
-        }
-    }
-
-    fn error(&self, message: String) -> Error {
-        Error::Source {
-            source_uri: self.uri.to_string(),
-            message,
         }
     }
 
@@ -244,6 +273,7 @@ impl Source {
                 tracing::info!("source {}: reconnected", self.uri);
                 self.running = Some(r);
                 self.retry_at = None;
+                self.progress_at = Instant::now();
                 Ok(Pull::Reconnecting)
             }
             Err(e) => Ok(self.fail(e.to_string())),

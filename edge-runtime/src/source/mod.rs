@@ -14,4 +14,4 @@ pub use backoff::Backoff;
 pub use capture::{Frame, Pull, Source, SourceStats};
 pub use pipeline::{MediaElements, pipeline_description, pipeline_for};
 pub use secret::{MASK, SecretText, is_secret_key, redact};
-pub use uri::{SourceOptions, SourceUri, V4l2Caps, V4l2Format};
+pub use uri::{DEFAULT_STALL_AFTER, SourceOptions, SourceUri, V4l2Caps, V4l2Format};

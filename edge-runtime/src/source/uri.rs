@@ -179,7 +179,14 @@ pub struct SourceOptions {
     /// Play files at their own frame rate, dropping what the pipeline cannot keep up with (as a
     /// camera would).
     pub realtime_file: bool,
+    /// A live source that delivers no frame for this long, without an error, is torn down and
+    /// reopened with the reconnection backoff (a stalled camera or stream; `None`: never). Keep
+    /// it under the unit's `WatchdogSec`: the watchdog is not fed while a source only times out.
+    pub stall_after: Option<std::time::Duration>,
 }
+
+/// The default stall timeout: a third of the unit's `WatchdogSec=30`.
+pub const DEFAULT_STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for SourceOptions {
     fn default() -> Self {
@@ -189,6 +196,7 @@ impl Default for SourceOptions {
             fps: 30,
             loop_file: false,
             realtime_file: false,
+            stall_after: Some(DEFAULT_STALL_AFTER),
         }
     }
 }

@@ -1,15 +1,51 @@
 //! Two copies of the tiny YOLOv8 fixture ("a", "b") through tract, fused by WBF: the ensemble
-//! the run-loop tests drive (`http.rs`, `secrets.rs`).
+//! the run-loop tests drive (`http.rs`, `secrets.rs`, `faults.rs`).
+#![allow(dead_code)] // each test binary uses its own part
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use trident_edge::backend::{OnnxModel, load_first};
+use trident_edge::backend::{Backend, OnnxModel, load_first};
 use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
 use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
 use trident_edge::{BackendKind, OnnxDetector};
 
 /// The pair with every member's score floor at `floor` (0 keeps every candidate).
 pub fn ensemble(floor: f32) -> Ensemble {
+    ensemble_with(floor, |_, b| b)
+}
+
+/// A backend that fails every pass while its switch is on (a CUDA error, a lost device), and
+/// works again when it is off.
+pub struct Faulty {
+    pub inner: Box<dyn Backend>,
+    pub failing: Arc<AtomicBool>,
+}
+
+impl Backend for Faulty {
+    fn kind(&self) -> BackendKind {
+        self.inner.kind()
+    }
+    fn input_shape(&self) -> [usize; 4] {
+        self.inner.input_shape()
+    }
+    fn run(&mut self, input: &[f32], out: &mut Vec<f32>) -> trident_edge::Result<Vec<usize>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(trident_edge::Error::backend(
+                "tract",
+                "simulated device fault",
+            ));
+        }
+        self.inner.run(input, out)
+    }
+}
+
+/// The pair, each member's backend passed through `wrap(name, backend)`.
+pub fn ensemble_with(
+    floor: f32,
+    wrap: impl Fn(&str, Box<dyn Backend>) -> Box<dyn Backend>,
+) -> Ensemble {
     let onnx =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ultralytics-yolov8t-96.onnx");
     let bytes = std::fs::read(&onnx).unwrap();
@@ -31,7 +67,7 @@ pub fn ensemble(floor: f32) -> Ensemble {
                 name: name.to_string(),
                 sha256: String::new(),
                 floor,
-                detector: OnnxDetector::new(backend, 3).unwrap(),
+                detector: OnnxDetector::new(wrap(name, backend), 3).unwrap(),
             }
         })
         .collect();
