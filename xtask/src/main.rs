@@ -1,4 +1,4 @@
-//! Project automation, cargo-xtask style: `cargo xtask setup|cross|fuzz|demo|test|bench`.
+//! Project automation, cargo-xtask style: `cargo xtask setup|cross|fuzz|demo|test|bench|soak`.
 //!
 //! Rust rather than a Makefile or shell scripts: it runs wherever cargo does, needs nothing
 //! installed first, and the demo can call the library crates directly. Every command runs
@@ -38,7 +38,11 @@ commands:
           overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
           the ensemble on tract and ONNX Runtime vs a Python ONNX Runtime + ensemble-boxes
           reference; export time and ONNX latency, tract vs ONNX Runtime, at 320 and 640;
-          `trident fuse` vs ensemble-boxes; a rollout to 8 loopback units vs 1)";
+          `trident fuse` vs ensemble-boxes; a rollout to 8 loopback units vs 1)
+  soak [--minutes 30] [--fault-every 180] [--fps 15] [--buffer-kib 16]
+          setup, then the edge run loop on a looping file with a fault every few minutes (camera
+          stall, model error, disk full); prints frames processed vs offered, lines lost, RSS
+          growth and each fault's recovery time";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +63,7 @@ fn main() {
         Some("demo") => setup::run().and_then(|_| demo::run()),
         Some("test") => setup::run().and_then(|_| test()),
         Some("bench") => setup::run().and_then(|_| bench()),
+        Some("soak") => setup::run().and_then(|_| soak(&args[1..])),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -142,6 +147,15 @@ fn test() -> Result<()> {
             .args(["test", "--workspace"])
             .env("TRIDENT_EDGE_AARCH64", &built.binary)
             .env("TRIDENT_AARCH64_SYSROOT", &built.sysroot),
+    )
+}
+
+/// The fault soak bench, its arguments passed through.
+fn soak(args: &[String]) -> Result<()> {
+    exec(
+        cmd("cargo")
+            .args(["bench", "-p", "trident-edge", "--bench", "soak", "--"])
+            .args(args),
     )
 }
 

@@ -6,6 +6,7 @@
 //! The pipeline stays PLAYING, the bus stays quiet and the appsink only times out — as on a
 //! unit. What it cannot show: a driver that blocks inside a call (then nothing returns at all,
 //! and only systemd's watchdog restarts the process).
+#![allow(dead_code)] // the soak bench builds its own pipeline around the element
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
