@@ -386,6 +386,7 @@ fn status_row(s: &UnitStatus, now: u64) -> Vec<String> {
         if s.health != Health::Ok {
             notes.extend(s.problems.iter().cloned());
         }
+        notes.extend(s.warnings.iter().map(|w| format!("WARNING {w}")));
         // A unit whose profile asks for the GPU and that runs a model on a later backend.
         if let Some(first) = s.fallbacks.first() {
             let more = match s.fallbacks.len() {

@@ -63,6 +63,9 @@ pub struct UnitStatus {
     pub running_version: Option<String>,
     pub health: Health,
     pub problems: Vec<String>,
+    /// Faults the runtime detects through (`/healthz` `warnings`): a log that cannot be written,
+    /// models out of the ensemble.
+    pub warnings: Vec<String>,
     pub fps: Option<f64>,
     /// Frames processed and detections reported since the service started.
     pub frames: Option<u64>,
@@ -113,6 +116,8 @@ struct HealthReport {
     version: Option<String>,
     #[serde(default)]
     problems: Vec<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
     fps: Option<f64>,
     frames: Option<u64>,
     detections: Option<u64>,
@@ -149,6 +154,7 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
         running_version: None,
         health: Health::Unknown,
         problems: vec![],
+        warnings: vec![],
         fps: None,
         frames: None,
         detections: None,
@@ -217,6 +223,7 @@ pub fn read(ssh: &Ssh, unit: &Unit) -> UnitStatus {
                     Health::Unhealthy
                 };
                 status.problems = report.problems;
+                status.warnings = report.warnings;
                 status.running_version = report.version;
                 if let (Some(running), Some(release)) = (&status.running_version, &status.release)
                     && running != release
