@@ -331,24 +331,10 @@ impl LastSeen {
         *e = (*e).max(unix_s);
     }
 
-    /// Writes the record (temp file + rename).
+    /// Writes the record (temp file, fsync, rename).
     pub fn save(&self) -> Result<()> {
-        let io = |action, e| Error::Io {
-            action,
-            path: self.path.clone(),
-            source: e,
-        };
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| io("cannot create the folder of", e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io("cannot write", e))?;
-        serde_json::to_writer_pretty(&mut tmp, &self.seen)
-            .map_err(|e| io("cannot write", std::io::Error::other(e)))?;
-        tmp.persist(&self.path)
-            .map_err(|e| io("cannot write", e.error))?;
+        let json = serde_json::to_vec_pretty(&self.seen).expect("a map of strings serialises");
+        trident_core::fsutil::write_atomic(&self.path, &json)?;
         Ok(())
     }
 }

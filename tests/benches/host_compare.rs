@@ -203,12 +203,7 @@ fn python_reference(dir: &Path, set: &ModelSet, floors: &[f32], frames: &[Vec<u8
 }
 
 fn iou(a: &Detection, b: &Detection) -> f64 {
-    let (a, b) = (&a.bbox, &b.bbox);
-    let w = (a.x2.min(b.x2) - a.x1.max(b.x1)).max(0.0);
-    let h = (a.y2.min(b.y2) - a.y1.max(b.y1)).max(0.0);
-    let inter = w * h;
-    let union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
+    a.bbox.iou(&b.bbox)
 }
 
 /// Fused boxes of `ours` with a partner in `reference` (same class, IoU ≥ 0.99, |Δscore| ≤
