@@ -1,4 +1,4 @@
-//! The edge pipeline benchmark makes its models with the trainer (tch, a dev-dependency); an
+//! The benchmarks make their models with the trainer (tch, a dev-dependency); an
 //! rpath lets that binary find libtorch. Nothing else here links it.
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");

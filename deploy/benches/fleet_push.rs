@@ -224,8 +224,7 @@ fn main() {
             .collect();
         println!("  {label}: {}", cells.join(", "));
     }
-    updates.sort_by(f64::total_cmp);
-    let median = updates[updates.len() / 2];
+    let median = trident_e2e::stats::median(&updates);
     let verdict = |r: f64| if r <= 2.0 { "met" } else { "NOT met" };
     println!(
         "\n8 units at once vs 1 (target ≤ 2×): fresh install {fresh:.2}× ({}), update {median:.2}× (median of {}, {})",

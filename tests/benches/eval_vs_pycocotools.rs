@@ -86,8 +86,7 @@ fn main() {
         ours = Some(evaluate(&truths, &preds, &index, &names).unwrap());
         times.push(start.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    let t_ours = times[times.len() / 2];
+    let t_ours = trident_e2e::stats::median(&times);
     let ours = ours.unwrap();
 
     let dir = tempfile::tempdir().unwrap();

@@ -90,9 +90,9 @@ fn floors(set: &ModelSet, frames: &[Vec<u8>]) -> Vec<f32> {
         }
     }
     kth.into_iter()
-        .map(|mut v| {
-            v.sort_by(f32::total_cmp);
-            v[v.len() / 2]
+        .map(|v| {
+            let v: Vec<f64> = v.into_iter().map(f64::from).collect();
+            trident_e2e::stats::median(&v) as f32
         })
         .collect()
 }

@@ -164,13 +164,6 @@ fn bench() -> Result<()> {
     exec(cmd("cargo").args([
         "bench",
         "-p",
-        "trident-exporter",
-        "--bench",
-        "export_and_latency",
-    ]))?;
-    exec(cmd("cargo").args([
-        "bench",
-        "-p",
         "trident-calibration",
         "--bench",
         "fuse_speed",

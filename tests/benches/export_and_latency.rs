@@ -1,7 +1,9 @@
 //! Printed benchmark (not a timed test): export time per model, and ONNX latency of the edge
 //! runtime's backends — tract and ONNX Runtime — at imgsz 320 and 640 on this machine.
 //!
-//! `cargo bench -p trident-exporter` (or `cargo xtask bench`). Models are the `tiny` and `nano`
+//! `cargo bench -p trident-e2e --bench export_and_latency` (part of `cargo xtask bench`); it sits
+//! with the end-to-end benches because it trains nothing but needs the trainer's model (libtorch)
+//! to make checkpoints, which the exporter itself never links. Models are the `tiny` and `nano`
 //! presets with three classes and random weights: latency does not depend on the values.
 
 use std::path::Path;
@@ -66,16 +68,15 @@ fn latency(
     for _ in 0..3 {
         backend.run(&input, &mut out).unwrap();
     }
-    let mut times: Vec<f64> = (0..runs)
+    let times: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
             backend.run(&input, &mut out).unwrap();
             t.elapsed().as_secs_f64() * 1e3
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    Some((times[times.len() / 2], mean))
+    let s = trident_e2e::stats::Summary::of(&times);
+    Some((s.median, s.mean))
 }
 
 fn main() {
