@@ -17,7 +17,7 @@ use trident_calibration::fuse::{fuse_files, fuse_predictions};
 use trident_core::geometry::BoxXyxy;
 use trident_core::postprocess::Detection;
 use trident_core::prediction::{Prediction, save_predictions};
-use trident_edge::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
+use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
 
 const MODELS: usize = 3;
 const IMAGES: usize = 1000;

@@ -8,9 +8,9 @@ use indicatif::ProgressBar;
 use trident_core::calibration::{CalibrationTables, FILE_NAME};
 use trident_core::dataset::{DatasetConfig, Split};
 use trident_core::fsutil::StagingDir;
-use trident_edge::OnnxDetector;
-use trident_edge::backend::{self, BackendKind, BackendOptions, OnnxModel};
-use trident_edge::models::ModelSet;
+use trident_infer::OnnxDetector;
+use trident_infer::backend::{self, BackendKind, BackendOptions, OnnxModel};
+use trident_infer::models::ModelSet;
 
 use crate::collect::{CalibModel, SplitImage, collect};
 use crate::config::CalibrateConfig;

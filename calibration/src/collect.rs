@@ -14,8 +14,8 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use trident_core::dataset::ImageTruth;
 use trident_core::postprocess::{Detection, NmsOptions};
-use trident_edge::OnnxDetector;
-use trident_edge::detector::View;
+use trident_infer::OnnxDetector;
+use trident_infer::detector::View;
 
 use crate::config::ViewSpec;
 use crate::error::{Error, Result};
@@ -173,7 +173,7 @@ fn run_model(
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
                 return Err(match e {
-                    Error::Edge(source) => Error::ModelRun {
+                    Error::Infer(source) => Error::ModelRun {
                         model: m.name.clone(),
                         image: img.path.display().to_string(),
                         source: Box::new(source),

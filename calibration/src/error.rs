@@ -8,7 +8,7 @@ pub enum Error {
     #[error(transparent)]
     Eval(#[from] trident_eval::Error),
     #[error(transparent)]
-    Edge(#[from] trident_edge::Error),
+    Infer(#[from] trident_infer::Error),
     #[error(transparent)]
     Plot(#[from] trident_plot::Error),
     /// A model failed on an image of the split.
@@ -16,7 +16,7 @@ pub enum Error {
     ModelRun {
         model: String,
         image: String,
-        source: Box<trident_edge::Error>,
+        source: Box<trident_infer::Error>,
     },
     /// Input that cannot be calibrated or fused: `location` names the file, field or item.
     #[error("{location}: {message}")]
@@ -39,7 +39,7 @@ impl Error {
             Error::Core(e) => e.is_input_error(),
             Error::Data(e) => e.is_input_error(),
             Error::Eval(e) => e.is_input_error(),
-            Error::Edge(e) => e.is_input_error(),
+            Error::Infer(e) => e.is_input_error(),
             Error::Plot(_) => false,
             Error::ModelRun { source, .. } => source.is_input_error(),
             Error::Input { .. } => true,

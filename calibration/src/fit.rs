@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use trident_core::calibration::{
     CalibrationTables, ConfType, FusionMethod, FusionTable, ModelCalibration, SCHEMA,
 };
-use trident_edge::ensemble::fusion::Fusion;
+use trident_infer::ensemble::fusion::Fusion;
 
 use crate::collect::Collected;
 use crate::config::CalibrateConfig;

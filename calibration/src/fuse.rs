@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use trident_core::geometry::BoxXyxy;
 use trident_core::postprocess::Detection;
 use trident_core::prediction::{Prediction, load_predictions};
-use trident_edge::ensemble::fusion::{Fusion, NmsFusionOptions, WbfOptions};
+use trident_infer::ensemble::fusion::{Fusion, NmsFusionOptions, WbfOptions};
 
 use crate::error::{Error, Result};
 
@@ -206,7 +206,7 @@ fn detection(p: &Prediction) -> Detection {
 mod tests {
     use super::*;
     use trident_core::prediction::save_predictions;
-    use trident_edge::ensemble::fusion::ConfType;
+    use trident_infer::ensemble::fusion::ConfType;
 
     fn p(image: &str, class: usize, score: f64, bbox: [f64; 4]) -> Prediction {
         let image = image.to_string();

@@ -1,13 +1,13 @@
 //! The device's ensemble, replayed on collected detections: each model's floor, its test-time
 //! views merged through its NMS, its temperatures, the fusion, the per-class thresholds — the
-//! same steps in the same order as `trident_edge::ensemble::runner::Ensemble::detect`, calling
+//! same steps in the same order as `trident_infer::ensemble::runner::Ensemble::detect`, calling
 //! the same fusion and NMS code (a test checks the two agree box for box).
 
 use trident_core::calibration::apply_temperature;
 use trident_core::postprocess::{Detection, nms};
 use trident_core::prediction::Prediction;
-use trident_edge::ensemble::fusion::Fusion;
 use trident_eval::{Evaluation, evaluate, match_predictions};
+use trident_infer::ensemble::fusion::Fusion;
 
 use crate::collect::{Collected, member_nms};
 use crate::error::Result;

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 use trident_core::calibration::TtaTransform;
-use trident_edge::ensemble::fusion::Fusion;
+use trident_infer::ensemble::fusion::Fusion;
 
 use crate::collect::Collected;
 use crate::config::CalibrateConfig;

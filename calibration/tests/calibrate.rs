@@ -15,10 +15,10 @@ use trident_calibration::fit::fit;
 use trident_core::calibration::CalibrationTables;
 use trident_core::dataset::{DatasetConfig, Split, dataset_yaml};
 use trident_core::fsutil::StagingDir;
-use trident_edge::backend::{Backend, BackendKind};
-use trident_edge::ensemble::fusion::Fusion;
-use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
-use trident_edge::{OnnxDetector, Result};
+use trident_infer::backend::{Backend, BackendKind};
+use trident_infer::ensemble::fusion::Fusion;
+use trident_infer::ensemble::runner::{Ensemble, ModelSlot};
+use trident_infer::{OnnxDetector, Result};
 
 const NAMES: [&str; 3] = ["lionfish", "urchin", "abalone"];
 const SIDE: usize = 96;

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use trident_calibration::fuse::{fuse_files, fuse_predictions};
 use trident_core::prediction::{Prediction, save_predictions};
-use trident_edge::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
+use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
 
 const TOL: f64 = 1e-5;
 const MODELS: usize = 3;

@@ -18,7 +18,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         .backend
         .iter()
         .map(|b| b.parse())
-        .collect::<Result<Vec<trident_edge::BackendKind>, _>>()?;
+        .collect::<Result<Vec<trident_infer::BackendKind>, _>>()?;
     let req = CalibrateRequest {
         models: a.models,
         data: a.data,

@@ -80,7 +80,7 @@ fn build_engines(a: &ExportArgs, written: &[(PathBuf, ModelCard)]) -> anyhow::Re
     );
     // The same shim as on a unit: $TRIDENT_TRT_SHIM, else built once from this source tree against
     // the host's TensorRT (10.x on x86) into the engine cache; trtexec when neither works.
-    let plan = trident_edge::trt_shim::ShimPlan {
+    let plan = trident_infer::trt_shim::ShimPlan {
         prebuilt: Vec::new(),
         source: Some(
             trident_tensorrt::shim_build::ShimSource::in_repository()

@@ -10,7 +10,7 @@ use trident_calibration::Error;
 use trident_calibration::fuse::fuse_files;
 use trident_core::calibration::ConfType;
 use trident_core::prediction::save_predictions;
-use trident_edge::ensemble::fusion::{Fusion, NmsFusionOptions, WbfOptions};
+use trident_infer::ensemble::fusion::{Fusion, NmsFusionOptions, WbfOptions};
 
 use crate::cli::{FuseArgs, FuseMethod};
 

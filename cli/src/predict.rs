@@ -52,9 +52,9 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
 /// `--models` or `--package`: the edge runtime's ensemble over a folder of images, with the
 /// calibration tables the device would apply.
 fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
-    use trident_edge::deployment::{Deployment, ModelsFrom, TablesChoice};
-    use trident_edge::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
-    use trident_edge::ensemble::runner::Ensemble;
+    use trident_infer::deployment::{Deployment, ModelsFrom, TablesChoice};
+    use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
+    use trident_infer::ensemble::runner::Ensemble;
 
     let from = match (&a.models, &a.package) {
         (_, Some(p)) => ModelsFrom::Package(p),
@@ -72,7 +72,7 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
         .backend
         .iter()
         .map(|b| b.parse())
-        .collect::<Result<Vec<trident_edge::BackendKind>, _>>()?;
+        .collect::<Result<Vec<trident_infer::BackendKind>, _>>()?;
     let fusion = match a.fusion.as_str() {
         "wbf" => Fusion::Wbf(WbfOptions {
             iou_thr: a.fusion_iou,

@@ -58,7 +58,7 @@ pub fn exit_status(err: &anyhow::Error) -> u8 {
             .or_else(|| judged(cause, trident_eval::Error::is_input_error))
             .or_else(|| judged(cause, trident_trainer::Error::is_input_error))
             .or_else(|| judged(cause, trident_exporter::Error::is_input_error))
-            .or_else(|| judged(cause, trident_edge::Error::is_input_error))
+            .or_else(|| judged(cause, trident_infer::Error::is_input_error))
             .or_else(|| judged(cause, trident_calibration::Error::is_input_error))
             .or_else(|| judged(cause, trident_tensorrt::Error::is_input_error))
             .or_else(|| judged(cause, trident_package::Error::is_input_error))

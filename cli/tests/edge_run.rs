@@ -10,14 +10,14 @@ use std::sync::atomic::AtomicBool;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use trident_core::prediction::{Prediction, save_predictions};
-use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
-use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
-use trident_edge::models::ModelSet;
 use trident_edge::output::jsonl::read;
 use trident_edge::output::log::LogOptions;
 use trident_edge::run::{RunOptions, run};
 use trident_edge::source::{Source, SourceOptions};
+use trident_infer::ensemble::fusion::{Fusion, WbfOptions};
+use trident_infer::ensemble::runner::Ensemble;
+use trident_infer::models::ModelSet;
 
 mod common;
 use common::{s, stderr, synth, trident};
@@ -158,7 +158,7 @@ variants:
     });
     let mut ensemble = Ensemble::load(
         &set,
-        &[trident_edge::BackendKind::Tract],
+        &[trident_infer::BackendKind::Tract],
         &Default::default(),
         fusion,
     )

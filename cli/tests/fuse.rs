@@ -9,7 +9,7 @@ use common::{stderr, stdout, trident};
 use trident_calibration::fuse::fuse_files;
 use trident_core::calibration::ConfType;
 use trident_core::prediction::{Prediction, save_predictions};
-use trident_edge::ensemble::fusion::{Fusion, NmsFusionOptions, WbfOptions};
+use trident_infer::ensemble::fusion::{Fusion, NmsFusionOptions, WbfOptions};
 
 fn p(image: &str, class: usize, score: f64, bbox: [f64; 4]) -> Prediction {
     let image = image.to_string();

@@ -22,6 +22,15 @@ pub enum Error {
         column: usize,
         message: String,
     },
+    /// A config file whose content is wrong at a known place: `file:line:column: field: what was
+    /// expected` (the file alone when the place is unknown, line 0).
+    #[error("{}: {message}", located(path, *line, *column))]
+    Located {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// Input that parsed but is not acceptable; `location` names the file, line, item or field.
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
@@ -52,8 +61,20 @@ impl Error {
             Error::Io { action, .. } => {
                 action.starts_with("cannot read") || *action == "cannot open"
             }
-            Error::Yaml { .. } | Error::Json { .. } | Error::Invalid { .. } => true,
+            Error::Yaml { .. }
+            | Error::Json { .. }
+            | Error::Located { .. }
+            | Error::Invalid { .. } => true,
         }
+    }
+}
+
+/// `file:line:col`, or the file alone when the line is unknown (0).
+fn located(path: &std::path::Path, line: usize, column: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", path.display())
     }
 }
 

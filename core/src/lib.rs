@@ -20,6 +20,7 @@ pub mod model_spec;
 pub mod package;
 pub mod postprocess;
 pub mod prediction;
+pub mod profile;
 pub mod yaml;
 
 pub use error::{Error, Result};

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use trident_edge::BackendKind;
-use trident_edge::deployment::{Deployment, ModelsFrom, TablesChoice};
-use trident_edge::ensemble::fusion::{ConfType, Fusion, WbfOptions};
-use trident_edge::ensemble::runner::Ensemble;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
 use trident_edge::http::{HttpLimits, HttpServer};
 use trident_edge::output::log::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
+use trident_infer::BackendKind;
+use trident_infer::deployment::{Deployment, ModelsFrom, TablesChoice};
+use trident_infer::ensemble::fusion::{ConfType, Fusion, WbfOptions};
+use trident_infer::ensemble::runner::Ensemble;
 
 use crate::cli::{
     HealthArgs, HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, TablesArgs, VerifyArgs,
@@ -225,7 +225,7 @@ pub fn doctor(a: crate::cli::DoctorArgs) -> anyhow::Result<()> {
         backends_from: from,
         engine_cache: a
             .engine_cache
-            .unwrap_or_else(trident_edge::backend::default_engine_cache),
+            .unwrap_or_else(trident_infer::backend::default_engine_cache),
         root: a.root,
     });
     if a.json {

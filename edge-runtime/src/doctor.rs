@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::backend::{self, BackendKind, BackendOptions, OnnxModel};
-use crate::trt_shim::ShimPlan;
+use trident_infer::backend::{self, BackendKind, BackendOptions, OnnxModel};
+use trident_infer::trt_shim::ShimPlan;
 
 /// The GStreamer elements the media paths use: Jetson's first, then the portable ones.
 pub const ELEMENTS: &[(&str, &str)] = &[
@@ -177,7 +177,7 @@ fn check_backend(kind: BackendKind, opts: &DoctorOptions) -> BackendCheck {
 
 /// The first model of a models folder: its path, bytes and input shape.
 fn first_model(dir: Option<&Path>) -> Option<(PathBuf, Vec<u8>, [usize; 4])> {
-    let set = crate::models::ModelSet::load_dir(dir?).ok()?;
+    let set = trident_infer::models::ModelSet::load_dir(dir?).ok()?;
     let m = set.models.first()?;
     let bytes = std::fs::read(&m.onnx_path).ok()?;
     let side = m.card.imgsz as usize;

@@ -1,28 +1,19 @@
-//! trident's device runtime as a library: inference backends behind one trait and the detector
-//! pipeline (letterbox → model → YOLOv8 decode → NMS → source coordinates).
-//!
-//! The same code runs in the `trident-edge` binary on a Nano and in the host commands that must
-//! compute exactly what the device computes (export verification, calibration, host predict).
+//! trident's device runtime as a library: sources, the energy/FPS governor, outputs, health and
+//! HTTP, the systemd service, TensorRT engine preparation, the on-unit bench and the run loop,
+//! around the inference layer of [`trident_infer`] (backends, detector, ensemble), which the host
+//! commands share.
 
-pub mod backend;
 pub mod bench;
-pub mod deployment;
-pub mod detector;
 pub mod doctor;
-pub mod ensemble;
 pub mod error;
 pub mod governor;
 pub mod health;
 pub mod http;
-pub mod models;
 pub mod output;
 pub mod prepare;
 #[cfg(feature = "gstreamer")]
 pub mod run;
 pub mod source;
 pub mod systemd;
-pub mod trt_shim;
 
-pub use backend::{Backend, BackendKind, BackendOptions};
-pub use detector::OnnxDetector;
 pub use error::{Error, Result};

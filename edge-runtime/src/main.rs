@@ -24,6 +24,8 @@ fn main() -> ExitCode {
                 c.is::<cli::InputError>()
                     || c.downcast_ref::<trident_edge::Error>()
                         .is_some_and(trident_edge::Error::is_input_error)
+                    || c.downcast_ref::<trident_infer::Error>()
+                        .is_some_and(trident_infer::Error::is_input_error)
                     || c.downcast_ref::<trident_core::Error>()
                         .is_some_and(trident_core::Error::is_input_error)
                     || c.downcast_ref::<trident_package::Error>()

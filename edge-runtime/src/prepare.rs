@@ -3,7 +3,7 @@
 //! on the same synthetic letterboxed frames. An engine that disagrees, or cannot be run, is removed
 //! from the cache, so every engine the runtime later loads from it has passed this check.
 //!
-//! First the TensorRT shim ([`crate::trt_shim`]): the package's prebuilt one when it fits this
+//! First the TensorRT shim ([`trident_infer::trt_shim`]): the package's prebuilt one when it fits this
 //! unit's TensorRT, else one built here from the package's shim source (cached). Engines are built
 //! and run through it in-process ([`trident_tensorrt::TrtEngine`]), else through trtexec (one run
 //! per frame). On a machine without an NVIDIA GPU or without TensorRT — every host and CI — there
@@ -21,10 +21,10 @@ use trident_tensorrt::{
     TrtEngine, Trtexec, ensure_engine,
 };
 
-use crate::backend::{self, BackendKind, BackendOptions, OnnxModel, default_engine_cache};
 use crate::error::{Error, Result};
-use crate::models::{LoadedModel, ModelSet};
-use crate::trt_shim::{ShimOrigin, ShimPlan};
+use trident_infer::backend::{self, BackendKind, BackendOptions, OnnxModel, default_engine_cache};
+use trident_infer::models::{LoadedModel, ModelSet};
+use trident_infer::trt_shim::{ShimOrigin, ShimPlan};
 
 /// How close an engine's outputs must stay to tract's FP32 outputs on every validation frame.
 ///

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use trident_core::postprocess::Detection;
 
-use crate::ensemble::runner::Ensemble;
 use crate::error::Result;
 use crate::governor::{CaptureState, Governor, GovernorStats, Pacer};
 use crate::health::{Health, Reporter};
@@ -28,6 +27,7 @@ use crate::output::jsonl::{DetectionRecord, FrameRecord};
 use crate::output::log::{DetectionLog, LogCounters, LogOptions};
 use crate::output::snapshot::SnapshotCounters;
 use crate::source::{Frame, Pull, Source, SourceStats};
+use trident_infer::ensemble::runner::Ensemble;
 
 /// How a run ends and where it writes.
 pub struct RunOptions {

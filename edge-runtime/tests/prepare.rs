@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 
 use trident_core::model_card::{CardDim, CardSource, FORMAT, ModelCard, TensorInfo};
 use trident_e2e::install_script;
-use trident_edge::backend::{self, OnnxModel};
+use trident_edge::Error;
 use trident_edge::prepare::{
     PrepareOptions, Toolchain, Validator, prepare_with, validation_frames,
 };
-use trident_edge::{BackendKind, Error};
+use trident_infer::BackendKind;
+use trident_infer::backend::{self, OnnxModel};
 use trident_tensorrt::{GpuFacts, Trtexec, sha256_hex};
 
 const SIDE: usize = 96;

@@ -12,7 +12,7 @@ pub enum Error {
     #[error(transparent)]
     Eval(#[from] trident_eval::Error),
     #[error(transparent)]
-    Runtime(#[from] trident_edge::Error),
+    Infer(#[from] trident_infer::Error),
     #[error(transparent)]
     Package(#[from] trident_package::Error),
     /// Input that is not acceptable; `location` names the file or field.
@@ -98,7 +98,7 @@ impl Error {
             Error::Core(e) => e.is_input_error(),
             Error::Data(e) => e.is_input_error(),
             Error::Eval(e) => e.is_input_error(),
-            Error::Runtime(e) => e.is_input_error(),
+            Error::Infer(e) => e.is_input_error(),
             Error::Package(e) => e.is_input_error(),
             Error::Invalid { .. } => true,
             Error::Option(_)

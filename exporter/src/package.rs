@@ -19,8 +19,8 @@ use trident_core::package::{
     MANIFEST, Manifest, PackagedBinary, PackagedFile, PackagedModel, PackagedShim, PrebuiltShim,
     SCHEMA,
 };
-use trident_edge::governor::Profile;
-use trident_edge::models::ModelSet;
+use trident_core::profile::Profile;
+use trident_infer::models::ModelSet;
 use trident_package::archive::{ArchiveEntry, write_archive_at_level};
 use trident_package::elf;
 use trident_package::signature::SigningKey;
@@ -126,7 +126,7 @@ pub fn build_package(req: &PackageRequest<'_>, out: &Path) -> Result<BuiltPackag
 /// when the folder holds no build (the release's sysroot had no TensorRT). A build for another
 /// architecture or TensorRT major than the target is refused.
 fn prebuilt_shim(dir: &Path, c: &ReleaseConfig) -> Result<Option<(PathBuf, String)>> {
-    let lib = dir.join(trident_edge::trt_shim::SHIM_FILE);
+    let lib = dir.join(trident_infer::trt_shim::SHIM_FILE);
     if !lib.is_file() {
         tracing::info!(
             "no prebuilt TensorRT shim in {}: units build it from the packaged source",
@@ -135,7 +135,7 @@ fn prebuilt_shim(dir: &Path, c: &ReleaseConfig) -> Result<Option<(PathBuf, Strin
         return Ok(None);
     }
     let record_path = dir.join("shim.json");
-    let record: trident_edge::trt_shim::BuiltShimRecord = std::fs::read(&record_path)
+    let record: trident_infer::trt_shim::BuiltShimRecord = std::fs::read(&record_path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .ok_or_else(|| {
@@ -336,14 +336,14 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
 
     // The TensorRT shim: its source always, a library prebuilt for the target when there is one.
     let shim_cfg = &c.tensorrt_shim;
-    let source = trident_edge::trt_shim::ShimSource::at(&shim_cfg.source)
+    let source = trident_infer::trt_shim::ShimSource::at(&shim_cfg.source)
         .map_err(|e| Error::invalid(shim_cfg.source.display().to_string(), e.to_string()))?;
     let source_sha256 = source
         .sha256()
         .map_err(|e| Error::invalid(shim_cfg.source.display().to_string(), e.to_string()))?;
     let mut source_files = Vec::new();
-    for f in trident_edge::trt_shim::SHIM_SOURCES {
-        let rel = format!("{}/{f}", trident_edge::trt_shim::PACKAGE_SHIM_SOURCE);
+    for f in trident_infer::trt_shim::SHIM_SOURCES {
+        let rel = format!("{}/{f}", trident_infer::trt_shim::PACKAGE_SHIM_SOURCE);
         add(rel.clone(), &shim_cfg.source.join(f), false)?;
         source_files.push(rel);
     }
@@ -353,7 +353,7 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
     };
     let prebuilt = match prebuilt {
         Some((lib, tensorrt)) => {
-            let file = trident_edge::trt_shim::PACKAGE_SHIM.to_string();
+            let file = trident_infer::trt_shim::PACKAGE_SHIM.to_string();
             let sha256 = add(file.clone(), &lib, false)?;
             Some(PrebuiltShim {
                 file,
@@ -364,7 +364,7 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
         None => None,
     };
     let tensorrt_shim = PackagedShim {
-        source: trident_edge::trt_shim::PACKAGE_SHIM_SOURCE.into(),
+        source: trident_infer::trt_shim::PACKAGE_SHIM_SOURCE.into(),
         source_files,
         source_sha256,
         prebuilt,

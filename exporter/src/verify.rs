@@ -15,9 +15,9 @@ use trident_core::letterbox::{Letterbox, LetterboxPlan};
 use trident_core::model_card::ParityFigure;
 use trident_core::postprocess::{NmsOptions, decode};
 use trident_core::prediction::Prediction;
-use trident_edge::Backend;
-use trident_edge::detector::to_source;
 use trident_eval::Evaluation;
+use trident_infer::Backend;
+use trident_infer::detector::to_source;
 
 use crate::error::{Error, Result};
 
@@ -279,7 +279,7 @@ pub struct Reference {
 pub struct VerifySettings {
     /// Backends that run the graph; the first must load, later ones are skipped (and recorded)
     /// when their runtime is missing on this machine.
-    pub backends: Vec<trident_edge::BackendKind>,
+    pub backends: Vec<trident_infer::BackendKind>,
     /// Largest accepted |mAP50(ONNX) − mAP50(reference)|.
     pub task_tolerance: f64,
     pub threads: Option<usize>,
@@ -289,8 +289,8 @@ impl Default for VerifySettings {
     fn default() -> Self {
         VerifySettings {
             backends: vec![
-                trident_edge::BackendKind::Tract,
-                trident_edge::BackendKind::OnnxRuntime,
+                trident_infer::BackendKind::Tract,
+                trident_infer::BackendKind::OnnxRuntime,
             ],
             task_tolerance: 0.001,
             threads: None,
@@ -299,20 +299,20 @@ impl Default for VerifySettings {
 }
 
 fn load_backend(
-    kind: trident_edge::BackendKind,
+    kind: trident_infer::BackendKind,
     exported: &crate::export::Exported,
     side: u32,
     settings: &VerifySettings,
-) -> trident_edge::Result<Box<dyn Backend>> {
+) -> trident_infer::Result<Box<dyn Backend>> {
     let s = side as usize;
-    trident_edge::backend::load(
+    trident_infer::backend::load(
         kind,
-        &trident_edge::backend::OnnxModel {
+        &trident_infer::backend::OnnxModel {
             path: Path::new(&exported.card.file),
             bytes: &exported.bytes,
         },
         [1, 3, s, s],
-        &trident_edge::BackendOptions {
+        &trident_infer::BackendOptions {
             threads: settings.threads,
             ..Default::default()
         },
@@ -423,7 +423,7 @@ pub fn verify_half(
     progress: &ProgressBar,
 ) -> Result<trident_core::model_card::TaskFigure> {
     let settings = VerifySettings::default();
-    let mut backend = load_backend(trident_edge::BackendKind::Tract, half, set.side, &settings)?;
+    let mut backend = load_backend(trident_infer::BackendKind::Tract, half, set.side, &settings)?;
     progress.set_message("fp16");
     let outputs = set.run(backend.as_mut(), progress)?;
     let ev = set.evaluate(&outputs, &half.card.names)?;

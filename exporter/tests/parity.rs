@@ -60,12 +60,12 @@ fn checkpoint(
 
 /// tract through the edge runtime's backend trait: `(output shape, values)`.
 fn run_tract(bytes: &[u8], shape: [usize; 4], input: &[f32]) -> (Vec<usize>, Vec<f32>) {
-    let model = trident_edge::backend::OnnxModel {
+    let model = trident_infer::backend::OnnxModel {
         path: Path::new("test.onnx"),
         bytes,
     };
-    let mut backend = trident_edge::backend::load(
-        trident_edge::BackendKind::Tract,
+    let mut backend = trident_infer::backend::load(
+        trident_infer::BackendKind::Tract,
         &model,
         shape,
         &Default::default(),

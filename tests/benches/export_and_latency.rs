@@ -12,9 +12,9 @@ use std::time::Instant;
 use tch::{Device, nn};
 use trident_core::checkpoint::CheckpointMeta;
 use trident_core::model_spec::ModelSpec;
-use trident_edge::backend::{OnnxModel, load};
-use trident_edge::{BackendKind, BackendOptions};
 use trident_exporter::export::{ExportOptions, from_checkpoint};
+use trident_infer::backend::{OnnxModel, load};
+use trident_infer::{BackendKind, BackendOptions};
 use trident_trainer::checkpoint::{named, save};
 use trident_trainer::model::Detector;
 

@@ -28,10 +28,10 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 use trident_core::postprocess::Detection;
 use trident_data::synth::{Layout, SynthConfig, synthesize};
-use trident_edge::ensemble::fusion::{ConfType, Fusion, WbfOptions};
-use trident_edge::ensemble::runner::Ensemble;
-use trident_edge::models::ModelSet;
-use trident_edge::{BackendKind, BackendOptions};
+use trident_infer::ensemble::fusion::{ConfType, Fusion, WbfOptions};
+use trident_infer::ensemble::runner::Ensemble;
+use trident_infer::models::ModelSet;
+use trident_infer::{BackendKind, BackendOptions};
 
 const SIDE: u32 = 320;
 const FRAME_W: u32 = 640;

@@ -53,7 +53,10 @@ mod tests {
     #[test]
     fn odd_and_even_counts_and_no_samples() {
         let s = Summary::of(&[3.0, 1.0, 2.0]);
-        assert_eq!((s.median, s.mean, s.min, s.max, s.n), (2.0, 2.0, 1.0, 3.0, 3));
+        assert_eq!(
+            (s.median, s.mean, s.min, s.max, s.n),
+            (2.0, 2.0, 1.0, 3.0, 3)
+        );
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert!(median(&[]).is_nan());
     }

@@ -35,10 +35,10 @@ mod run {
 
     use super::meter::Meter;
     use super::runner::{Plan, Rig, measure};
-    use crate::ensemble::runner::Ensemble;
     use crate::error::Result;
     use crate::governor::{PowerConfig, Profile, open_source};
     use crate::source::Source;
+    use trident_infer::ensemble::runner::Ensemble;
 
     /// Everything a benchmark run needs.
     pub struct BenchRequest<'a> {

@@ -11,10 +11,10 @@ use trident_core::bench::{BenchSetup, IdleFigures, LevelBench, Millis, ModelBenc
 
 use super::device;
 use super::meter::{Meter, Window};
-use crate::ensemble::runner::Ensemble;
 use crate::error::{Error, Result};
 use crate::governor::{PowerModel, PowerSource, Profile};
 use crate::source::{Frame, Pull, Source};
+use trident_infer::ensemble::runner::Ensemble;
 
 /// How long to wait for one frame before the source is declared stuck.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -257,7 +257,7 @@ fn detect(
     frame: &Frame,
     models: &[String],
     tta: bool,
-) -> Result<crate::ensemble::runner::EnsembleOutput> {
+) -> Result<trident_infer::ensemble::runner::EnsembleOutput> {
     let out = ensemble.detect(&frame.rgb, frame.width, frame.height, Some(models), tta)?;
     if let Some(m) = ensemble
         .members

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use super::Watts;
 use super::power::{PowerModel, PowerSource, checked, open_source};
-use super::profile::{Level, Prediction, Profile, SourceChoice, predict};
 use super::schedule::{CaptureSchedule, CaptureState};
 use super::stats::{Fallback, GovernorStats, LevelChange, LevelTime};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use trident_core::profile::{Level, Prediction, Profile, SourceChoice, predict};
 
 /// Smoothing of measured latencies per frame, and of the power correction per sample.
 const LATENCY_ALPHA: f64 = 0.2;
@@ -63,12 +63,13 @@ impl Governor {
         now: f64,
     ) -> Result<Governor> {
         if let Err((field, message)) = profile.validate() {
-            return Err(Error::Profile {
+            return Err(trident_core::Error::Located {
                 path: format!("<profile {}>", profile.name).into(),
                 line: 0,
                 column: 0,
                 message: format!("{field}: {message}"),
-            });
+            }
+            .into());
         }
         let schedule = match &profile.capture {
             Some(c) => CaptureSchedule::windows(c.window_s, c.period_s, now, c.offset_s),

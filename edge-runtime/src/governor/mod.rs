@@ -30,30 +30,24 @@
 
 mod controller;
 mod power;
-mod profile;
 mod schedule;
 mod stats;
 mod tegrastats;
-mod validate;
 
 #[cfg(test)]
 mod tests_power;
-#[cfg(test)]
-mod tests_profile;
 
 pub use controller::Governor;
 pub use power::{
     INA3221_DRIVER, Ina3221, OpenedSource, PowerModel, PowerSource, Rapl, counter_delta,
     ina3221_devices, open_source, under,
 };
-pub use profile::{
-    CaptureWindows, ControlConfig, EnergyBudget, Estimates, Level, MeasuredBy, ModelEstimate,
-    NANO_INA3221_PATH, PowerConfig, Prediction, Profile, RAPL_DIR, SourceChoice, TEGRASTATS_BINARY,
-    TegrastatsConfig, predict,
-};
 pub use schedule::{CaptureSchedule, CaptureState, Pacer};
 pub use stats::{Fallback, GovernorStats, LevelChange, LevelTime};
 pub use tegrastats::{Tegrastats, parse_rail};
-
-/// Power in watts.
-pub type Watts = f64;
+/// The governor's input: the deployment profile, a shipped format of `trident-core`.
+pub use trident_core::profile::{
+    CaptureWindows, ControlConfig, EnergyBudget, Estimates, Level, MeasuredBy, ModelEstimate,
+    NANO_INA3221_PATH, PowerConfig, Prediction, Profile, RAPL_DIR, SourceChoice, TEGRASTATS_BINARY,
+    TegrastatsConfig, Watts, predict,
+};

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::Watts;
-use super::profile::{PowerConfig, Profile, SourceChoice};
 use super::tegrastats::Tegrastats;
 use crate::error::{Error, Result};
+use trident_core::profile::{PowerConfig, Profile, SourceChoice};
 
 /// Something that reports the device's power draw.
 pub trait PowerSource: Send {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::Watts;
 use super::power::{PowerSource, under};
-use super::profile::TegrastatsConfig;
 use crate::error::{Error, Result};
+use trident_core::profile::TegrastatsConfig;
 
 /// The current reading of `rail` in a tegrastats line, in watts. Accepts JetPack 4's
 /// `POM_5V_IN 2700/2700` and later releases' `VDD_IN 2700mW/2700mW`.

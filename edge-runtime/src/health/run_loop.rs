@@ -1,11 +1,11 @@
 //! What the run loop reports to [`Health`](super::Health), through [`Reporter`].
 
 use super::{Health, SourceCounters};
-use crate::ensemble::runner::{Ensemble, EnsembleOutput};
 use crate::governor::Governor;
 use crate::output::log::DetectionLog;
 use crate::output::snapshot::Snapshots;
 use crate::source::{Source, SourceStats};
+use trident_infer::ensemble::runner::{Ensemble, EnsembleOutput};
 
 /// Governor figures (power, energy) are copied at least this often (seconds of the run
 /// loop's clock) and on every level change: `Governor::stats` allocates.

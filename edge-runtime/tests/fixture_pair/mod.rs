@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use trident_edge::backend::{Backend, OnnxModel, load_first};
-use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
-use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
-use trident_edge::{BackendKind, OnnxDetector};
+use trident_infer::backend::{Backend, OnnxModel, load_first};
+use trident_infer::ensemble::fusion::{Fusion, WbfOptions};
+use trident_infer::ensemble::runner::{Ensemble, ModelSlot};
+use trident_infer::{BackendKind, OnnxDetector};
 
 /// The pair with every member's score floor at `floor` (0 keeps every candidate).
 pub fn ensemble(floor: f32) -> Ensemble {
@@ -30,9 +30,9 @@ impl Backend for Faulty {
     fn input_shape(&self) -> [usize; 4] {
         self.inner.input_shape()
     }
-    fn run(&mut self, input: &[f32], out: &mut Vec<f32>) -> trident_edge::Result<Vec<usize>> {
+    fn run(&mut self, input: &[f32], out: &mut Vec<f32>) -> trident_infer::Result<Vec<usize>> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(trident_edge::Error::backend(
+            return Err(trident_infer::Error::backend(
                 "tract",
                 "simulated device fault",
             ));

@@ -1,14 +1,9 @@
-//! Profile validation, and the map from field paths (`ladder[2].fps`) to YAML line:column that
-//! lets a validation error point into the file.
+//! Profile validation: every rule a profile must meet, each failure named by its field path
+//! (`ladder[2].fps`), which [`crate::yaml::locate`] turns into the file's line:column.
 
 use std::collections::HashSet;
-use std::fmt;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::Spanned;
-
-use super::profile::{Profile, predict};
+use super::{Profile, SCHEMA, predict};
 
 type Check = std::result::Result<(), (String, String)>;
 
@@ -42,6 +37,12 @@ fn fraction(field: &str, value: f64) -> Check {
 
 /// Every rule a profile must meet; the first broken one is returned as (field path, message).
 pub(super) fn validate(p: &Profile) -> Check {
+    if let Some(schema) = p.schema.as_deref().filter(|s| *s != SCHEMA) {
+        return fail(
+            "schema",
+            format!("`{schema}` is not a schema this version reads: expected {SCHEMA}"),
+        );
+    }
     if p.name.trim().is_empty() {
         return fail("name", "must not be empty");
     }
@@ -150,115 +151,4 @@ pub(super) fn validate(p: &Profile) -> Check {
         }
     }
     Ok(())
-}
-
-/// A YAML node with the location of every child, for mapping field paths to line:column.
-enum Node {
-    Map(Vec<(String, Spanned<Node>)>),
-    Seq(Vec<Spanned<Node>>),
-    Scalar,
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NodeVisitor;
-        impl<'de> Visitor<'de> for NodeVisitor {
-            type Value = Node;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any YAML node")
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Node, E> {
-                Ok(Node::Scalar)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
-                Node::deserialize(d)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Spanned<Node>>()? {
-                    items.push(item);
-                }
-                Ok(Node::Seq(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    entries.push((key, map.next_value::<Spanned<Node>>()?));
-                }
-                Ok(Node::Map(entries))
-            }
-        }
-        deserializer.deserialize_any(NodeVisitor)
-    }
-}
-
-/// Every node of the document as (field path, line, column).
-fn index(text: &str) -> Vec<(String, usize, usize)> {
-    fn walk(node: &Spanned<Node>, path: String, out: &mut Vec<(String, usize, usize)>) {
-        let at = node.referenced;
-        out.push((path.clone(), at.line() as usize, at.column() as usize));
-        match &node.value {
-            Node::Map(entries) => {
-                for (key, child) in entries {
-                    let child_path = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    walk(child, child_path, out);
-                }
-            }
-            Node::Seq(items) => {
-                for (i, child) in items.iter().enumerate() {
-                    walk(child, format!("{path}[{i}]"), out);
-                }
-            }
-            Node::Scalar => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(root) = serde_saphyr::from_str::<Spanned<Node>>(text) {
-        walk(&root, String::new(), &mut out);
-    }
-    out
-}
-
-/// Line and column of the value at `field` (e.g. `ladder[2].fps`), or of its nearest ancestor
-/// present in the file (a missing field points at its parent).
-pub(super) fn locate(text: &str, field: &str) -> Option<(usize, usize)> {
-    let nodes = index(text);
-    let mut path = field;
-    loop {
-        if let Some((_, line, column)) = nodes.iter().find(|(p, ..)| p == path) {
-            return Some((*line, *column));
-        }
-        path = &path[..path.rfind(['.', '['])?];
-    }
-}
-
-/// The deepest field path whose value starts at `line`:`column`, if any.
-pub(super) fn path_at(text: &str, line: usize, column: usize) -> Option<String> {
-    index(text)
-        .into_iter()
-        .filter(|(_, l, c)| (*l, *c) == (line, column))
-        .map(|(p, ..)| p)
-        .max_by_key(String::len)
 }

@@ -1,14 +1,28 @@
-//! The deployment profile: what the governor aims for (FPS, power cap, energy budget, capture
-//! windows), the quality ladder it may move along, and the per-model estimates behind its
-//! predictions. One YAML file per deployment in `configs/profiles/`.
+//! The deployment profile (schema `trident-profile/1`): what the edge runtime's governor aims for
+//! (FPS, power cap, energy budget, capture windows), the quality ladder it may move along, and
+//! the per-model estimates behind its predictions. One YAML file per deployment in
+//! `configs/profiles/`, shipped in every package and rewritten by `trident-edge bench
+//! --write-profile`.
+//!
+//! Compatibility: files without `schema:` (written before it existed) load as version 1; fields
+//! are only ever added with defaults within version 1. Errors name `file:line:column: field`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::Watts;
 use crate::error::{Error, Result};
+
+#[cfg(test)]
+mod tests;
+mod validate;
+
+/// The schema tag written to every profile (and accepted when absent).
+pub const SCHEMA: &str = "trident-profile/1";
+
+/// Power in watts.
+pub type Watts = f64;
 
 /// Default INA3221 channel on a Jetson Nano running JetPack 4.6 (L4T R32.x): `in_power0_input` is
 /// the POM_5V_IN rail (the whole module), in milliwatts.
@@ -23,6 +37,9 @@ pub const TEGRASTATS_BINARY: &str = "/usr/bin/tegrastats";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// `trident-profile/1`; absent in files older than the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -225,47 +242,26 @@ pub struct Level {
 impl Profile {
     /// Reads, parses and validates a profile; errors name `file:line:col` and the field.
     pub fn load(path: &Path) -> Result<Profile> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| trident_core::Error::io("cannot read", path, e))?;
-        Profile::parse(&text, path)
+        Profile::parse(&crate::error::read_to_string(path)?, path)
     }
 
     /// Parses and validates profile text; `path` names the source in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Profile> {
-        let profile: Profile = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
-            let first = e.to_string();
-            let first = first.lines().next().unwrap_or_default();
-            let prefix = format!("error: line {line} column {column}: ");
-            let message = first.strip_prefix(&prefix).unwrap_or(first).to_string();
-            let message = match super::validate::path_at(text, line, column) {
-                Some(field) if !field.is_empty() => format!("{field}: {message}"),
-                _ => message,
-            };
-            Error::Profile {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
-        })?;
+        let profile: Profile = crate::yaml::parse_located(text, path)?;
         if let Err((field, message)) = profile.validate() {
-            let (line, column) = super::validate::locate(text, &field).unwrap_or((0, 0));
-            return Err(Error::Profile {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message: format!("{field}: {message}"),
-            });
+            return Err(crate::yaml::invalid_field(text, path, &field, &message));
         }
         Ok(profile)
     }
 
-    /// The profile as YAML (what `trident-edge bench --write-profile` writes).
+    /// The profile as YAML with its schema tag (what `trident-edge bench --write-profile`
+    /// writes).
     pub fn to_yaml(&self) -> Result<String> {
-        serde_saphyr::to_string(self).map_err(|e| Error::Profile {
+        let tagged = Profile {
+            schema: Some(SCHEMA.into()),
+            ..self.clone()
+        };
+        serde_saphyr::to_string(&tagged).map_err(|e| Error::Located {
             path: PathBuf::from(format!("<profile {}>", self.name)),
             line: 0,
             column: 0,
@@ -275,7 +271,7 @@ impl Profile {
 
     /// Checks the profile; the error is (field path, message), e.g. `("ladder[2].fps", …)`.
     pub fn validate(&self) -> std::result::Result<(), (String, String)> {
-        super::validate::validate(self)
+        validate::validate(self)
     }
 
     /// Frames per second the level runs at: its cap, bounded by the profile's target.

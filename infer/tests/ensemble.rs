@@ -7,11 +7,11 @@ use trident_core::calibration::{
     apply_temperature,
 };
 use trident_core::postprocess::{Detection, NmsOptions, nms};
-use trident_edge::backend::{Backend, BackendKind};
-use trident_edge::detector::View;
-use trident_edge::ensemble::fusion::{Fusion, WbfOptions};
-use trident_edge::ensemble::runner::{Ensemble, ModelSlot};
-use trident_edge::{OnnxDetector, Result};
+use trident_infer::backend::{Backend, BackendKind};
+use trident_infer::detector::View;
+use trident_infer::ensemble::fusion::{Fusion, WbfOptions};
+use trident_infer::ensemble::runner::{Ensemble, ModelSlot};
+use trident_infer::{OnnxDetector, Result};
 
 const NAMES: [&str; 3] = ["lionfish", "urchin", "abalone"];
 const W: u32 = 160;
@@ -326,7 +326,7 @@ impl Backend for Breaks {
             if self.panic {
                 panic!("simulated crash in a backend");
             }
-            return Err(trident_edge::Error::backend(
+            return Err(trident_infer::Error::backend(
                 "tract",
                 "simulated CUDA error",
             ));
@@ -414,7 +414,7 @@ fn a_failed_model_is_retried_after_its_backoff_and_readmitted_when_it_works() {
         }),
     )
     .unwrap();
-    e.set_model_retry(trident_edge::source::Backoff::new(0.2, 0.4));
+    e.set_model_retry(trident_infer::Backoff::new(0.2, 0.4));
     let rgb = frame();
     for _ in 0..2 {
         e.detect(&rgb, W, H, None, false).unwrap();
@@ -447,7 +447,7 @@ fn a_failed_model_is_retried_after_its_backoff_and_readmitted_when_it_works() {
         Fusion::Wbf(WbfOptions::default()),
     )
     .unwrap();
-    e.set_model_retry(trident_edge::source::Backoff::new(0.2, 0.4));
+    e.set_model_retry(trident_infer::Backoff::new(0.2, 0.4));
     let only_first = ["errs".to_string()];
     for _ in 0..3 {
         let _ = e.detect(&rgb, W, H, Some(&only_first), false);

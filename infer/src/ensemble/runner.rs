@@ -15,11 +15,11 @@ use trident_core::postprocess::{Detection, NmsOptions};
 
 use super::fusion::Fusion;
 use super::worker::{FrameSlot, Job, SharedFrame, Worker};
+use crate::Backoff;
 use crate::backend::{self, BackendKind, BackendOptions, OnnxModel};
 use crate::detector::{OnnxDetector, PassTimes, View};
 use crate::error::{Error, Result};
 use crate::models::ModelSet;
-use crate::source::Backoff;
 
 /// The delays between retries of a failed model: 1 s doubling to 30 s.
 pub fn default_model_retry() -> Backoff {

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use trident_core::geometry::BoxXyxy;
 use trident_core::postprocess::Detection;
-use trident_edge::ensemble::fusion::{ConfType, WbfOptions, nms_fusion, weighted_boxes_fusion};
+use trident_infer::ensemble::fusion::{ConfType, WbfOptions, nms_fusion, weighted_boxes_fusion};
 
 const TOL: f64 = 1e-5;
 
@@ -464,8 +464,8 @@ fn grid_chain_ties_hold_only_under_exact_scaling() {
 /// Hand-checked edges of the public API that the random cases do not pin down.
 #[test]
 fn thresholds_clipping_weighted_nms_and_bad_input() {
-    use trident_edge::Error;
-    use trident_edge::ensemble::fusion::{Fusion, NmsFusionOptions, nms_fusion_with};
+    use trident_infer::Error;
+    use trident_infer::ensemble::fusion::{Fusion, NmsFusionOptions, nms_fusion_with};
     let (a, b) = ([0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0]); // IoU 81 / 119
     // skip_box_thr drops the 0.05 box; clipping is the package's, and optional.
     let models = vec![vec![

@@ -64,7 +64,7 @@ fn broken(from: &str, to: &str) -> (Error, String, usize) {
 fn assert_error(from: &str, to: &str, field: &str, words: &str) {
     let (err, message, line) = broken(from, to);
     assert!(err.is_input_error(), "{message}");
-    let Error::Profile { line: got, .. } = err else {
+    let Error::Located { line: got, .. } = err else {
         panic!("not a profile error: {message}");
     };
     assert!(
@@ -114,9 +114,17 @@ fn yaml_round_trip() {
         let again = Profile::parse(&text, Path::new("again.yaml")).unwrap();
         assert_eq!(p, again, "{name}:\n{text}");
     }
+    // An untagged file comes back tagged, and otherwise equal.
     let p = Profile::parse(BASE, Path::new("p.yaml")).unwrap();
     let again = Profile::parse(&p.to_yaml().unwrap(), Path::new("q.yaml")).unwrap();
-    assert_eq!(p, again);
+    assert_eq!(again.schema.as_deref(), Some(SCHEMA));
+    assert_eq!(
+        Profile {
+            schema: None,
+            ..again
+        },
+        p
+    );
 }
 
 #[test]
@@ -302,4 +310,25 @@ fn tables_without_tta_views_drop_tta_levels_and_keep_the_ladder_ordered() {
     only.ladder.retain(|l| l.tta);
     assert!(only.fit_tta(1.0, false).is_empty());
     assert_eq!(only.ladder.len(), 1);
+}
+
+#[test]
+fn the_schema_tag_is_written_accepted_when_absent_and_refused_when_unknown() {
+    let untagged = Profile::parse(BASE, Path::new("p.yaml")).unwrap();
+    assert_eq!(untagged.schema, None, "files older than the tag load");
+    let yaml = untagged.to_yaml().unwrap();
+    assert!(yaml.contains(&format!("schema: {SCHEMA}")), "{yaml}");
+    assert_eq!(
+        Profile::parse(&yaml, Path::new("p.yaml"))
+            .unwrap()
+            .schema
+            .as_deref(),
+        Some(SCHEMA)
+    );
+    let (err, message, _) = broken("name: test", "schema: trident-profile/2\nname: test");
+    assert!(err.is_input_error());
+    assert!(
+        message.starts_with("p.yaml:1:") && message.contains("schema") && message.contains(SCHEMA),
+        "{message}"
+    );
 }
