@@ -52,9 +52,8 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
 /// `--models` or `--package`: the edge runtime's ensemble over a folder of images, with the
 /// calibration tables the device would apply.
 fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
-    use trident_infer::deployment::{Deployment, ModelsFrom, TablesChoice};
+    use trident_infer::deployment::{Deployment, EnsembleStart, ModelsFrom, TablesChoice};
     use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
-    use trident_infer::ensemble::runner::Ensemble;
 
     let from = match (&a.models, &a.package) {
         (_, Some(p)) => ModelsFrom::Package(p),
@@ -67,7 +66,6 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
         (None, false) => TablesChoice::Auto,
     };
     let deployment = Deployment::load(from, tables)?;
-    let set = &deployment.set;
     let order = a
         .backend
         .iter()
@@ -87,8 +85,13 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
         }),
         other => anyhow::bail!("--fusion {other}: expected wbf or nms"),
     };
-    let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
-    deployment.calibrate(&mut ensemble)?;
+    let start = EnsembleStart {
+        order: &order,
+        order_from: "--backend",
+        backend: Default::default(),
+        fusion,
+    };
+    let mut ensemble = deployment.ensemble(&start, None)?;
     if a.tta && !ensemble.has_tta() {
         tracing::warn!("--tta: no calibration tables with TTA views are applied; running without");
     }

@@ -13,7 +13,7 @@ use trident_edge::output::log::LogOptions;
 use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 use trident_infer::BackendKind;
-use trident_infer::deployment::{Deployment, ModelsFrom, TablesChoice};
+use trident_infer::deployment::{Deployment, EnsembleStart, ModelsFrom, TablesChoice};
 use trident_infer::ensemble::fusion::{ConfType, Fusion, WbfOptions};
 use trident_infer::ensemble::runner::Ensemble;
 
@@ -245,9 +245,8 @@ pub fn doctor(a: crate::cli::DoctorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the models (verifying a package), checks that every ladder level of `profile` names
-/// loaded models, starts the ensemble on the first backend that works, applies the calibration
-/// tables and fits the profile's TTA levels to them.
+/// Loads the models (verifying a package) and starts the ensemble ([`Deployment::ensemble`]:
+/// ladder levels checked against the models, backends in order, tables applied, TTA fitted).
 pub fn load_ensemble(
     a: &EnsembleArgs<'_>,
     profile: Option<(&mut Profile, &Path)>,
@@ -258,62 +257,18 @@ pub fn load_ensemble(
         (None, false) => TablesChoice::Auto,
     };
     let deployment = Deployment::load(a.models.from(), tables)?;
-    let set = &deployment.set;
-    if let Some((profile, path)) = &profile {
-        for level in &profile.ladder {
-            for m in &level.models {
-                if set.get(m).is_none() {
-                    return Err(InputError(format!(
-                        "{}: ladder level `{}` runs `{m}`, which is not among the models in {} ({})",
-                        path.display(),
-                        level.name,
-                        a.models.shown(),
-                        set.models
-                            .iter()
-                            .map(|m| m.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                    .into());
-                }
-            }
-        }
-    }
     let (order, from) = backend_order(a.backend, profile.as_ref().map(|(p, path)| (&**p, *path)))?;
-    let fusion = Fusion::Wbf(WbfOptions {
-        conf_type: ConfType::Avg,
-        clip_unit: false,
-        ..WbfOptions::default()
-    });
-    let mut ensemble = Ensemble::load(set, &order, &Default::default(), fusion)?;
-    for m in &ensemble.members {
-        if let Some(why) = &m.fallback {
-            tracing::warn!(
-                "{}: runs on {} ({}), not on {} as {from} asks: {why}",
-                m.name,
-                m.backend,
-                m.precision,
-                order[0]
-            );
-        }
-    }
-    deployment.calibrate(&mut ensemble)?;
-    // The tables know what their TTA views cost (measured when they were fitted); the profile's
-    // figure is a guess for tables not yet seen.
-    if let (Some(cost), Some((profile, _))) = (ensemble.tta_cost(), profile) {
-        tracing::info!(
-            "TTA levels cost ×{cost:.2} per frame (calibration tables; the profile said ×{:.2})",
-            profile.estimates.tta_factor
-        );
-        let dropped = profile.fit_tta(cost, ensemble.has_tta());
-        if !dropped.is_empty() {
-            tracing::info!(
-                "the calibration tables keep no TTA view: ladder level(s) {} would repeat their \
-                 plain twin, dropped",
-                dropped.join(", ")
-            );
-        }
-    }
+    let start = EnsembleStart {
+        order: &order,
+        order_from: &from,
+        backend: Default::default(),
+        fusion: Fusion::Wbf(WbfOptions {
+            conf_type: ConfType::Avg,
+            clip_unit: false,
+            ..WbfOptions::default()
+        }),
+    };
+    let ensemble = deployment.ensemble(&start, profile)?;
     Ok((deployment, ensemble))
 }
 

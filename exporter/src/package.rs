@@ -265,18 +265,8 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
     // Profiles: valid, and naming only packaged models.
     let mut profiles = Vec::new();
     for path in &c.profiles {
-        let profile = Profile::load(path)?;
-        if let Some(m) = profile
-            .ladder
-            .iter()
-            .flat_map(|l| &l.models)
-            .find(|m| !c.models.variants.contains(m))
-        {
-            return Err(Error::invalid(
-                path.display().to_string(),
-                format!("its ladder runs model `{m}`, which the package does not carry"),
-            ));
-        }
+        let carried: Vec<&str> = c.models.variants.iter().map(String::as_str).collect();
+        Profile::load(path)?.check_models(path, &carried)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

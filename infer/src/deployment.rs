@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 
 use trident_core::calibration::{self, CalibrationTables};
 use trident_core::package::{Manifest, PackageDir};
+use trident_core::profile::Profile;
 
+use crate::backend::{BackendKind, BackendOptions};
+use crate::ensemble::fusion::Fusion;
 use crate::ensemble::runner::Ensemble;
 use crate::error::{Error, Result};
 use crate::models::ModelSet;
@@ -32,6 +35,19 @@ pub enum TablesChoice<'a> {
     File(&'a Path),
     /// None: raw scores, the configured fusion, no thresholds, no TTA.
     Off,
+}
+
+/// How [`Deployment::ensemble`] starts the models.
+#[derive(Clone, Debug)]
+pub struct EnsembleStart<'a> {
+    /// Backends to try, in order.
+    pub order: &'a [BackendKind],
+    /// Where the order came from (`--backend`, the profile's `backends`), for the fallback
+    /// warnings.
+    pub order_from: &'a str,
+    pub backend: BackendOptions,
+    /// The fusion until calibration tables replace it.
+    pub fusion: Fusion,
 }
 
 /// The resolved inputs of an ensemble.
@@ -85,6 +101,54 @@ impl Deployment {
             tables,
             manifest,
         })
+    }
+
+    /// The ensemble of this deployment, the one way every command starts it (`trident-edge run`
+    /// and `bench`, `trident predict`): checks that every ladder level of `profile` runs loaded
+    /// models, loads each model on the first backend of `start.order` that works (warning for each
+    /// model that ends on a later one), applies the calibration tables and fits the profile's TTA
+    /// levels to what the tables measured.
+    pub fn ensemble(
+        &self,
+        start: &EnsembleStart<'_>,
+        profile: Option<(&mut Profile, &Path)>,
+    ) -> Result<Ensemble> {
+        let names: Vec<&str> = self.set.models.iter().map(|m| m.name()).collect();
+        if let Some((p, path)) = &profile {
+            p.check_models(path, &names)?;
+        }
+        let mut ensemble =
+            Ensemble::load(&self.set, start.order, &start.backend, start.fusion.clone())?;
+        for m in &ensemble.members {
+            if let Some(why) = &m.fallback {
+                tracing::warn!(
+                    "{}: runs on {} ({}), not on {} as {} asks: {why}",
+                    m.name,
+                    m.backend,
+                    m.precision,
+                    start.order[0],
+                    start.order_from
+                );
+            }
+        }
+        self.calibrate(&mut ensemble)?;
+        // The tables know what their TTA views cost (measured when they were fitted); the
+        // profile's figure is a guess for tables not yet seen.
+        if let (Some(cost), Some((profile, _))) = (ensemble.tta_cost(), profile) {
+            tracing::info!(
+                "TTA levels cost ×{cost:.2} per frame (calibration tables; the profile said ×{:.2})",
+                profile.estimates.tta_factor
+            );
+            let dropped = profile.fit_tta(cost, ensemble.has_tta());
+            if !dropped.is_empty() {
+                tracing::info!(
+                    "the calibration tables keep no TTA view: ladder level(s) {} would repeat \
+                     their plain twin, dropped",
+                    dropped.join(", ")
+                );
+            }
+        }
+        Ok(ensemble)
     }
 
     /// Applies the tables (if any) to an ensemble loaded from [`Self::set`].

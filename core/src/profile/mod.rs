@@ -269,6 +269,29 @@ impl Profile {
         })
     }
 
+    /// Checks that every ladder level runs only models in `loaded` (the models folder, the
+    /// package, the loaded ensemble); the error points at the level's model in `source` (the
+    /// profile file, read again to locate it) and lists what is loaded. Every user of a profile
+    /// with models (`trident-edge run` and `bench`, the package builder) checks through here.
+    pub fn check_models(&self, source: &Path, loaded: &[&str]) -> Result<()> {
+        for (i, level) in self.ladder.iter().enumerate() {
+            for (j, m) in level.models.iter().enumerate() {
+                if loaded.contains(&m.as_str()) {
+                    continue;
+                }
+                let message = format!(
+                    "level `{}` runs `{m}`, which is not among the models ({})",
+                    level.name,
+                    loaded.join(", ")
+                );
+                let field = format!("ladder[{i}].models[{j}]");
+                let text = std::fs::read_to_string(source).unwrap_or_default();
+                return Err(crate::yaml::invalid_field(&text, source, &field, &message));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the profile; the error is (field path, message), e.g. `("ladder[2].fps", …)`.
     pub fn validate(&self) -> std::result::Result<(), (String, String)> {
         validate::validate(self)

@@ -332,3 +332,24 @@ fn the_schema_tag_is_written_accepted_when_absent_and_refused_when_unknown() {
         "{message}"
     );
 }
+
+#[test]
+fn a_level_running_a_model_that_is_not_loaded_is_refused_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(&path, BASE).unwrap();
+    let p = Profile::load(&path).unwrap();
+    p.check_models(&path, &["high_recall", "balanced", "high_precision"])
+        .unwrap();
+    let err = p.check_models(&path, &["balanced"]).unwrap_err();
+    assert!(err.is_input_error());
+    let message = err.to_string();
+    let line = line_of(BASE, "models: [high_recall, balanced, high_precision]");
+    assert!(
+        message.starts_with(&format!("{}:{line}:", path.display()))
+            && message.contains("ladder[0].models[0]")
+            && message.contains("`high_recall`")
+            && message.contains("(balanced)"),
+        "{message}"
+    );
+}

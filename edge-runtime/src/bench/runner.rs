@@ -78,17 +78,8 @@ pub fn ladder(
             levels
         }
     };
-    for level in &all {
-        for m in &level.models {
-            if !ensemble.members.iter().any(|x| &x.name == m) {
-                return Err(Error::Usage(format!(
-                    "ladder level `{}` runs `{m}`, which is not among the loaded models ({})",
-                    level.name,
-                    member_names(ensemble)
-                )));
-            }
-        }
-    }
+    // A profile's levels were checked against the loaded models when the ensemble started
+    // (`Deployment::ensemble`); the others are made from them.
     match choice {
         LevelChoice::All => Ok(all),
         LevelChoice::Named(names) => names
@@ -106,15 +97,6 @@ pub fn ladder(
             })
             .collect(),
     }
-}
-
-fn member_names(ensemble: &Ensemble) -> String {
-    ensemble
-        .members
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// How to measure.
