@@ -407,7 +407,7 @@ pub struct ExportArgs {
     #[arg(long, default_value = "models")]
     pub out: PathBuf,
     /// ONNX opset, 11–13 (TensorRT 8.2 on JetPack 4.6 parses up to 13).
-    #[arg(long, default_value_t = 13)]
+    #[arg(long, default_value_t = DEFAULT_OPSET)]
     pub opset: i64,
     /// Square input side (default: the training size, or the ONNX's own).
     #[arg(long)]
@@ -419,7 +419,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub half: bool,
     /// Largest mAP50 drop of the FP16 twin, in percentage points.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DEFAULT_FP16_MAX_DROP)]
     pub fp16_max_drop: f64,
     /// Skip verification (numerical and task parity); the card records that it was skipped.
     #[arg(long)]
@@ -431,7 +431,7 @@ pub struct ExportArgs {
     #[arg(long, default_value = "val")]
     pub split: Split,
     /// Images of the split used for verification (the first N by path).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = DEFAULT_VERIFY_IMAGES)]
     pub verify_images: usize,
     /// Write graphs the TensorRT 8.2 lint rejects (the findings go into the card).
     #[arg(long)]
@@ -440,7 +440,7 @@ pub struct ExportArgs {
     #[arg(long, value_delimiter = ',')]
     pub names: Option<Vec<String>>,
     /// Device of the checkpoint's reference forward pass: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = DEFAULT_EXPORT_DEVICE)]
     pub device: String,
     /// Also build a TensorRT engine from each FP32 ONNX (needs TensorRT here: the `tensorrt`
     /// feature or trtexec); engines are keyed by ONNX content, TensorRT version, GPU, precision
@@ -454,18 +454,64 @@ pub struct ExportArgs {
     #[arg(long)]
     pub engine_cache: Option<PathBuf>,
     /// TensorRT builder workspace in MiB (sized for a 4 GB Nano by default).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULT_WORKSPACE_MIB)]
     pub workspace_mib: u64,
     #[command(flatten)]
     pub package: PackageArgs,
 }
 
-/// `export --package`: the signed deployment package (release CI).
-#[derive(Debug, Args)]
+pub const DEFAULT_OPSET: i64 = 13;
+pub const DEFAULT_FP16_MAX_DROP: f64 = 0.5;
+pub const DEFAULT_VERIFY_IMAGES: usize = 200;
+pub const DEFAULT_EXPORT_DEVICE: &str = "cpu";
+pub const DEFAULT_WORKSPACE_MIB: u64 = 1024;
+
+impl ExportArgs {
+    /// `trident export --checkpoint … [--data D] --out OUT` with every other option at its
+    /// default: what a package build runs for the checkpoints its release config names (no
+    /// command line is parsed again).
+    pub fn for_checkpoints(checkpoints: Vec<PathBuf>, data: Option<PathBuf>, out: PathBuf) -> Self {
+        ExportArgs {
+            checkpoint: checkpoints,
+            onnx: Vec::new(),
+            out,
+            opset: DEFAULT_OPSET,
+            imgsz: None,
+            dynamic_batch: false,
+            half: false,
+            fp16_max_drop: DEFAULT_FP16_MAX_DROP,
+            no_validate: false,
+            data,
+            split: Split::Val,
+            verify_images: DEFAULT_VERIFY_IMAGES,
+            allow_unsupported: false,
+            names: None,
+            device: DEFAULT_EXPORT_DEVICE.into(),
+            engine: false,
+            precision: PrecisionArg::Fp16,
+            engine_cache: None,
+            workspace_mib: DEFAULT_WORKSPACE_MIB,
+            package: PackageArgs::default(),
+        }
+    }
+}
+
+/// `export --package`: the signed deployment package (release CI); an alias of `trident package
+/// build`, so the export-only options conflict with it rather than being ignored.
+#[derive(Debug, Default, Args)]
 pub struct PackageArgs {
-    /// Build the deployment package described by --config into --out instead of exporting:
-    /// `<name>-<version>-<target>.tar.zst` and its minisign signature `.minisig`.
-    #[arg(long = "package", requires = "config")]
+    /// Build the deployment package described by --config into --out instead of exporting (the
+    /// same as `trident package build`): `<name>-<version>-<target>.tar.zst` and its minisign
+    /// signature `.minisig`.
+    #[arg(
+        long = "package",
+        requires = "config",
+        conflicts_with_all = [
+            "checkpoint", "onnx", "opset", "imgsz", "dynamic_batch", "half", "fp16_max_drop",
+            "no_validate", "data", "split", "verify_images", "allow_unsupported", "names",
+            "device", "engine", "precision", "engine_cache", "workspace_mib",
+        ]
+    )]
     pub package: bool,
     /// Release config (configs/release.yaml): models, calibration tables, profiles, runtime
     /// binary, systemd unit, device facts.
@@ -492,8 +538,59 @@ pub struct PackageArgs {
     pub release_version: Option<String>,
 }
 
+/// `trident package build`: the deployment package a release config describes.
+#[derive(Debug, Args)]
+pub struct PackageBuildArgs {
+    /// Release config (configs/release.yaml): models, calibration tables, profiles, runtime
+    /// binary, systemd unit, device facts.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder for the archive and its signature.
+    #[arg(long, default_value = "dist")]
+    pub out: PathBuf,
+    /// Minisign secret key file (default: the key text in $TRIDENT_SIGN_KEY). An encrypted
+    /// key's password comes from $TRIDENT_SIGN_KEY_PASSWORD. Neither is ever printed.
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
+    /// Build an unsigned package (units refuse it unless verified with --allow-unsigned).
+    #[arg(long, conflicts_with = "sign_key")]
+    pub unsigned: bool,
+    /// Exported models folder instead of the config's models.dir.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Calibration tables instead of the config's.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Runtime binary instead of the config's (aarch64, from `cargo xtask cross`).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Package version instead of the config's (default: this trident's version).
+    #[arg(long)]
+    pub release_version: Option<String>,
+}
+
+impl PackageBuildArgs {
+    /// The same build asked through `trident export --package … --out OUT`.
+    pub fn from_export(a: &ExportArgs) -> Option<Self> {
+        let p = &a.package;
+        Some(PackageBuildArgs {
+            config: p.config.clone()?,
+            out: a.out.clone(),
+            sign_key: p.sign_key.clone(),
+            unsigned: p.unsigned,
+            models: p.models.clone(),
+            calibration: p.calibration.clone(),
+            binary: p.binary.clone(),
+            release_version: p.release_version.clone(),
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PackageCommand {
+    /// Build the signed deployment package a release config describes (release CI):
+    /// `<name>-<version>-<target>.tar.zst` and its minisign signature `.minisig`.
+    Build(PackageBuildArgs),
     /// Check a package on this host: signature, manifest schema, every file's sha256, the
     /// runtime binary (and a device's facts with --device-root).
     Verify(VerifyPackageArgs),

@@ -17,7 +17,9 @@ use crate::ui::progress;
 
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     if a.package.package {
-        return crate::package::build(&a);
+        let build = crate::cli::PackageBuildArgs::from_export(&a)
+            .expect("clap requires --config with --package");
+        return crate::package::build(&build);
     }
     if a.verify_images == 0 {
         bail!("--verify-images 0: expected at least one image (or --no-validate)");

@@ -1,16 +1,17 @@
-//! `trident export --package` (build), `trident package verify` and `trident package keygen`.
+//! `trident package build` (also `trident export --package`), `trident package verify` and
+//! `trident package keygen`.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
-use trident_exporter::package::{PackageRequest, build_package};
-use trident_exporter::release::ReleaseConfig;
+use trident_package::build::{PackageRequest, build_package};
 use trident_package::facts::DeviceFacts;
+use trident_package::release::ReleaseConfig;
 use trident_package::signature::{PublicKey, SigningKey, generate_keypair};
 use trident_package::verify::{VerifyOptions, verify_package};
 
-use crate::cli::{ExportArgs, KeygenArgs, PackageCommand, VerifyPackageArgs};
+use crate::cli::{ExportArgs, KeygenArgs, PackageBuildArgs, PackageCommand, VerifyPackageArgs};
 
 /// The environment variable holding the signing key's text (release CI secrets).
 pub const KEY_ENV: &str = "TRIDENT_SIGN_KEY";
@@ -19,18 +20,15 @@ pub const PASSWORD_ENV: &str = "TRIDENT_SIGN_KEY_PASSWORD";
 
 pub fn run(command: PackageCommand) -> anyhow::Result<ExitCode> {
     match command {
+        PackageCommand::Build(a) => build(&a),
         PackageCommand::Verify(a) => verify(a),
         PackageCommand::Keygen(a) => keygen(a),
     }
 }
 
-/// `trident export --package --config release.yaml --out dist/`.
-pub fn build(a: &ExportArgs) -> anyhow::Result<ExitCode> {
-    let p = &a.package;
-    let config_path = p
-        .config
-        .as_deref()
-        .expect("clap requires --config with --package");
+/// `trident package build --config release.yaml --out dist/` (or `trident export --package …`).
+pub fn build(p: &PackageBuildArgs) -> anyhow::Result<ExitCode> {
+    let config_path = p.config.as_path();
     let mut config = ReleaseConfig::load(config_path)?;
     if let Some(dir) = &p.models {
         config.models.dir = Some(dir.clone());
@@ -81,7 +79,7 @@ pub fn build(a: &ExportArgs) -> anyhow::Result<ExitCode> {
         signer: signer.as_ref(),
         zstd_level: trident_package::archive::ZSTD_LEVEL,
     };
-    let built = build_package(&request, &a.out)
+    let built = build_package(&request, &p.out)
         .with_context(|| format!("building the package from {}", config_path.display()))?;
     let m = &built.manifest;
     println!(
@@ -156,22 +154,16 @@ fn models_to_export(c: &ReleaseConfig) -> Option<Vec<String>> {
     (!missing.is_empty() && !c.models.checkpoints.is_empty()).then_some(missing)
 }
 
-/// Runs `trident export` on the config's checkpoints into `dir` (verification included).
+/// Exports the config's checkpoints into `dir` as `trident export` does (verification included).
 fn export_checkpoints(c: &ReleaseConfig, dir: &Path) -> anyhow::Result<()> {
-    use clap::Parser;
-    let mut argv: Vec<std::ffi::OsString> = vec!["trident".into(), "export".into()];
-    argv.extend(["--out".into(), dir.as_os_str().to_owned()]);
-    for ck in &c.models.checkpoints {
-        argv.extend(["--checkpoint".into(), ck.as_os_str().to_owned()]);
-    }
-    if let Some(d) = &c.models.data {
-        argv.extend(["--data".into(), d.as_os_str().to_owned()]);
-    }
-    let cli = crate::cli::Cli::try_parse_from(argv).context("the release config's checkpoints")?;
-    match cli.command {
-        crate::cli::Command::Export(args) => crate::export::run(args).map(drop),
-        _ => unreachable!("parsed as export"),
-    }
+    let args = ExportArgs::for_checkpoints(
+        c.models.checkpoints.clone(),
+        c.models.data.clone(),
+        dir.to_path_buf(),
+    );
+    crate::export::run(args)
+        .map(drop)
+        .context("exporting the release config's checkpoints")
 }
 
 /// Copies the variants `dir` has (ONNX + card) beside the fresh exports.

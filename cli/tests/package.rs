@@ -35,15 +35,9 @@ fn keygen(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("trident.key"), dir.join("trident.pub"))
 }
 
+/// `trident package build --config C --out O EXTRA…`.
 fn build(config: &Path, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut args = vec![
-        "export",
-        "--package",
-        "--config",
-        s(config),
-        "--out",
-        s(out),
-    ];
+    let mut args = vec!["package", "build", "--config", s(config), "--out", s(out)];
     args.extend(extra);
     trident_env(&args, env)
 }
@@ -92,12 +86,32 @@ fn a_signed_package_is_reproducible_complete_and_verifies_with_stock_minisign() 
         [PACKAGE.to_string(), format!("{PACKAGE}.minisig")]
     );
 
-    // Reproducible: the same inputs give the same bytes.
+    // Reproducible: the same inputs give the same bytes — also through the `export --package`
+    // alias, which builds the same package.
     let (pa, pb) = (a.join(PACKAGE), b.join(PACKAGE));
     assert_eq!(
         std::fs::read(&pa).unwrap(),
         std::fs::read(&pb).unwrap(),
         "two builds of the same inputs differ"
+    );
+    let alias = dir.path().join("dist-alias");
+    let o = trident_env(
+        &[
+            "export",
+            "--package",
+            "--config",
+            s(&config),
+            "--out",
+            s(&alias),
+            "--sign-key",
+            s(&secret),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(alias.join(PACKAGE)).unwrap(),
+        std::fs::read(&pa).unwrap()
     );
 
     // A stock minisign verifies the signature.
@@ -418,6 +432,28 @@ fn bad_inputs_exit_non_zero_name_the_problem_and_leave_no_package() {
 
     // No key at all, a key file that is not a key, an encrypted key without its password.
     check("no-key", &config, &[], &[], 2, &["--sign-key", KEY_ENV]);
+    // The export alias refuses the export options it would ignore, before writing anything.
+    for flag in [
+        &["--half"][..],
+        &["--opset", "12"],
+        &["--checkpoint", "x.safetensors"],
+    ] {
+        let out = dir.path().join("dist-alias-flags");
+        let mut args = vec![
+            "export",
+            "--package",
+            "--config",
+            s(&config),
+            "--out",
+            s(&out),
+        ];
+        args.extend(key);
+        args.extend(flag);
+        let o = trident_env(&args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{flag:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag[0]), "{flag:?}: {}", stderr(&o));
+        assert!(!out.exists(), "{flag:?} left {:?}", listing(&out));
+    }
     let garbage = common::write(dir.path(), "garbage.key", "not a minisign key\n");
     check(
         "bad-key",

@@ -13,8 +13,6 @@ pub enum Error {
     Eval(#[from] trident_eval::Error),
     #[error(transparent)]
     Infer(#[from] trident_infer::Error),
-    #[error(transparent)]
-    Package(#[from] trident_package::Error),
     /// Input that is not acceptable; `location` names the file or field.
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
@@ -99,7 +97,6 @@ impl Error {
             Error::Data(e) => e.is_input_error(),
             Error::Eval(e) => e.is_input_error(),
             Error::Infer(e) => e.is_input_error(),
-            Error::Package(e) => e.is_input_error(),
             Error::Invalid { .. } => true,
             Error::Option(_)
             | Error::Onnx { .. }

@@ -12,6 +12,11 @@ pub enum Error {
     /// A manifest or file-format error from `trident-core`.
     #[error(transparent)]
     Core(#[from] trident_core::Error),
+    /// The models of a package being built (feature `build`): a folder that cannot serve as the
+    /// ensemble.
+    #[cfg(feature = "build")]
+    #[error(transparent)]
+    Models(#[from] trident_infer::Error),
     /// A file or folder could not be read or written.
     #[error("{action} {}", path.display())]
     Io {
@@ -109,6 +114,8 @@ impl Error {
     pub fn is_input_error(&self) -> bool {
         match self {
             Error::Core(e) => e.is_input_error(),
+            #[cfg(feature = "build")]
+            Error::Models(e) => e.is_input_error(),
             Error::Io { action, .. } => {
                 action.starts_with("cannot read") || *action == "cannot open"
             }

@@ -24,15 +24,20 @@
 //! 5. the package fits the device: architecture, JetPack, TensorRT, glibc ([`facts`]);
 //! 6. the staging folder is renamed into place in one step.
 //!
-//! The device runtime links this crate without the `sign` feature: verification needs only the
-//! small pure-Rust `minisign-verify`; key generation and signing (`minisign`, with scrypt) are
-//! host-only.
+//! The device runtime links this crate without the `sign` and `build` features: verification
+//! needs only the small pure-Rust `minisign-verify`; key generation and signing (`minisign`, with
+//! scrypt) and building a package from a release config ([`build`], which reads the models
+//! through `trident-infer`) are host-only.
 
 pub mod archive;
+#[cfg(feature = "build")]
+pub mod build;
 pub mod elf;
 pub mod error;
 pub mod extract;
 pub mod facts;
+#[cfg(feature = "build")]
+pub mod release;
 pub mod signature;
 pub mod verify;
 

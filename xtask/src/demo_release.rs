@@ -31,8 +31,8 @@ pub(crate) fn run(d: &mut Demo) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(d.dir.join("keys"));
     run_cmd(&mut d.trident(&["package", "keygen", "--unencrypted", "--out", "demo/keys"]))?;
     let mut package = d.trident(&[
-        "export",
-        "--package",
+        "package",
+        "build",
         "--config",
         "configs/release.yaml",
         "--out",

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use trident_deploy::inventory::{PowerMode, Unit};
 use trident_deploy::ssh::Ssh;
 use trident_e2e::fleet::TestFleet;
-use trident_exporter::package::{PackageRequest, build_package};
-use trident_exporter::release::ReleaseConfig;
+use trident_package::build::{PackageRequest, build_package};
+use trident_package::release::ReleaseConfig;
 use trident_package::signature::SigningKey;
 
 pub struct TestSetup {

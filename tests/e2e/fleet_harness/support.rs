@@ -131,10 +131,10 @@ pub fn host_package() -> PathBuf {
         let scratch = cache.join(format!("{key}.building-{}", std::process::id()));
         fs::create_dir_all(&scratch).unwrap();
         let config = trident_e2e::host_release_inputs(&scratch.join("inputs"));
-        let release = trident_exporter::release::ReleaseConfig::load(&config).unwrap();
+        let release = trident_package::release::ReleaseConfig::load(&config).unwrap();
         let models = release.models.dir.clone().unwrap();
-        trident_exporter::package::build_package(
-            &trident_exporter::package::PackageRequest {
+        trident_package::build::build_package(
+            &trident_package::build::PackageRequest {
                 config: &release,
                 models_dir: &models,
                 version: "1.0.0",

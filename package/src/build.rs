@@ -1,4 +1,5 @@
-//! `trident export --package`: the signed deployment package a release ships.
+//! `trident package build` (alias `trident export --package`): the signed deployment package a
+//! release ships (feature `build`, host only).
 //!
 //! Everything is checked before a byte is written — the models agree on their classes, the
 //! calibration tables were fitted for exactly these models, the profiles only name these
@@ -6,12 +7,15 @@
 //! than the target has — then the archive and its signature are written under temporary names
 //! and renamed into place together: a failure leaves no package behind.
 //!
-//! The archive is reproducible (see `trident_package::archive`): the same inputs give the same
+//! The archive is reproducible (see `crate::archive`): the same inputs give the same
 //! bytes, so a release can be rebuilt and compared. The minisign signature is not (minisign
 //! signs with random noise by design); it verifies either way.
 
 use std::path::{Path, PathBuf};
 
+use crate::archive::{ArchiveEntry, write_archive_at_level};
+use crate::elf;
+use crate::signature::SigningKey;
 use trident_core::calibration::CalibrationTables;
 use trident_core::digest::sha256_file;
 use trident_core::model_card::CardDim;
@@ -21,9 +25,6 @@ use trident_core::package::{
 };
 use trident_core::profile::Profile;
 use trident_infer::models::ModelSet;
-use trident_package::archive::{ArchiveEntry, write_archive_at_level};
-use trident_package::elf;
-use trident_package::signature::SigningKey;
 
 use crate::error::{Error, Result};
 use crate::release::ReleaseConfig;
@@ -38,7 +39,7 @@ pub struct PackageRequest<'a> {
     pub git_revision: Option<String>,
     /// `None` builds an unsigned package (the caller asked for it explicitly).
     pub signer: Option<&'a SigningKey>,
-    /// The archive's zstd level: [`trident_package::archive::ZSTD_LEVEL`] for anything shipped;
+    /// The archive's zstd level: [`crate::archive::ZSTD_LEVEL`] for anything shipped;
     /// a low level for packages that tests build and throw away.
     pub zstd_level: i32,
 }
@@ -67,7 +68,7 @@ pub fn build_package(req: &PackageRequest<'_>, out: &Path) -> Result<BuiltPackag
 
     let file_name = format!("{}-{}-{}.tar.zst", c.name, req.version, c.target);
     let archive = out.join(&file_name);
-    let signature = out.join(format!("{file_name}{}", trident_package::SIGNATURE_SUFFIX));
+    let signature = out.join(format!("{file_name}{}", crate::SIGNATURE_SUFFIX));
     // Both files are written under hidden names first, then renamed: a failed signature leaves
     // neither, and an old package of the same name stays until the new one is complete.
     let tmp_archive = out.join(format!(".{file_name}.partial"));
@@ -374,8 +375,7 @@ fn gather(req: &PackageRequest<'_>, stage: &Path) -> Result<(Vec<ArchiveEntry>, 
     });
     manifest.validate("manifest.json")?;
     let manifest_path = stage.join(MANIFEST);
-    let mut text =
-        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Option(e.to_string()))?;
+    let mut text = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
     text.push(b'\n');
     trident_core::fsutil::write_atomic(&manifest_path, &text)?;
     entries.push(ArchiveEntry {
