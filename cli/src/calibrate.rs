@@ -14,11 +14,7 @@ pub fn run(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         Some(p) => (CalibrateConfig::load(p)?, p.display().to_string()),
         None => (CalibrateConfig::default(), "the default config".into()),
     };
-    let backends = a
-        .backend
-        .iter()
-        .map(|b| b.parse())
-        .collect::<Result<Vec<trident_infer::BackendKind>, _>>()?;
+    let backends = a.backend.clone();
     let req = CalibrateRequest {
         models: a.models,
         data: a.data,

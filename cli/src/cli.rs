@@ -368,8 +368,9 @@ pub struct PredictArgs {
     /// Prediction file to write (JSON, the format `trident eval` reads).
     #[arg(long)]
     pub out: PathBuf,
-    /// Confidence threshold (default: the checkpoint's or each model's floor; use 0.001 for mAP).
-    #[arg(long)]
+    /// Confidence threshold in [0, 1] (default: the checkpoint's or each model's floor; use 0.001
+    /// for mAP).
+    #[arg(long, value_parser = trident_core::flags::unit_interval)]
     pub conf: Option<f32>,
     /// IoU threshold of the non-maximum suppression.
     #[arg(long, default_value_t = 0.7)]
@@ -382,12 +383,12 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N (checkpoints).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Inference backends for --models, tried in order.
+    /// Inference backends for --models, tried in order (tensorrt, onnxruntime, tract).
     #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
-    pub backend: Vec<String>,
-    /// Ensemble fusion for --models without tables: wbf or nms.
-    #[arg(long, default_value = "wbf")]
-    pub fusion: String,
+    pub backend: Vec<trident_infer::BackendKind>,
+    /// Ensemble fusion for --models without tables.
+    #[arg(long, value_enum, default_value_t = FuseMethod::Wbf)]
+    pub fusion: FuseMethod,
     /// IoU threshold of the fusion.
     #[arg(long, default_value_t = 0.55)]
     pub fusion_iou: f64,
@@ -419,7 +420,7 @@ pub struct ExportArgs {
     #[arg(long)]
     pub half: bool,
     /// Largest mAP50 drop of the FP16 twin, in percentage points.
-    #[arg(long, default_value_t = DEFAULT_FP16_MAX_DROP)]
+    #[arg(long, default_value_t = DEFAULT_FP16_MAX_DROP, value_parser = trident_core::flags::non_negative)]
     pub fp16_max_drop: f64,
     /// Skip verification (numerical and task parity); the card records that it was skipped.
     #[arg(long)]
@@ -430,8 +431,10 @@ pub struct ExportArgs {
     pub data: Option<PathBuf>,
     #[arg(long, default_value = "val")]
     pub split: Split,
-    /// Images of the split used for verification (the first N by path).
-    #[arg(long, default_value_t = DEFAULT_VERIFY_IMAGES)]
+    /// Images of the split used for verification (the first N by path; at least 1, or
+    /// --no-validate).
+    #[arg(long, default_value_t = DEFAULT_VERIFY_IMAGES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub verify_images: usize,
     /// Write graphs the TensorRT 8.2 lint rejects (the findings go into the card).
     #[arg(long)]
@@ -447,9 +450,9 @@ pub struct ExportArgs {
     /// and shape.
     #[arg(long)]
     pub engine: bool,
-    /// Engine precision.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp16)]
-    pub precision: PrecisionArg,
+    /// Engine precision: fp16 or fp32.
+    #[arg(long, default_value = "fp16")]
+    pub precision: trident_tensorrt::Precision,
     /// Engine cache folder (default: <out>/engines).
     #[arg(long)]
     pub engine_cache: Option<PathBuf>,
@@ -488,7 +491,7 @@ impl ExportArgs {
             names: None,
             device: DEFAULT_EXPORT_DEVICE.into(),
             engine: false,
-            precision: PrecisionArg::Fp16,
+            precision: trident_tensorrt::Precision::Fp16,
             engine_cache: None,
             workspace_mib: DEFAULT_WORKSPACE_MIB,
             package: PackageArgs::default(),
@@ -631,12 +634,6 @@ pub struct KeygenArgs {
     pub unencrypted: bool,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PrecisionArg {
-    Fp16,
-    Fp32,
-}
-
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
     /// A folder of exported models with their cards (`trident export --out`).
@@ -653,9 +650,9 @@ pub struct CalibrateArgs {
     /// Calibration settings (YAML, see configs/calibrate.yaml).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Inference backends, tried in order.
+    /// Inference backends, tried in order (tensorrt, onnxruntime, tract).
     #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
-    pub backend: Vec<String>,
+    pub backend: Vec<trident_infer::BackendKind>,
     /// Use only the first N images of the split (by path).
     #[arg(long)]
     pub max_images: Option<usize>,
@@ -692,4 +689,14 @@ pub struct FuseArgs {
 pub enum FuseMethod {
     Wbf,
     Nms,
+}
+
+impl FuseMethod {
+    /// The name on the command line (`wbf`, `nms`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FuseMethod::Wbf => "wbf",
+            FuseMethod::Nms => "nms",
+        }
+    }
 }

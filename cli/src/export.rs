@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use trident_core::model_card::{ModelCard, TaskFigure, Verification};
 use trident_exporter::export::{ExportOptions, Exported, from_checkpoint, from_onnx};
 use trident_exporter::inspect::Hints;
@@ -12,7 +12,7 @@ use trident_exporter::verify::{Reference, VerifySet, VerifySettings, verify, ver
 use trident_trainer::predict::Predictor;
 use trident_trainer::train::select_device;
 
-use crate::cli::{ExportArgs, PrecisionArg};
+use crate::cli::ExportArgs;
 use crate::ui::progress;
 
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -20,15 +20,6 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
         let build = crate::cli::PackageBuildArgs::from_export(&a)
             .expect("clap requires --config with --package");
         return crate::package::build(&build);
-    }
-    if a.verify_images == 0 {
-        bail!("--verify-images 0: expected at least one image (or --no-validate)");
-    }
-    if a.fp16_max_drop.is_nan() || a.fp16_max_drop < 0.0 {
-        bail!(
-            "--fp16-max-drop {}: expected a non-negative number of points",
-            a.fp16_max_drop
-        );
     }
     let mut written = Vec::new();
     for path in &a.checkpoint {
@@ -74,7 +65,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
 
 /// Builds (or finds in the cache) one TensorRT engine per exported FP32 ONNX.
 fn build_engines(a: &ExportArgs, written: &[(PathBuf, ModelCard)]) -> anyhow::Result<()> {
-    use trident_tensorrt::{BuildRequest, EngineCache, Precision, detect_gpu, ensure_engine};
+    use trident_tensorrt::{BuildRequest, EngineCache, detect_gpu, ensure_engine};
     let cache = EngineCache::new(
         a.engine_cache
             .clone()
@@ -94,10 +85,7 @@ fn build_engines(a: &ExportArgs, written: &[(PathBuf, ModelCard)]) -> anyhow::Re
     };
     let builder = trident_tensorrt::select_builder(plan.open_or_build().map(|(shim, _)| shim))?;
     let gpu = detect_gpu()?;
-    let precision = match a.precision {
-        PrecisionArg::Fp16 => Precision::Fp16,
-        PrecisionArg::Fp32 => Precision::Fp32,
-    };
+    let precision = a.precision;
     for (onnx, card) in written {
         let side = card.imgsz as usize;
         let mut req = BuildRequest::new(onnx, precision, [1, 3, side, side]);

@@ -12,11 +12,6 @@ use crate::cli::PredictArgs;
 use crate::ui::progress;
 
 pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
-    if let Some(c) = a.conf
-        && !(0.0..=1.0).contains(&c)
-    {
-        anyhow::bail!("--conf {c}: expected a value in [0, 1]");
-    }
     let Some(checkpoint) = &a.checkpoint else {
         return run_ensemble(&a);
     };
@@ -52,6 +47,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
 /// `--models` or `--package`: the edge runtime's ensemble over a folder of images, with the
 /// calibration tables the device would apply.
 fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
+    use crate::cli::FuseMethod;
     use trident_infer::deployment::{Deployment, EnsembleStart, ModelsFrom, TablesChoice};
     use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
 
@@ -66,24 +62,19 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
         (None, false) => TablesChoice::Auto,
     };
     let deployment = Deployment::load(from, tables)?;
-    let order = a
-        .backend
-        .iter()
-        .map(|b| b.parse())
-        .collect::<Result<Vec<trident_infer::BackendKind>, _>>()?;
-    let fusion = match a.fusion.as_str() {
-        "wbf" => Fusion::Wbf(WbfOptions {
+    let order = a.backend.clone();
+    let fusion = match a.fusion {
+        FuseMethod::Wbf => Fusion::Wbf(WbfOptions {
             iou_thr: a.fusion_iou,
             conf_type: ConfType::Avg,
             clip_unit: false,
             ..WbfOptions::default()
         }),
-        "nms" => Fusion::Nms(NmsFusionOptions {
+        FuseMethod::Nms => Fusion::Nms(NmsFusionOptions {
             iou_thr: a.fusion_iou,
             clip_unit: false,
             ..NmsFusionOptions::default()
         }),
-        other => anyhow::bail!("--fusion {other}: expected wbf or nms"),
     };
     let start = EnsembleStart {
         order: &order,
@@ -155,7 +146,7 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
                 String::new()
             }
         ),
-        None => format!("{} fusion", a.fusion),
+        None => format!("{} fusion", a.fusion.name()),
     };
     println!(
         "{} detections on {} images by the ensemble of {} ({fusion}){} → {}",

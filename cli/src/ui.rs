@@ -50,32 +50,10 @@ pub fn epoch_progress(len: u64, message: String) -> ProgressBar {
     bar
 }
 
-/// 2 when the input is at fault (bad files, bad options), 1 for everything else.
+/// 2 when the input is at fault (bad files, bad options), 1 for everything else: the one rule of
+/// `trident_core::blame`, which every library's error type registers with.
 pub fn exit_status(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        let input = judged(cause, trident_core::Error::is_input_error)
-            .or_else(|| judged(cause, trident_data::Error::is_input_error))
-            .or_else(|| judged(cause, trident_eval::Error::is_input_error))
-            .or_else(|| judged(cause, trident_trainer::Error::is_input_error))
-            .or_else(|| judged(cause, trident_exporter::Error::is_input_error))
-            .or_else(|| judged(cause, trident_infer::Error::is_input_error))
-            .or_else(|| judged(cause, trident_calibration::Error::is_input_error))
-            .or_else(|| judged(cause, trident_tensorrt::Error::is_input_error))
-            .or_else(|| judged(cause, trident_package::Error::is_input_error))
-            .or_else(|| judged(cause, trident_deploy::Error::is_input_error));
-        if let Some(input) = input {
-            return if input { 2 } else { 1 };
-        }
-    }
-    1
-}
-
-/// `is_input` of `cause` when it is one of the library error types `E`.
-fn judged<E: std::error::Error + 'static>(
-    cause: &(dyn std::error::Error + 'static),
-    is_input: fn(&E) -> bool,
-) -> Option<bool> {
-    cause.downcast_ref::<E>().map(is_input)
+    trident_core::blame::exit_status(err.chain())
 }
 
 /// A plain text table: the first column left-aligned, the others (numbers) right-aligned.

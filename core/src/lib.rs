@@ -6,11 +6,13 @@
 //! tch, Python and GPU dependencies: the edge runtime links it.
 
 pub mod bench;
+pub mod blame;
 pub mod calibration;
 pub mod checkpoint;
 pub mod dataset;
 pub mod digest;
 pub mod error;
+pub mod flags;
 pub mod fsutil;
 pub mod geometry;
 pub mod labels;

@@ -71,10 +71,18 @@ impl Error {
             Error::Core(e) => e.is_input_error(),
             Error::Package(e) => e.is_input_error(),
             Error::Inventory { .. } => true,
-            Error::Io { .. }
-            | Error::Remote { .. }
-            | Error::Busy { .. }
-            | Error::Incompatible { .. } => false,
+            // A file the user named that cannot be read (the inventory, a package): their input,
+            // as in trident-core.
+            Error::Io { action, .. } => action.starts_with("cannot read"),
+            Error::Remote { .. } | Error::Busy { .. } | Error::Incompatible { .. } => false,
         }
     }
 }
+
+impl trident_core::blame::Blame for Error {
+    fn is_input_error(&self) -> bool {
+        Error::is_input_error(self)
+    }
+}
+
+trident_core::blame_errors!(Error);

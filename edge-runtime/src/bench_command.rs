@@ -12,12 +12,13 @@ use trident_edge::bench::{BenchRequest, LevelChoice, Plan, ladder, total_frames}
 use trident_edge::governor::Profile;
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 
-use crate::cli::{BenchArgs, InputError};
+use crate::cli::BenchArgs;
 use crate::commands::{EnsembleArgs, load_ensemble};
+use trident_core::blame::Usage;
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if !(a.idle.is_finite() && a.idle >= 0.0) {
-        return Err(InputError(format!("--idle {}: expected seconds ≥ 0", a.idle)).into());
+        return Err(Usage(format!("--idle {}: expected seconds ≥ 0", a.idle)).into());
     }
     let mut profile = a.profile.as_deref().map(Profile::load).transpose()?;
     // The operator's profile as written: --write-profile replaces its estimates only, not the

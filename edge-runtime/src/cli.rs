@@ -72,7 +72,7 @@ pub struct DoctorArgs {
     pub profile: Option<PathBuf>,
     /// Backends to check, in order, instead of the profile's.
     #[arg(long, value_delimiter = ',')]
-    pub backend: Vec<String>,
+    pub backend: Vec<trident_infer::BackendKind>,
     /// Engine cache (default: $TRIDENT_ENGINE_CACHE, /var/lib/trident/engines, or
     /// ~/.cache/trident/engines).
     #[arg(long)]
@@ -119,7 +119,7 @@ pub struct BenchArgs {
     /// Inference backends, tried in order (tensorrt, onnxruntime, tract); default: the profile's
     /// `backends`, else onnxruntime,tract.
     #[arg(long, value_delimiter = ',')]
-    pub backend: Vec<String>,
+    pub backend: Vec<trident_infer::BackendKind>,
     /// Frame size and rate asked of cameras and test sources.
     #[arg(long, default_value_t = 1280)]
     pub width: u32,
@@ -213,9 +213,9 @@ pub struct TablesArgs {
 pub struct PrepareArgs {
     #[command(flatten)]
     pub models: ModelsArgs,
-    /// Engine precision.
-    #[arg(long, value_parser = ["fp16", "fp32"], default_value = "fp16")]
-    pub precision: String,
+    /// Engine precision: fp16 or fp32.
+    #[arg(long, default_value = "fp16")]
+    pub precision: trident_tensorrt::Precision,
     /// TensorRT builder workspace (MiB); the Nano's 4 GB are shared with the CPU.
     #[arg(long, default_value_t = 1024)]
     pub workspace_mib: u64,
@@ -250,7 +250,7 @@ pub struct RunArgs {
     /// Inference backends, tried in order (tensorrt, onnxruntime, tract); default: the profile's
     /// `backends`, else onnxruntime,tract.
     #[arg(long, value_delimiter = ',')]
-    pub backend: Vec<String>,
+    pub backend: Vec<trident_infer::BackendKind>,
     /// Loop file sources.
     #[arg(long)]
     pub loop_files: bool,
@@ -262,8 +262,8 @@ pub struct RunArgs {
     /// Classes whose detection saves a JPEG snapshot with the boxes drawn (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub snapshot_classes: Vec<String>,
-    /// Fused score a detection needs to trigger a snapshot.
-    #[arg(long, default_value_t = 0.5)]
+    /// Fused score in [0, 1] a detection needs to trigger a snapshot.
+    #[arg(long, default_value_t = 0.5, value_parser = trident_core::flags::unit_interval)]
     pub snapshot_min_score: f32,
     /// At most one snapshot per class per interval: 30s, 5m, … (more than 0).
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
@@ -289,8 +289,8 @@ pub struct RunArgs {
     /// under the unit's WatchdogSec).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stall_after: Duration,
-    /// Confidence floor for every model (default: each model's own floor from its card).
-    #[arg(long)]
+    /// Confidence floor in [0, 1] for every model (default: each model's own floor from its card).
+    #[arg(long, value_parser = trident_core::flags::unit_interval)]
     pub conf: Option<f32>,
     /// Serve /healthz and /metrics on this address (IP:PORT), or `off`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = parse_http)]
@@ -380,8 +380,3 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench(a) => crate::bench_command::bench(a),
     }
 }
-
-/// Input the user got wrong (exit status 2), found by the binary rather than the library.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);

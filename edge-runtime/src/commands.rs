@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use trident_core::blame::Usage;
 use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
 use trident_edge::http::{HttpLimits, HttpServer};
@@ -17,9 +18,7 @@ use trident_infer::deployment::{Deployment, EnsembleStart, ModelsFrom, TablesCho
 use trident_infer::ensemble::fusion::{ConfType, Fusion, WbfOptions};
 use trident_infer::ensemble::runner::Ensemble;
 
-use crate::cli::{
-    HealthArgs, HttpBind, InputError, ModelsArgs, PrepareArgs, RunArgs, TablesArgs, VerifyArgs,
-};
+use crate::cli::{HealthArgs, HttpBind, ModelsArgs, PrepareArgs, RunArgs, TablesArgs, VerifyArgs};
 
 impl ModelsArgs {
     pub fn from(&self) -> ModelsFrom<'_> {
@@ -172,30 +171,32 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 pub struct EnsembleArgs<'a> {
     pub models: &'a ModelsArgs,
     pub tables: &'a TablesArgs,
-    pub backend: &'a [String],
+    pub backend: &'a [BackendKind],
 }
 
 /// The backends to try, in order, and where that order came from: `--backend`, else the
 /// profile's `backends`, else the portable default (onnxruntime, tract).
 pub fn backend_order(
-    cli: &[String],
+    cli: &[BackendKind],
     profile: Option<(&Profile, &Path)>,
-) -> Result<(Vec<BackendKind>, String), InputError> {
-    let (names, from): (Vec<String>, String) = match profile {
-        _ if !cli.is_empty() => (cli.to_vec(), "--backend".into()),
-        Some((p, path)) if !p.backends.is_empty() => {
-            (p.backends.clone(), format!("{}: backends", path.display()))
-        }
-        _ => (
-            vec!["onnxruntime".into(), "tract".into()],
+) -> Result<(Vec<BackendKind>, String), Usage> {
+    if !cli.is_empty() {
+        return Ok((cli.to_vec(), "--backend".into()));
+    }
+    let Some((p, path)) = profile.filter(|(p, _)| !p.backends.is_empty()) else {
+        return Ok((
+            vec![BackendKind::OnnxRuntime, BackendKind::Tract],
             "the default".into(),
-        ),
+        ));
     };
-    let order = names
+    // The profile's names are a config file's: parsed here, the error naming the file.
+    let from = format!("{}: backends", path.display());
+    let order = p
+        .backends
         .iter()
         .map(|b| {
             b.parse::<BackendKind>()
-                .map_err(|e| InputError(format!("{from}: {e}")))
+                .map_err(|e| Usage(format!("{from}: {e}")))
         })
         .collect::<Result<Vec<BackendKind>, _>>()?;
     Ok((order, from))
@@ -286,7 +287,7 @@ fn snapshots(
         .iter()
         .map(|c| {
             names.iter().position(|n| n == c).ok_or_else(|| {
-                InputError(format!(
+                Usage(format!(
                     "--snapshot-classes {c}: not a class of the models ({})",
                     names.join(", ")
                 ))
@@ -394,7 +395,6 @@ fn print_summary(s: &RunSummary, detections: &Path) {
 
 pub fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
     use trident_edge::prepare::{PrepareOptions, prepare};
-    use trident_tensorrt::Precision;
 
     // A package is verified first; its models folder is then prepared like any other.
     let models_dir = match a.models.from() {
@@ -402,10 +402,7 @@ pub fn prepare(a: PrepareArgs) -> anyhow::Result<()> {
         ModelsFrom::Package(p) => trident_core::package::PackageDir::open(p)?.models_dir(),
     };
     let mut opts = PrepareOptions::new(models_dir);
-    opts.precision = match a.precision.as_str() {
-        "fp32" => Precision::Fp32,
-        _ => Precision::Fp16,
-    };
+    opts.precision = a.precision;
     opts.workspace_mib = a.workspace_mib;
     if let Some(c) = a.engine_cache {
         opts.cache_dir = c;

@@ -52,3 +52,11 @@ impl Error {
         }
     }
 }
+
+impl trident_core::blame::Blame for Error {
+    fn is_input_error(&self) -> bool {
+        Error::is_input_error(self)
+    }
+}
+
+trident_core::blame_errors!(Error);

@@ -20,18 +20,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            let input = err.chain().any(|c| {
-                c.is::<cli::InputError>()
-                    || c.downcast_ref::<trident_edge::Error>()
-                        .is_some_and(trident_edge::Error::is_input_error)
-                    || c.downcast_ref::<trident_infer::Error>()
-                        .is_some_and(trident_infer::Error::is_input_error)
-                    || c.downcast_ref::<trident_core::Error>()
-                        .is_some_and(trident_core::Error::is_input_error)
-                    || c.downcast_ref::<trident_package::Error>()
-                        .is_some_and(trident_package::Error::is_input_error)
-            });
-            ExitCode::from(if input { 2 } else { 1 })
+            // The one rule (`trident_core::blame`): every library's error type registers there.
+            ExitCode::from(trident_core::blame::exit_status(err.chain()))
         }
     }
 }

@@ -8,6 +8,7 @@ use trident_core::digest::sha256_hex;
 use trident_core::model_card::{CardDim, CardSource, FORMAT, ModelCard, TensorInfo};
 
 pub mod fleet;
+pub mod invocations;
 pub mod stats;
 pub mod tensorrt_standin;
 

@@ -176,3 +176,11 @@ fn fmt_tail(tail: &str) -> String {
         format!("\nlast log lines:\n{tail}")
     }
 }
+
+impl trident_core::blame::Blame for Error {
+    fn is_input_error(&self) -> bool {
+        Error::is_input_error(self)
+    }
+}
+
+trident_core::blame_errors!(Error);

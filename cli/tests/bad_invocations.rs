@@ -1,0 +1,140 @@
+//! Every bad flag, bad file and bad value of `trident` exits with status 2, says what is wrong
+//! and writes nothing (`trident_core::blame`: the one rule both binaries follow).
+
+use std::path::Path;
+
+#[test]
+fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    std::fs::write(cwd.join("broken.yaml"), "names: [a, b\n").unwrap();
+    std::fs::write(cwd.join("notes.txt"), "not a checkpoint").unwrap();
+    std::fs::create_dir(cwd.join("empty")).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        // Flags out of range or of the wrong kind.
+        (
+            &[
+                "export",
+                "--checkpoint",
+                "x.safetensors",
+                "--verify-images",
+                "0",
+            ],
+            "--verify-images",
+        ),
+        (
+            &[
+                "export",
+                "--checkpoint",
+                "x.safetensors",
+                "--fp16-max-drop=-1",
+            ],
+            "--fp16-max-drop",
+        ),
+        (
+            &[
+                "export",
+                "--checkpoint",
+                "x.safetensors",
+                "--precision",
+                "fp8",
+            ],
+            "--precision",
+        ),
+        (
+            &["export", "--package", "--config", "r.yaml", "--half"],
+            "--half",
+        ),
+        (
+            &[
+                "predict", "--models", "m", "--source", "s", "--out", "o.json", "--conf", "1.5",
+            ],
+            "--conf",
+        ),
+        (
+            &[
+                "predict", "--models", "m", "--source", "s", "--out", "o.json", "--fusion", "avg",
+            ],
+            "--fusion",
+        ),
+        (
+            &[
+                "predict",
+                "--models",
+                "m",
+                "--source",
+                "s",
+                "--out",
+                "o.json",
+                "--backend",
+                "cuda",
+            ],
+            "--backend",
+        ),
+        (
+            &[
+                "calibrate",
+                "--models",
+                "m",
+                "--data",
+                "d.yaml",
+                "--out",
+                "c",
+                "--backend",
+                "gpu",
+            ],
+            "--backend",
+        ),
+        (
+            &["fuse", "a.json", "--out", "f.json", "--conf-type", "median"],
+            "--conf-type",
+        ),
+        (
+            &["fuse", "a.json", "--out", "f.json", "--method", "soft"],
+            "--method",
+        ),
+        (&["train", "--epochs", "many"], "--epochs"),
+        (&["no-such-command"], "no-such-command"),
+        // Files that are missing or malformed.
+        (
+            &["eval", "--data", "missing.yaml", "--predictions", "p.json"],
+            "missing.yaml",
+        ),
+        (
+            &["eval", "--data", "broken.yaml", "--predictions", "p.json"],
+            "broken.yaml",
+        ),
+        (&["data", "check", "--data", "missing.yaml"], "missing.yaml"),
+        (
+            &["train", "--config", "missing.yaml", "--data", "broken.yaml"],
+            "missing.yaml",
+        ),
+        (
+            &["export", "--checkpoint", "notes.txt", "--out", "models"],
+            "notes.txt",
+        ),
+        (
+            &[
+                "predict", "--models", "empty", "--source", "empty", "--out", "o.json",
+            ],
+            "empty",
+        ),
+        (
+            &["package", "build", "--config", "missing.yaml", "--unsigned"],
+            "missing.yaml",
+        ),
+        (
+            &["package", "verify", "missing.tar.zst", "--allow-unsigned"],
+            "missing.tar.zst",
+        ),
+        (
+            &["deploy", "status", "--inventory", "missing.yaml"],
+            "missing.yaml",
+        ),
+        (
+            &["deploy", "status", "--inventory", "broken.yaml"],
+            "broken.yaml",
+        ),
+    ];
+    trident_e2e::invocations::assert_refused(Path::new(env!("CARGO_BIN_EXE_trident")), cwd, cases);
+}
