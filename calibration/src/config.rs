@@ -184,14 +184,15 @@ impl FusionSearch {
 impl CalibrateConfig {
     /// Reads and validates a config file; errors name the file and field.
     pub fn load(path: &Path) -> Result<Self> {
-        let config: CalibrateConfig = trident_core::yaml::load_yaml(path)?;
-        config.validate(&path.display().to_string())?;
+        let text = trident_core::error::read_to_string(path)?;
+        let config: CalibrateConfig = trident_core::yaml::parse_located(&text, path)?;
+        config.validate(&|field| trident_core::yaml::place(&text, path, field))?;
         Ok(config)
     }
 
-    pub fn validate(&self, file: &str) -> Result<()> {
-        let bad =
-            |field: &str, message: String| Err(Error::input(format!("{file}: {field}"), message));
+    /// Checks every setting; `at(field)` names where a field is (`file:line:column: field`).
+    pub fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<()> {
+        let bad = |field: &str, message: String| Err(Error::input(at(field), message));
         let unit = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
         if !(2..=100).contains(&self.dece_bins) {
             return bad("dece_bins", format!("{} is outside 2–100", self.dece_bins));
@@ -313,7 +314,9 @@ mod tests {
 
     #[test]
     fn defaults_are_valid_and_an_empty_file_means_defaults() {
-        CalibrateConfig::default().validate("x").unwrap();
+        CalibrateConfig::default()
+            .validate(&|f| format!("x: {f}"))
+            .unwrap();
         let parsed: CalibrateConfig =
             trident_core::yaml::parse_yaml("{}", Path::new("c.yaml")).unwrap();
         assert_eq!(parsed, CalibrateConfig::default());
@@ -333,14 +336,20 @@ mod tests {
     fn errors_name_the_field() {
         let mut c = CalibrateConfig::default();
         c.fusion.weights = Some(vec![vec![1.0; 3], vec![1.0, -1.0, 1.0]]);
-        let e = c.validate("c.yaml").unwrap_err().to_string();
+        let e = c
+            .validate(&|f| format!("c.yaml: {f}"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("c.yaml: fusion.weights[1]"), "{e}");
         let mut c = CalibrateConfig::default();
         c.tta.candidates.push(ViewSpec {
             flip: false,
             scale: 1.0,
         });
-        let e = c.validate("c.yaml").unwrap_err().to_string();
+        let e = c
+            .validate(&|f| format!("c.yaml: {f}"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("tta.candidates[5]"), "{e}");
         let mut c = CalibrateConfig::default();
         c.fusion.weights = Some(vec![vec![1.0; 3]]);
@@ -354,6 +363,15 @@ mod tests {
             Path::new("c.yaml"),
         );
         assert!(parse.unwrap_err().to_string().contains("min_gian"));
+        // From a file, a bad value is placed at its line and column.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "dece_bins: 10\nmatch_iou: 1.5\n").unwrap();
+        let e = CalibrateConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}:2:12: match_iou", path.display())),
+            "{e}"
+        );
     }
 
     #[test]

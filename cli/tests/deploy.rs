@@ -322,7 +322,8 @@ fn bad_input(t: &Setup, good: &Path) {
         .unwrap()
         + 1;
     assert!(
-        stderr(&o).contains(&format!("broken.yaml:{line}: units[1].name")),
+        stderr(&o).contains(&format!("broken.yaml:{line}:"))
+            && stderr(&o).contains(": units[1].name"),
         "{}",
         stderr(&o)
     );

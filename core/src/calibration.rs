@@ -423,7 +423,18 @@ mod tests {
         let text = serde_saphyr::to_string(&tables()).unwrap();
         std::fs::write(&path, text.replace("iou_thr", "iou_threshold")).unwrap();
         let e = CalibrationTables::load(&path).unwrap_err().to_string();
-        assert!(e.contains("line") && e.contains("iou_threshold"), "{e}");
+        assert!(
+            e.contains(&format!("{}:", path.display())) && e.contains("iou_threshold"),
+            "{e}"
+        );
+        let at = e[path.display().to_string().len() + 1..]
+            .split(':')
+            .next()
+            .unwrap();
+        assert!(
+            at.parse::<usize>().is_ok_and(|line| line > 1),
+            "no line in {e}"
+        );
         std::fs::write(
             &path,
             serde_saphyr::to_string(&tables())

@@ -386,7 +386,7 @@ mod tests {
         let e = DatasetConfig::parse("train: a\nnames: [a]\n", y).unwrap_err();
         assert!(e.to_string().contains("field `val`"), "{e}");
         let e = DatasetConfig::parse("train: a\nval: b\nnames: [a\n", y).unwrap_err();
-        assert!(matches!(e, Error::Yaml { .. }), "{e}");
+        assert!(matches!(e, Error::Located { .. }), "{e}");
     }
 
     #[test]

@@ -11,9 +11,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A YAML document did not parse or did not match its schema (the message carries line:column).
-    #[error("{}: {message}", path.display())]
-    Yaml { path: PathBuf, message: String },
     /// A JSON document did not parse or did not match its schema.
     #[error("{}:{line}:{column}: {message}", path.display())]
     Json {
@@ -61,10 +58,7 @@ impl Error {
             Error::Io { action, .. } => {
                 action.starts_with("cannot read") || *action == "cannot open"
             }
-            Error::Yaml { .. }
-            | Error::Json { .. }
-            | Error::Located { .. }
-            | Error::Invalid { .. } => true,
+            Error::Json { .. } | Error::Located { .. } | Error::Invalid { .. } => true,
         }
     }
 }

@@ -12,21 +12,6 @@ use serde_saphyr::Spanned;
 
 use crate::error::{Error, Result, read_to_string};
 
-/// Parses YAML text; `path` names the source in errors.
-pub fn parse_yaml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    serde_saphyr::from_str(text).map_err(|e| Error::Yaml {
-        path: path.to_path_buf(),
-        // The first line carries "line L column C: what"; the rest is a source snippet.
-        message: e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ")
-            .to_string(),
-    })
-}
-
 /// Parses YAML text into `T`, an error as `file:line:column: field: what` ([`Error::Located`]).
 pub fn parse_located<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     serde_saphyr::from_str(text).map_err(|e| {
@@ -62,9 +47,24 @@ pub fn invalid_field(text: &str, path: &Path, field: &str, message: &str) -> Err
     }
 }
 
+/// Parses YAML text; `path` names the source in errors ([`parse_located`]).
+pub fn parse_yaml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    parse_located(text, path)
+}
+
+/// `file:line:column: field` for a message about `field` (a path such as `fusion.iou_thr`) of
+/// the YAML `text` read from `path`, located at the field or its nearest ancestor in the file;
+/// `file: field` when nothing of it is there.
+pub fn place(text: &str, path: &Path, field: &str) -> String {
+    match locate(text, field) {
+        Some((line, column)) => format!("{}:{line}:{column}: {field}", path.display()),
+        None => format!("{}: {field}", path.display()),
+    }
+}
+
 /// Reads and parses a YAML file.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    parse_yaml(&read_to_string(path)?, path)
+    parse_located(&read_to_string(path)?, path)
 }
 
 /// A YAML node with the location of every child, for mapping field paths to line:column.

@@ -225,8 +225,9 @@ impl Fleet {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let inv: Inventory = parse_yaml(text, path)?;
         let file = path.display().to_string();
-        let at = |needle: &str, field: &str| match line_of(text, needle) {
-            Some(line) => format!("{file}:{line}: {field}"),
+        // `file:line:column: field`, from the YAML locator every config shares.
+        let at = |field: &str| match trident_core::yaml::locate(text, field) {
+            Some((line, column)) => format!("{file}:{line}:{column}: {field}"),
             None => format!("{file}: {field}"),
         };
         let base = path.parent().unwrap_or(Path::new("."));
@@ -239,7 +240,7 @@ impl Fleet {
         };
         if inv.keep_releases < 2 {
             return Err(Error::inventory(
-                at("keep_releases", "keep_releases"),
+                at("keep_releases"),
                 format!(
                     "{}: keep at least 2 (the current release and one to roll back to)",
                     inv.keep_releases
@@ -248,23 +249,23 @@ impl Fleet {
         }
         if inv.waves.max_parallel == 0 {
             return Err(Error::inventory(
-                at("max_parallel", "waves.max_parallel"),
+                at("waves.max_parallel"),
                 "must be at least 1",
             ));
         }
         if inv.health.timeout_s == 0 {
             return Err(Error::inventory(
-                at("timeout_s", "health.timeout_s"),
+                at("health.timeout_s"),
                 "must be at least 1 second",
             ));
         }
         if inv.units.is_empty() {
-            return Err(Error::inventory(at("units", "units"), "lists no unit"));
+            return Err(Error::inventory(at("units"), "lists no unit"));
         }
         let d = &inv.defaults;
         if !is_safe_path(&d.root) {
             return Err(Error::inventory(
-                at("root:", "defaults.root"),
+                at("defaults.root"),
                 format!("`{}`: expected an absolute path of plain names", d.root),
             ));
         }
@@ -275,10 +276,7 @@ impl Fleet {
             Default::default();
         let mut units = Vec::new();
         for (i, u) in inv.units.iter().enumerate() {
-            let field = |f: &str| match unit_line(text, i) {
-                Some(line) => format!("{file}:{line}: units[{i}].{f}"),
-                None => format!("{file}: units[{i}].{f}"),
-            };
+            let field = |f: &str| at(&format!("units[{i}].{f}"));
             if !is_plain(&u.name) {
                 return Err(Error::inventory(
                     field("name"),
@@ -359,7 +357,7 @@ impl Fleet {
         }
         if inv.waves.canary > units.len() {
             return Err(Error::inventory(
-                at("canary", "waves.canary"),
+                at("waves.canary"),
                 format!(
                     "{} canaries but only {} unit(s)",
                     inv.waves.canary,
@@ -419,22 +417,6 @@ impl Fleet {
             .cloned()
             .collect())
     }
-}
-
-/// The 1-based line where the `i`-th entry of `units:` starts (its `- ` line).
-fn unit_line(text: &str, i: usize) -> Option<usize> {
-    let start = text.lines().position(|l| l.trim_end() == "units:")?;
-    text.lines()
-        .enumerate()
-        .skip(start + 1)
-        .filter(|(_, l)| l.trim_start().starts_with("- "))
-        .nth(i)
-        .map(|(n, _)| n + 1)
-}
-
-/// The 1-based line of the first line containing `needle`.
-fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -520,32 +502,33 @@ units:
             (
                 "host: 10.0.0.11",
                 "host: \"10.0.0.11; reboot\"",
-                7,
+                8,
                 "units[0].host",
             ),
             ("name: reef-02", "name: reef-01", 11, "units[1].name"),
-            ("user: ubuntu", "user: \"$(id)\"", 11, "units[1].user"),
+            ("user: ubuntu", "user: \"$(id)\"", 14, "units[1].user"),
             (
                 "root: /media/sd/",
                 "root: /media/../etc",
-                11,
+                17,
                 "units[1].root",
             ),
-            ("tags: [reef]", "tags: [\"a b\"]", 11, "units[1].tags"),
+            ("tags: [reef]", "tags: [\"a b\"]", 15, "units[1].tags"),
             ("keep_releases: 3", "keep_releases: 1", 2, "keep_releases"),
             ("canary: 1", "canary: 5", 3, "waves.canary"),
         ] {
             let text = BASE.replace(from, to);
             let e = parse(&text).unwrap_err().to_string();
+            // `file:line:column: field`, the field's own line.
             assert!(
-                e.contains(&format!("fleet.yaml:{line}: {field}")),
+                e.contains(&format!("fleet.yaml:{line}:")) && e.contains(&format!(": {field}")),
                 "{from} → {to}: {e}"
             );
         }
         let e = parse(&BASE.replace("power_mode: 5w", "power_mode: 7w"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("fleet.yaml") && e.contains("line 16"), "{e}");
+        assert!(e.contains("fleet.yaml:16:"), "{e}");
         let e = parse(&BASE.replace("keep_releases: 3", "keep_releases: 3\nretries: 2"))
             .unwrap_err()
             .to_string();
@@ -559,7 +542,7 @@ units:
         let twin = format!("{BASE}  - name: reef-01b\n    host: 10.0.0.11\n    port: 22\n");
         let e = parse(&twin).unwrap_err().to_string();
         assert!(
-            e.contains("fleet.yaml:18: units[2].host") && e.contains("same unit as `reef-01`"),
+            e.contains("fleet.yaml:19:11: units[2].host") && e.contains("same unit as `reef-01`"),
             "{e}"
         );
         // Another root on the same host is another install (a bench unit with two trees).

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use trident_core::package::TargetFacts;
-use trident_core::yaml::load_yaml;
 
 use crate::error::{Error, Result};
 
@@ -65,7 +64,8 @@ impl ReleaseConfig {
     /// Reads a release config; errors name `file:line:column` and the field. Relative paths
     /// are made absolute against the file's folder.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut c: ReleaseConfig = load_yaml(path)?;
+        let text = trident_core::error::read_to_string(path)?;
+        let mut c: ReleaseConfig = trident_core::yaml::parse_located(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let at = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -87,13 +87,12 @@ impl ReleaseConfig {
         if let Some(p) = &mut c.tensorrt_shim.prebuilt {
             at(p);
         }
-        c.validate(&path.display().to_string())?;
+        c.validate(&|field| trident_core::yaml::place(&text, path, field))?;
         Ok(c)
     }
 
-    fn validate(&self, file: &str) -> Result<()> {
-        let bad =
-            |field: &str, message: String| Err(Error::invalid(format!("{file}: {field}"), message));
+    fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<()> {
+        let bad = |field: &str, message: String| Err(Error::invalid(at(field), message));
         let plain = |s: &str| {
             !s.is_empty()
                 && s.bytes()

@@ -226,11 +226,12 @@ fn default_name() -> String {
 
 impl TrainingConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let raw: RawConfig = trident_core::yaml::load_yaml(path)?;
-        let file = path.display().to_string();
+        let text = trident_core::error::read_to_string(path)?;
+        let raw: RawConfig = trident_core::yaml::parse_located(&text, path)?;
+        let at = |field: &str| trident_core::yaml::place(&text, path, field);
         if raw.variants.is_empty() {
             return Err(Error::config(
-                format!("{file}: variants"),
+                at("variants"),
                 "at least one variant is required",
             ));
         }
@@ -247,14 +248,15 @@ impl TrainingConfig {
                 Value::Null => {}
                 other => {
                     return Err(Error::config(
-                        format!("{file}: variants.{name}"),
+                        at(&format!("variants.{name}")),
                         format!("expected a map of settings, found {other}"),
                     ));
                 }
             }
+            let place = at(&format!("variants.{name}"));
             let settings: TrainSettings = serde_json::from_value(merged)
-                .map_err(|e| Error::config(format!("{file}: variant `{name}`"), e.to_string()))?;
-            settings.validate(&format!("{file}: variant `{name}`"))?;
+                .map_err(|e| Error::config(place.clone(), e.to_string()))?;
+            settings.validate(&place)?;
             variants.push((name.clone(), settings));
         }
         let data = raw.data.map(|d| {
@@ -322,11 +324,15 @@ mod tests {
         let e = load("variants:\n  a: {augmnt: heavy}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("variant `a`") && e.contains("augmnt"), "{e}");
+        // `file:line:column: variants.a: …`, the variant's place in the file.
+        assert!(
+            e.contains("training.yaml:2:") && e.contains("variants.a") && e.contains("augmnt"),
+            "{e}"
+        );
         let e = load("variants:\n  a: {imgsz: 300}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("variant `a`: imgsz"), "{e}");
+        assert!(e.contains("variants.a: imgsz"), "{e}");
         let e = load("variants:\n  a: {augment: wild}\n")
             .unwrap_err()
             .to_string();
@@ -335,7 +341,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("variant `a`: augment") && e.contains("scale 1.5"),
+            e.contains("variants.a: augment") && e.contains("scale 1.5"),
             "{e}"
         );
         let e = load("variants: {}\n").unwrap_err().to_string();
