@@ -108,16 +108,6 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * rustix::param::page_size() as f64 / f64::from(1 << 20)
-}
-
 /// 60 JPEG frames of a moving ball, 160×120.
 fn frames(dir: &Path) -> String {
     gst::init().unwrap();
@@ -245,9 +235,9 @@ fn main() {
         while !running.is_finished() {
             let now = t0.elapsed().as_secs_f64();
             if rss.0 == 0.0 && now >= 30.0_f64.min(a.fault_every_s / 2.0) {
-                rss.0 = rss_mib();
+                rss.0 = trident_e2e::stats::rss_mib();
             }
-            rss.1 = f64::max(rss.1, rss_mib());
+            rss.1 = f64::max(rss.1, trident_e2e::stats::rss_mib());
             let fault = cycle[injected.len() % cycle.len()];
             // A fault and its recovery must fit before the end.
             if now >= next && now + fault.seconds() + 60.0 < end.as_secs_f64() {

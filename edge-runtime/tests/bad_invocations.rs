@@ -9,10 +9,11 @@ fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
     let cwd = dir.path();
     std::fs::write(cwd.join("broken.yaml"), "name: x\ntarget_fps: [\n").unwrap();
     std::fs::create_dir(cwd.join("empty")).unwrap();
-    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/profiles/host-cpu.yaml");
-    let profile = profile.to_str().unwrap();
-    let run = |extra: &'static [&'static str]| -> Vec<&str> {
-        let mut a = vec![
+    let host_cpu = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/profiles/host-cpu.yaml");
+    let host_cpu = host_cpu.to_str().unwrap();
+    // `run` on the empty models folder with `profile` and `extra` flags.
+    let run_with = |profile: &str, extra: &[&str]| -> Vec<String> {
+        let base = [
             "run",
             "--models",
             "empty",
@@ -25,10 +26,11 @@ fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
             "--out",
             "out",
         ];
-        a.extend(extra);
-        a
+        base.iter().chain(extra).map(|a| a.to_string()).collect()
     };
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let run = |extra: &[&str]| run_with(host_cpu, extra);
+    let words = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
+    let cases: Vec<(Vec<String>, &str)> = vec![
         // Flags out of range or of the wrong kind: refused before anything loads.
         (run(&["--conf", "2"]), "--conf"),
         (run(&["--backend", "cuda"]), "--backend"),
@@ -47,53 +49,37 @@ fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
         (run(&["--http", "localhost"]), "--http"),
         (run(&["--duration", "10 parsecs"]), "--duration"),
         (
-            vec!["prepare", "--models", "empty", "--precision", "fp8"],
+            words(&["prepare", "--models", "empty", "--precision", "fp8"]),
             "--precision",
         ),
-        (vec!["health", "--addr", "nowhere"], "--addr"),
-        (vec!["bench", "--models", "empty", "--idle=-1"], "--idle"),
-        (vec!["no-such-command"], "no-such-command"),
+        (words(&["health", "--addr", "nowhere"]), "--addr"),
+        (
+            words(&["bench", "--models", "empty", "--idle=-1"]),
+            "--idle",
+        ),
+        (words(&["no-such-command"]), "no-such-command"),
         // Files that are missing or malformed.
-        (
-            vec![
-                "run",
-                "--models",
-                "empty",
-                "--profile",
-                "missing.yaml",
-                "--source",
-                "test://ball",
-                "--http",
-                "off",
-                "--out",
-                "out",
-            ],
-            "missing.yaml",
-        ),
-        (
-            vec![
-                "run",
-                "--models",
-                "empty",
-                "--profile",
-                "broken.yaml",
-                "--source",
-                "test://ball",
-                "--http",
-                "off",
-                "--out",
-                "out",
-            ],
-            "broken.yaml",
-        ),
+        (run_with("missing.yaml", &[]), "missing.yaml"),
+        (run_with("broken.yaml", &[]), "broken.yaml"),
         (run(&[]), "empty"),
         (
-            vec!["verify", "missing.tar.zst", "--pubkey", "missing.pub"],
+            words(&["verify", "missing.tar.zst", "--pubkey", "missing.pub"]),
             "--pubkey",
         ),
-        (vec!["doctor", "--package", "missing", "--json"], "missing"),
+        (
+            words(&["doctor", "--package", "missing", "--json"]),
+            "missing",
+        ),
     ];
-    let cases: Vec<(&[&str], &str)> = cases.iter().map(|(a, w)| (a.as_slice(), *w)).collect();
+    let args: Vec<Vec<&str>> = cases
+        .iter()
+        .map(|(a, _)| a.iter().map(String::as_str).collect())
+        .collect();
+    let cases: Vec<(&[&str], &str)> = args
+        .iter()
+        .zip(&cases)
+        .map(|(a, (_, w))| (a.as_slice(), *w))
+        .collect();
     trident_e2e::invocations::assert_refused(
         Path::new(env!("CARGO_BIN_EXE_trident-edge")),
         cwd,

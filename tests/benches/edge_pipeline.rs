@@ -181,7 +181,7 @@ fn pipeline(
                 let t = Instant::now();
                 let mut out = Vec::new();
                 while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    out.push((t.elapsed().as_secs_f64(), rss_mib()));
+                    out.push((t.elapsed().as_secs_f64(), trident_e2e::stats::rss_mib()));
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 out
@@ -196,16 +196,6 @@ fn pipeline(
 }
 
 /// Resident set size of this process (Linux), MiB.
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / f64::from(1 << 20)
-}
-
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;

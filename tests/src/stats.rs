@@ -46,6 +46,17 @@ pub fn median(samples: &[f64]) -> f64 {
     Summary::of(samples).median
 }
 
+/// This process's resident memory now, MiB (`/proc/self/statm`; 0 where it cannot be read).
+pub fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * rustix::param::page_size() as f64 / f64::from(1 << 20)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,9 +107,10 @@ pub fn read(path: &Path) -> Result<(Vec<FrameRecord>, bool)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A frame record with one detection, shared by the log writer's tests.
     pub(crate) fn record(frame: u64) -> FrameRecord {
         FrameRecord {
             pts: None,

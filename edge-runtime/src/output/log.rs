@@ -436,23 +436,8 @@ impl Drop for DetectionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::jsonl::{DetectionRecord, read};
-
-    fn record(frame: u64) -> FrameRecord {
-        FrameRecord {
-            pts: None,
-            time: 1.5e9 + frame as f64,
-            source: "test://ball".into(),
-            frame,
-            level: 1,
-            detections: vec![DetectionRecord {
-                class: 2,
-                name: "abalone".into(),
-                score: 0.875,
-                bbox: [1.0, 2.0, 30.5, 40.25],
-            }],
-        }
-    }
+    use crate::output::jsonl::read;
+    use crate::output::jsonl::tests::record;
 
     fn frames(p: &Path) -> Vec<u64> {
         read(p).unwrap().0.iter().map(|r| r.frame).collect()
