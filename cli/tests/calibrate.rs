@@ -2,7 +2,7 @@
 //! the edge runtime's ensemble accepts (`trident predict --calibration`); bad input exits 2,
 //! names what is wrong, and writes nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-mod common;
+use crate::common;
 use common::{stderr, stdout, synth, train, trident, write};
 
 fn tree_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {

@@ -3,7 +3,7 @@
 //! waves, status as table and JSON, a failing canary (exit 1, rollback shown by status, the
 //! other unit untouched), rollback, and bad input (exit 2, nothing touched).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

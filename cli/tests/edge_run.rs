@@ -19,7 +19,7 @@ use trident_infer::ensemble::fusion::{Fusion, WbfOptions};
 use trident_infer::ensemble::runner::Ensemble;
 use trident_infer::models::ModelSet;
 
-mod common;
+use crate::common;
 use common::{s, stderr, synth, trident};
 
 /// The JPEG stills (200 × 120, as `synth` makes them), in order, muxed into an MJPEG AVI

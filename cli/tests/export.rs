@@ -7,7 +7,7 @@ use std::path::Path;
 use prost::Message;
 use tract_onnx::pb::{ModelProto, NodeProto};
 
-mod common;
+use crate::common;
 use common::{json, s, stderr, stdout, synth, train_one_epoch, trident};
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-mod common;
+use crate::common;
 use common::{stderr, stdout, trident};
 use trident_calibration::fuse::fuse_files;
 use trident_core::calibration::ConfType;

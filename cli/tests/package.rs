@@ -6,7 +6,7 @@
 //! 2.27 (what matters here is its architecture and glibc needs); the shipped cross-compiled
 //! binary is tested under qemu in `package_aarch64.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

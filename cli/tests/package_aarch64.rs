@@ -3,7 +3,7 @@
 //! and under qemu-aarch64 with the arm64 sysroot it prints its version, verifies and installs a
 //! signed package, and runs that package's models on a `test://` camera.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! first). Every case ends by asserting that the unit runs exactly one complete, verified
 //! release that passed its gate, and that `deploy status` says so.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! `provision` against loopback units: the layout, user, key, unit file, power mode and the
 //! verifier land on a fresh unit; an incompatible unit is refused with nothing changed.
 
-mod common;
+use crate::common;
 
 use common::{TestSetup, unit};
 use trident_deploy::inventory::PowerMode;

@@ -5,7 +5,7 @@
 //! is sent again. After every case the unit runs exactly one complete, verified release and its
 //! service is up.
 
-mod common;
+use crate::common;
 
 use common::{TestSetup, unit};
 use trident_deploy::inventory::Unit;

@@ -2,7 +2,7 @@
 //! rollout before any other unit is touched (its rollback shows in `status`); otherwise every
 //! unit is updated with at most `max_parallel` in flight.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

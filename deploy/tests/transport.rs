@@ -4,7 +4,7 @@
 //! does not match is started over or corrected, and the finished file is the local one byte for
 //! byte.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! `--system-root`), on a host without a sensor (power estimated from the profile), and without
 //! a profile (the built-in ladder); the measured profile it writes, and what it refuses.
 
-mod common;
+use crate::common;
 
 use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};

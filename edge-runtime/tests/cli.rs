@@ -2,7 +2,7 @@
 //! package, calibration tables found beside them, a test feed under the host-cpu profile, and
 //! bad input refused with exit status 2 and a message that says what is wrong.
 
-mod common;
+use crate::common;
 
 use common::{NAMES, VARIANTS, edge, s, text};
 use std::path::{Path, PathBuf};

@@ -10,9 +10,9 @@
 //!   every kept line, in order and whole, once there is room.
 #![cfg(feature = "gstreamer")]
 
-mod common;
-mod fixture_pair;
-mod stall_element;
+use crate::common;
+use crate::fixture_pair;
+use crate::stall_element;
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;

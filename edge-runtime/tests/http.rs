@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[cfg(feature = "gstreamer")]
-mod fixture_pair;
+use crate::fixture_pair;
 
 use trident_edge::governor::GovernorStats;
 use trident_edge::health::{Health, HealthConfig, SourceCounters};

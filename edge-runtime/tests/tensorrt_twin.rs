@@ -8,7 +8,7 @@
 #![cfg(unix)]
 
 #[allow(dead_code)] // this file runs trident-edge with its own environment
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! The package archive is deterministic and lists its members the documented way.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Unpacking: a faithful round trip, and one test per rule against hostile archives. Every
 //! refusal must name the member and leave nothing outside the destination.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

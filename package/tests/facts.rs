@@ -1,6 +1,6 @@
 //! Device facts from a Jetson's files, and the compatibility check against a manifest.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

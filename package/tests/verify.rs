@@ -1,6 +1,6 @@
 //! End-to-end package verification: signature, archive, manifest, binary, device, install.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 use trident_e2e::fleet::TestFleet;
 
-#[path = "fleet_harness/support.rs"]
 mod support;
-#[path = "fleet_harness/systemd.rs"]
 mod systemd;
 
 use support::*;

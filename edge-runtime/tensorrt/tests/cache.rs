@@ -2,7 +2,7 @@
 //! `ensure_engine` rebuilds.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

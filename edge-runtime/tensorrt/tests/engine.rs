@@ -2,7 +2,7 @@
 //! engine from the cache. (The in-process runtime is tested through the stand-in shim in shim.rs.)
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use common::{install_script, listing, nano};
 use trident_tensorrt::{

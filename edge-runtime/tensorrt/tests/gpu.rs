@@ -1,7 +1,7 @@
 //! GPU detection with fake nvidia-smi programs and fake device trees.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! nothing is available.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! version parsing, outcome classification and atomic engine output.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

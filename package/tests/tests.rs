@@ -1,0 +1,7 @@
+//! The package crate's integration tests, one binary: archive, extraction, device facts, signatures, verification.
+mod archive;
+mod common;
+mod extract;
+mod facts;
+mod signature;
+mod verify;

@@ -1,0 +1,6 @@
+//! The workspace-level tests, one binary: agreement with pycocotools, the crate graph's
+//! boundaries, and the loopback fleet (real OpenSSH servers playing Nano units).
+
+mod coco_parity;
+mod dependency_boundaries;
+mod fleet_harness;

@@ -1,0 +1,3 @@
+//! The trainer's integration tests, one binary: the demo's training schedule and training runs.
+mod demo_schedule;
+mod training;
