@@ -64,8 +64,14 @@ pub fn load_inputs(
             ),
         ));
     }
-    req.config
-        .check_against(&req.config_origin, set.models.len(), &set.names)?;
+    // The config file's text, to place an error at its field (none for the default config).
+    let origin = Path::new(&req.config_origin);
+    let text = std::fs::read_to_string(origin).unwrap_or_default();
+    req.config.check_against(
+        &|field| trident_core::yaml::place(&text, origin, field),
+        set.models.len(),
+        &set.names,
+    )?;
     let images = split_images(&ds, req.split, &req.data, req.max_images)?;
     let mut models = Vec::new();
     for m in &set.models {

@@ -286,12 +286,18 @@ impl CalibrateConfig {
     }
 
     /// Checks what depends on the models and data: weight vectors as long as the ensemble,
-    /// class names in `class_beta` that exist.
-    pub fn check_against(&self, file: &str, models: usize, names: &[String]) -> Result<()> {
+    /// class names in `class_beta` that exist. `at(field)` names where a field is, as for
+    /// [`Self::validate`].
+    pub fn check_against(
+        &self,
+        at: &dyn Fn(&str) -> String,
+        models: usize,
+        names: &[String],
+    ) -> Result<()> {
         for (i, w) in self.fusion.weights.iter().flatten().enumerate() {
             if w.len() != models {
                 return Err(Error::input(
-                    format!("{file}: fusion.weights[{i}]"),
+                    at(&format!("fusion.weights[{i}]")),
                     format!("{} weights for an ensemble of {models} models", w.len()),
                 ));
             }
@@ -299,7 +305,7 @@ impl CalibrateConfig {
         for class in self.thresholds.class_beta.keys() {
             if !names.contains(class) {
                 return Err(Error::input(
-                    format!("{file}: thresholds.class_beta.{class}"),
+                    at(&format!("thresholds.class_beta.{class}")),
                     format!("not a class of the models ({})", names.join(", ")),
                 ));
             }
@@ -354,7 +360,7 @@ mod tests {
         let mut c = CalibrateConfig::default();
         c.fusion.weights = Some(vec![vec![1.0; 3]]);
         let e = c
-            .check_against("c.yaml", 2, &["a".into()])
+            .check_against(&|f| format!("c.yaml: {f}"), 2, &["a".into()])
             .unwrap_err()
             .to_string();
         assert!(e.contains("3 weights for an ensemble of 2 models"), "{e}");

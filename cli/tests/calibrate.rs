@@ -223,7 +223,8 @@ fn bad_input_exits_2_names_the_problem_and_writes_nothing() {
         ],
         &out,
         &[
-            "two.yaml: fusion.weights[0]",
+            "two.yaml:2:",
+            ": fusion.weights[0]",
             "2 weights for an ensemble of 3 models",
         ],
     );

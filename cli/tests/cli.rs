@@ -137,7 +137,7 @@ fn check_rejects_a_bad_yaml_with_its_line() {
     std::fs::write(&y, "train: images/train\nval: images/val\nnames: [a, b\n").unwrap();
     let o = trident(&["data", "check", "--data", y.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("d.yaml: line 3"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("d.yaml:3:"), "{}", stderr(&o));
 }
 
 #[test]

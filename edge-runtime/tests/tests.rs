@@ -1,6 +1,7 @@
-//! The `trident-edge` crate's integration tests, one binary. `jetson_media` and `secrets` keep
-//! their own: they register stand-in GStreamer elements (Jetson's, an `rtspsrc`) for their whole
-//! process, which the other tests must not see.
+//! The `trident-edge` crate's integration tests, one binary. Three keep their own process:
+//! `jetson_media` and `secrets` register stand-in GStreamer elements (Jetson's, an `rtspsrc`)
+//! for the whole process, which the other tests must not see, and `http_limits` counts the
+//! process's file descriptors.
 mod bad_invocations;
 mod bench;
 mod cli;
@@ -9,7 +10,6 @@ mod faults;
 mod fixture_pair;
 mod governor_sim;
 mod http;
-mod http_limits;
 mod prepare;
 mod sources;
 #[cfg(feature = "gstreamer")]

@@ -189,16 +189,16 @@ fn keys_from_the_environment_are_named_by_variable_never_by_content() {
     let key_text = std::fs::read_to_string(&sk_path).unwrap();
     let file = data(dir.path());
     let run = |password: Option<&str>| {
+        // libtest's name of the child test: this module's path without the crate's name.
+        let child = match module_path!().split_once("::") {
+            Some((_, module)) => format!("{module}::from_env_child"),
+            None => "from_env_child".to_string(),
+        };
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "from_env_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TRIDENT_TEST_CHILD", dir.path())
-        .env("TRIDENT_TEST_KEY", &key_text)
-        .env_remove("TRIDENT_TEST_KEY_PASSWORD");
+        cmd.args(["--exact", child.as_str(), "--nocapture", "--test-threads=1"])
+            .env("TRIDENT_TEST_CHILD", dir.path())
+            .env("TRIDENT_TEST_KEY", &key_text)
+            .env_remove("TRIDENT_TEST_KEY_PASSWORD");
         if let Some(p) = password {
             cmd.env("TRIDENT_TEST_KEY_PASSWORD", p);
         }

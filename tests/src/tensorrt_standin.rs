@@ -233,15 +233,25 @@ pub fn fake_jetpack_root(root: &Path, jp: FakeJetPack) {
 /// The variable naming the test a child process runs (see [`in_own_process`]).
 const OWN_PROCESS_ENV: &str = "TRIDENT_OWN_PROCESS_TEST";
 
+/// A test's path as libtest names and filters it, from `concat!(module_path!(), "::name")`: the
+/// crate's own name dropped (`integration::shim::name` → `shim::name`, `shim::name` → `name`).
+pub fn libtest_path(full: &str) -> String {
+    full.split_once("::")
+        .map_or(full, |(_, rest)| rest)
+        .to_string()
+}
+
 /// Runs `body` in a process of its own: the test binary re-executes itself for the one test named
-/// `test` (its path inside the test binary, e.g. `"engines_run"`), and the parent asserts the child
-/// passed.
+/// `test` (`concat!(module_path!(), "::name")`, see [`libtest_path`]), and the parent asserts the
+/// child passed.
 ///
 /// Why: the dynamic loader keeps one `libnvinfer.so.8` per process — a second shim whose rpath names
 /// another stand-in libnvinfer of the same soname gets the one already loaded, exactly as on a unit.
 /// Tests that need a particular TensorRT version must not share a process with one that loaded
 /// another.
 pub fn in_own_process(test: &str, body: impl FnOnce()) {
+    let test = libtest_path(test);
+    let test = test.as_str();
     if std::env::var(OWN_PROCESS_ENV).as_deref() == Ok(test) {
         body();
         return;
