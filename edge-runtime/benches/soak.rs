@@ -28,7 +28,7 @@ use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig, HealthReport};
 use trident_edge::output::jsonl::read;
 use trident_edge::output::log::LogOptions;
-use trident_edge::run::{RunOptions, RunSummary, run_observed};
+use trident_edge::run::{RunOptions, RunSummary};
 use trident_edge::source::{Source, SourceOptions};
 
 struct Args {
@@ -216,40 +216,37 @@ fn main() {
     );
 
     let t0 = Instant::now();
-    let (summary, injected, rss) = std::thread::scope(|scope| {
-        let running = scope.spawn(|| {
-            run_observed(
-                &mut sources,
-                &mut ensemble,
-                &mut governor,
-                &mut run_opts,
-                &stop,
-                Some(&health),
-            )
-        });
-        let mut injected = Vec::new();
-        let mut rss = (0.0, 0.0);
-        let end = Duration::from_secs_f64(a.minutes * 60.0);
-        let mut next = a.fault_every_s;
-        let cycle = [Fault::Stall, Fault::ModelError, Fault::DiskFull];
-        while !running.is_finished() {
-            let now = t0.elapsed().as_secs_f64();
-            if rss.0 == 0.0 && now >= 30.0_f64.min(a.fault_every_s / 2.0) {
-                rss.0 = trident_e2e::stats::rss_mib();
+    let (summary, (injected, rss)) = fixture_pair::run_while(
+        &mut sources,
+        &mut ensemble,
+        &mut governor,
+        &mut run_opts,
+        &stop,
+        &health,
+        |finished| {
+            let mut injected = Vec::new();
+            let mut rss = (0.0, 0.0);
+            let end = Duration::from_secs_f64(a.minutes * 60.0);
+            let mut next = a.fault_every_s;
+            let cycle = [Fault::Stall, Fault::ModelError, Fault::DiskFull];
+            while !finished() {
+                let now = t0.elapsed().as_secs_f64();
+                if rss.0 == 0.0 && now >= 30.0_f64.min(a.fault_every_s / 2.0) {
+                    rss.0 = trident_e2e::stats::rss_mib();
+                }
+                rss.1 = f64::max(rss.1, trident_e2e::stats::rss_mib());
+                let fault = cycle[injected.len() % cycle.len()];
+                // A fault and its recovery must fit before the end.
+                if now >= next && now + fault.seconds() + 60.0 < end.as_secs_f64() {
+                    injected.push(inject(fault, &health, &stalled, &model_down, &log_path));
+                    next += a.fault_every_s;
+                    continue;
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            rss.1 = f64::max(rss.1, trident_e2e::stats::rss_mib());
-            let fault = cycle[injected.len() % cycle.len()];
-            // A fault and its recovery must fit before the end.
-            if now >= next && now + fault.seconds() + 60.0 < end.as_secs_f64() {
-                injected.push(inject(fault, &health, &stalled, &model_down, &log_path));
-                next += a.fault_every_s;
-                continue;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let summary = running.join().unwrap().unwrap();
-        (summary, injected, rss)
-    });
+            (injected, rss)
+        },
+    );
     report(&a, &summary, &injected, rss, &log_path);
 }
 

@@ -28,7 +28,7 @@ use trident_edge::governor::{Governor, Profile};
 use trident_edge::health::{Health, HealthConfig};
 use trident_edge::output::jsonl::{FrameRecord, read};
 use trident_edge::output::log::LogOptions;
-use trident_edge::run::{RunOptions, run_observed};
+use trident_edge::run::RunOptions;
 use trident_edge::source::{Backoff, Frame, Pull, Source, SourceOptions};
 use trident_edge::systemd::Notifier;
 
@@ -161,71 +161,68 @@ fn the_run_goes_on_through_a_stall_a_backend_down_for_ten_seconds_and_every_mode
     let stop = Arc::new(AtomicBool::new(false));
     let frames = || health.report().frames;
 
-    let (summary, seen, stall_window) = std::thread::scope(|scope| {
-        let running = scope.spawn(|| {
-            run_observed(
-                &mut sources,
-                &mut ensemble,
-                &mut governor,
-                &mut run_opts,
-                &stop,
-                Some(&health),
-            )
-        });
-        let mut seen = Vec::new();
-        wait_for("frames at level 0", Duration::from_secs(60), || {
-            (frames() > 10).then_some(())
-        });
-        seen.push(health.report());
+    let (summary, (seen, stall_window)) = fixture_pair::run_while(
+        &mut sources,
+        &mut ensemble,
+        &mut governor,
+        &mut run_opts,
+        &stop,
+        &health,
+        |_| {
+            let mut seen = Vec::new();
+            wait_for("frames at level 0", Duration::from_secs(60), || {
+                (frames() > 10).then_some(())
+            });
+            seen.push(health.report());
 
-        // Model a fails for 10 s.
-        failing[0].store(true, Ordering::SeqCst);
-        let a_down = Instant::now();
-        wait_for("the level without a", Duration::from_secs(20), || {
-            let r = health.report();
-            (r.level_name.as_deref() == Some("b-only")).then_some(())
-        });
-        let n = frames();
-        wait_for("frames without a", Duration::from_secs(20), || {
-            (frames() > n + 5).then_some(())
-        });
-        seen.push(health.report());
-
-        // The camera stalls for 2 s.
-        stalled.store(true, Ordering::SeqCst);
-        let stall_on = Instant::now();
-        std::thread::sleep(Duration::from_secs(2));
-        stalled.store(false, Ordering::SeqCst);
-        let stall_off = Instant::now();
-        let n = frames();
-        wait_for("frames after the stall", Duration::from_secs(20), || {
-            (frames() > n + 5).then_some(())
-        });
-
-        // Every model down for 1.5 s: frames are skipped, the run goes on.
-        failing[1].store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(1500));
-        seen.push(health.report());
-        failing[1].store(false, Ordering::SeqCst);
-
-        std::thread::sleep(Duration::from_secs(10).saturating_sub(a_down.elapsed()));
-        failing[0].store(false, Ordering::SeqCst);
-        wait_for(
-            "a re-admitted and level 0 again",
-            Duration::from_secs(30),
-            || {
+            // Model a fails for 10 s.
+            failing[0].store(true, Ordering::SeqCst);
+            let a_down = Instant::now();
+            wait_for("the level without a", Duration::from_secs(20), || {
                 let r = health.report();
-                (r.models_running == 2 && r.level == Some(0)).then_some(())
-            },
-        );
-        let n = frames();
-        wait_for("frames at level 0 again", Duration::from_secs(20), || {
-            (frames() > n + 5).then_some(())
-        });
-        stop.store(true, Ordering::SeqCst);
-        let summary = running.join().unwrap().unwrap();
-        (summary, seen, (stall_on, stall_off))
-    });
+                (r.level_name.as_deref() == Some("b-only")).then_some(())
+            });
+            let n = frames();
+            wait_for("frames without a", Duration::from_secs(20), || {
+                (frames() > n + 5).then_some(())
+            });
+            seen.push(health.report());
+
+            // The camera stalls for 2 s.
+            stalled.store(true, Ordering::SeqCst);
+            let stall_on = Instant::now();
+            std::thread::sleep(Duration::from_secs(2));
+            stalled.store(false, Ordering::SeqCst);
+            let stall_off = Instant::now();
+            let n = frames();
+            wait_for("frames after the stall", Duration::from_secs(20), || {
+                (frames() > n + 5).then_some(())
+            });
+
+            // Every model down for 1.5 s: frames are skipped, the run goes on.
+            failing[1].store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1500));
+            seen.push(health.report());
+            failing[1].store(false, Ordering::SeqCst);
+
+            std::thread::sleep(Duration::from_secs(10).saturating_sub(a_down.elapsed()));
+            failing[0].store(false, Ordering::SeqCst);
+            wait_for(
+                "a re-admitted and level 0 again",
+                Duration::from_secs(30),
+                || {
+                    let r = health.report();
+                    (r.models_running == 2 && r.level == Some(0)).then_some(())
+                },
+            );
+            let n = frames();
+            wait_for("frames at level 0 again", Duration::from_secs(20), || {
+                (frames() > n + 5).then_some(())
+            });
+            stop.store(true, Ordering::SeqCst);
+            (seen, (stall_on, stall_off))
+        },
+    );
 
     // Before: both models; with a down: ok, a warning, level b-only; every model down: still
     // ok to systemd's eyes (the run goes on), frames skipped and counted.

@@ -555,7 +555,7 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
 
     use trident_edge::governor::{Governor, Profile};
     use trident_edge::output::log::LogOptions;
-    use trident_edge::run::{RunOptions, run_observed};
+    use trident_edge::run::RunOptions;
     use trident_edge::source::{Source, SourceOptions};
 
     let mut ensemble = fixture_pair::ensemble(0.25);
@@ -587,21 +587,18 @@ fn the_run_loop_keeps_healthz_and_metrics_current() {
     let addr = server.local_addr();
     let stop = Arc::new(AtomicBool::new(false));
 
-    let (summary, during) = std::thread::scope(|scope| {
-        let running = scope.spawn(|| {
-            run_observed(
-                &mut sources,
-                &mut ensemble,
-                &mut governor,
-                &mut run_opts,
-                &stop,
-                Some(&health),
-            )
-        });
-        std::thread::sleep(Duration::from_millis(1500));
-        let during = get(addr, "/healthz");
-        (running.join().unwrap().unwrap(), during)
-    });
+    let (summary, during) = fixture_pair::run_while(
+        &mut sources,
+        &mut ensemble,
+        &mut governor,
+        &mut run_opts,
+        &stop,
+        &health,
+        |_| {
+            std::thread::sleep(Duration::from_millis(1500));
+            get(addr, "/healthz")
+        },
+    );
 
     assert_eq!(during.status, 200, "{}", during.body);
     let v = during.json();

@@ -24,7 +24,7 @@ use trident_edge::health::{Health, HealthConfig};
 use trident_edge::http::HttpServer;
 use trident_edge::output::log::LogOptions;
 use trident_edge::output::snapshot::{SnapshotOptions, Snapshots};
-use trident_edge::run::{RunOptions, run_observed};
+use trident_edge::run::RunOptions;
 use trident_edge::source::{Source, SourceOptions, SourceUri};
 
 const SECRET: &str = "s3cret";
@@ -293,21 +293,18 @@ fn a_camera_password_reaches_gstreamer_and_no_output() {
     let mut ensemble = fixture_pair::ensemble(0.0);
     let mut governor = governor(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
-    let (summary, during) = std::thread::scope(|scope| {
-        let running = scope.spawn(|| {
-            run_observed(
-                &mut sources,
-                &mut ensemble,
-                &mut governor,
-                &mut run_opts,
-                &stop,
-                Some(&health),
-            )
-        });
-        std::thread::sleep(Duration::from_millis(1200));
-        let during = [get(addr, "/metrics"), get(addr, "/healthz")];
-        (running.join().unwrap().unwrap(), during)
-    });
+    let (summary, during) = fixture_pair::run_while(
+        &mut sources,
+        &mut ensemble,
+        &mut governor,
+        &mut run_opts,
+        &stop,
+        &health,
+        |_| {
+            std::thread::sleep(Duration::from_millis(1200));
+            [get(addr, "/metrics"), get(addr, "/healthz")]
+        },
+    );
     assert!(summary.frames > 0);
 
     // /metrics labels the source with the masked URI (quotes and backslashes as the exposition

@@ -78,3 +78,26 @@ pub fn ensemble_with(
     )
     .unwrap()
 }
+
+/// The run loop (`run_observed`, reporting to `health`) on its own thread while `during` runs on
+/// this one; `during` is given a way to ask whether the loop has finished. Returns the loop's
+/// summary and what `during` returned. The loop ends by its duration, its sources or `stop`.
+#[cfg(feature = "gstreamer")]
+#[allow(clippy::too_many_arguments)]
+pub fn run_while<T>(
+    sources: &mut [trident_edge::source::Source],
+    ensemble: &mut Ensemble,
+    governor: &mut trident_edge::governor::Governor,
+    opts: &mut trident_edge::run::RunOptions,
+    stop: &Arc<AtomicBool>,
+    health: &trident_edge::health::Health,
+    during: impl FnOnce(&dyn Fn() -> bool) -> T,
+) -> (trident_edge::run::RunSummary, T) {
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| {
+            trident_edge::run::run_observed(sources, ensemble, governor, opts, stop, Some(health))
+        });
+        let seen = during(&|| running.is_finished());
+        (running.join().unwrap().unwrap(), seen)
+    })
+}
