@@ -64,11 +64,14 @@ pub fn load_inputs(
             ),
         ));
     }
-    // The config file's text, to place an error at its field (none for the default config).
+    // An error is placed at its field in the config file, read again only then (the default
+    // config has no file: its place is the origin alone).
     let origin = Path::new(&req.config_origin);
-    let text = std::fs::read_to_string(origin).unwrap_or_default();
     req.config.check_against(
-        &|field| trident_core::yaml::place(&text, origin, field),
+        &|field| {
+            let text = std::fs::read_to_string(origin).unwrap_or_default();
+            trident_core::yaml::place(&text, origin, field)
+        },
         set.models.len(),
         &set.names,
     )?;
