@@ -112,6 +112,10 @@ pub(crate) fn run(d: &mut Demo, release: &Path, stills: &[PathBuf]) -> Result<()
         headline,
         run_s,
     ));
+    // The detections log: every line written reached the disk, nothing dropped or failed.
+    let (log_verdict, log_line) = floors::log_verdict(&summary)
+        .ok_or_else(|| anyhow::anyhow!("the run summary has no `log:` line:\n{summary}"))?;
+    d.push(Stage::new("edge log", log_verdict, log_line, 0.0));
     d.push(Stage::new(
         "edge score",
         floors::feed_verdict(feed_map, stills_map),

@@ -247,10 +247,40 @@ pub fn feed_verdict(feed_map50: f64, stills_map50: f64) -> Verdict {
     Verdict::from_ok(feed_map50 >= stills_map50 - FEED_VS_STILLS && feed_map50 > 0.0)
 }
 
+/// The run summary's `log:` line, judged: every line written was synced at the end, none was
+/// dropped and no write failed (the demo's disk is not full). `None` without such a line.
+pub fn log_verdict(summary: &str) -> Option<(Verdict, String)> {
+    let line = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("log: "))?;
+    let count = |word: &str| -> Option<u64> {
+        let at = line.find(word)?;
+        line[..at].split_whitespace().last()?.parse().ok()
+    };
+    let ok = count(" lines written").is_some()
+        && count(" lines written") == count(" synced")
+        && count(" dropped") == Some(0)
+        && count(" write errors") == Some(0);
+    Some((Verdict::from_ok(ok), line.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_log_line_passes_only_when_everything_written_was_synced_and_nothing_lost() {
+        let ok = "trident-edge run: 3 frames\n  log: 120 lines written, 120 synced, 0 dropped (0 detections), 0 write errors, 0 rotations (0 failed)\n";
+        assert_eq!(log_verdict(ok).unwrap().0, Verdict::Pass);
+        let unsynced = ok.replace("120 synced", "90 synced");
+        assert_eq!(log_verdict(&unsynced).unwrap().0, Verdict::Fail);
+        let dropped = ok.replace("0 dropped (0", "4 dropped (1");
+        assert_eq!(log_verdict(&dropped).unwrap().0, Verdict::Fail);
+        let errors = ok.replace("0 write errors", "2 write errors");
+        assert_eq!(log_verdict(&errors).unwrap().0, Verdict::Fail);
+        assert!(log_verdict("trident-edge run: 3 frames\n").is_none());
+    }
 
     fn variant(name: &str, map50: f64, p: f64, r: f64) -> TrainedVariant {
         TrainedVariant::from_metadata(
