@@ -52,18 +52,60 @@ pub fn run() -> Result<()> {
 
 /// Builds `trident-edge` for the Nano (release profile) and checks its glibc needs.
 pub fn build() -> Result<CrossBuild> {
+    build_with(None)
+}
+
+/// As [`build`], but as a background job beside the test suite: at a lower CPU priority (the
+/// suite's tests keep theirs), with cargo's output in `log` (shown when the build fails) so
+/// that it does not interleave with the tests'.
+pub fn build_in_background(log: &Path) -> Result<CrossBuild> {
+    build_with(Some(log))
+}
+
+fn build_with(background: Option<&Path>) -> Result<CrossBuild> {
     let sysroot = sysroot()?;
-    let mut c = cmd("cargo");
-    c.args([
+    let zigbuild = [
         "zigbuild",
         "--release",
         "--target",
         ZIG_TARGET,
         "-p",
         "trident-edge",
-    ]);
+    ];
+    let mut c = match background {
+        None => cmd("cargo"),
+        Some(_) => {
+            let mut c = cmd("nice");
+            c.args(["-n", "10", "cargo"]);
+            c
+        }
+    };
+    c.args(zigbuild);
     pkg_config_env(&mut c, &sysroot);
-    exec(&mut c).context("cross-compiling trident-edge (cargo zigbuild)")?;
+    match background {
+        None => exec(&mut c).context("cross-compiling trident-edge (cargo zigbuild)")?,
+        Some(log) => {
+            let shown = crate::describe(&c);
+            eprintln!("$ {shown} > {} 2>&1 &", log.display());
+            let file = std::fs::File::create(log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            c.stdout(file.try_clone()?).stderr(file);
+            let status = c
+                .status()
+                .with_context(|| format!("cannot start `{shown}`"))?;
+            if !status.success() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                for line in tail.iter().rev() {
+                    eprintln!("cross: {line}");
+                }
+                bail!(
+                    "`{shown}` failed with {status} (its output: {})",
+                    log.display()
+                );
+            }
+        }
+    }
     let binary = root().join(format!("target/{TARGET}/release/trident-edge"));
     let facts = trident_package::elf::inspect(&binary)
         .with_context(|| format!("inspecting {}", binary.display()))?;

@@ -17,8 +17,9 @@ mod fuzz;
 mod gst_symbols;
 mod setup;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
@@ -32,8 +33,9 @@ commands:
           (onnx_inspect); all of them unless named; fails if any crashed
   cross   setup, then trident-edge for the Jetson Nano (aarch64, glibc 2.27) with cargo-zigbuild
   demo    setup, build, then run the pipeline on synthetic data and print a summary
-  test    setup, then rustfmt check, clippy -D warnings, the aarch64 runtime (cross) and the
-          whole test suite (which runs that binary under qemu-aarch64)
+  test    setup, then rustfmt check, one build of every target under clippy -D warnings, the
+          whole test suite with the aarch64 runtime (cross) built beside it, then the tests that
+          run that binary under qemu-aarch64
   bench   setup, then the benchmarks (evaluation speed vs pycocotools; the edge run loop's
           overhead over the models alone and a memory soak, TRIDENT_SOAK_SECS=600 by default;
           the ensemble on tract and ONNX Runtime vs a Python ONNX Runtime + ensemble-boxes
@@ -121,33 +123,109 @@ pub fn describe(c: &Command) -> String {
     format!("{} {}", c.get_program().to_string_lossy(), args.join(" "))
 }
 
+/// The tests of the cross-compiled runtime (`cli/tests/package_aarch64.rs`), which need its
+/// binary: they run once the background cross build is done.
+const AARCH64_TESTS: &str = "package_aarch64::";
+
 fn test() -> Result<()> {
     // A CI run builds once from scratch: incremental caches would only double its disk use.
     let ci = std::env::var_os("CI").is_some();
+    let lint = clippy_wrapper()?;
+    // One compile serves clippy and the tests: the workspace's crates are compiled by
+    // clippy-driver, which lints and generates code in the same pass, so the dependencies are
+    // not checked a second time as `cargo clippy` would (minutes on two cores).
     let cargo = || {
         let mut c = cmd("cargo");
         if ci {
             c.env("CARGO_INCREMENTAL", "0");
         }
+        for (k, v) in &lint {
+            c.env(k, v);
+        }
         c
     };
-    exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    exec(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    // The Nano binary the packaging and qemu tests check (built once, release, as shipped).
-    let built = cross::build()?;
-    exec(
+    exec(cmd("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    // The arm64 sysroot first (apt downloads), so the background build below only compiles.
+    cross::sysroot()?;
+    exec(cargo().args(["test", "--workspace", "--all-targets", "--no-run"]))
+        .context("clippy -D warnings and the test build")?;
+
+    // The suite and the Nano binary's release build together: the suite leaves a core idle
+    // much of the time (sshd units, service restarts, qemu), which the build fills.
+    let mut suite = cargo();
+    suite
+        .args(["test", "--workspace", "--", "--skip", AARCH64_TESTS])
+        .stderr(Stdio::piped());
+    eprintln!("$ {}", describe(&suite));
+    let mut child = suite.spawn().context("cannot start cargo test")?;
+    let stderr = child.stderr.take().expect("piped");
+    let (running, started) = std::sync::mpsc::channel();
+    let forward = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Cargo holds the build folder's lock until the first test binary runs.
+            if line.trim_start().starts_with("Running ") {
+                let _ = running.send(());
+            }
+            eprintln!("{line}");
+        }
+    });
+    let cross = started.recv().is_ok().then(|| {
+        let log = root().join("target/xtask-cross.log");
+        std::thread::spawn(move || cross::build_in_background(&log))
+    });
+    let suite_status = child.wait().context("waiting for cargo test")?;
+    let _ = forward.join();
+    let Some(cross) = cross else {
+        bail!("cargo test failed with {suite_status} before running any test");
+    };
+    let built = match cross.join().expect("the cross build thread does not panic") {
+        Ok(built) => built,
+        Err(e) if suite_status.success() => return Err(e),
+        Err(e) => bail!("cargo test --workspace failed with {suite_status}; and {e:#}"),
+    };
+    let aarch64 = exec(
         cargo()
-            .args(["test", "--workspace"])
+            .args([
+                "test",
+                "-p",
+                "trident",
+                "--test",
+                "integration",
+                AARCH64_TESTS,
+            ])
             .env("TRIDENT_EDGE_AARCH64", &built.binary)
             .env("TRIDENT_AARCH64_SYSROOT", &built.sysroot),
-    )
+    );
+    if !suite_status.success() {
+        bail!("cargo test --workspace failed with {suite_status}");
+    }
+    aarch64
+}
+
+/// The environment `cargo clippy -- -D warnings` gives the compiler, for a `cargo test` build:
+/// clippy-driver wraps rustc for the workspace's crates only, with the lint flags in
+/// `CLIPPY_ARGS` (each followed by clippy's separator).
+fn clippy_wrapper() -> Result<Vec<(&'static str, String)>> {
+    let sysroot = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc --print sysroot")?;
+    let driver =
+        PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim()).join("bin/clippy-driver");
+    if !driver.is_file() {
+        bail!(
+            "{} is missing: install clippy (`rustup component add clippy`)",
+            driver.display()
+        );
+    }
+    let args: String = ["-D", "warnings"]
+        .iter()
+        .map(|a| format!("{a}__CLIPPY_HACKERY__"))
+        .collect();
+    Ok(vec![
+        ("RUSTC_WORKSPACE_WRAPPER", driver.display().to_string()),
+        ("CLIPPY_ARGS", args),
+    ])
 }
 
 /// The fault soak bench, its arguments passed through.
