@@ -184,11 +184,11 @@ fn test() -> Result<()> {
         Err(e) => bail!("cargo test --workspace failed with {suite_status}; and {e:#}"),
     };
     let aarch64 = exec(
+        // `--workspace` as for the suite: the same feature unification, so nothing rebuilds.
         cargo()
             .args([
                 "test",
-                "-p",
-                "trident",
+                "--workspace",
                 "--test",
                 "integration",
                 AARCH64_TESTS,
