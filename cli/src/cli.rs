@@ -32,6 +32,12 @@ pub enum Command {
     Train(TrainArgs),
     /// Run a checkpoint over images and write a prediction file for `trident eval`.
     Predict(PredictArgs),
+    /// Rank unlabelled frames by what a model would learn from their labels (uncertainty,
+    /// entropy or the ensemble's disagreement) and write an annotation package.
+    Select(SelectArgs),
+    /// Evaluate a checkpoint, an ONNX, a models folder (the calibrated ensemble) or a package on
+    /// a dataset split: per-class table, PR/F1 curves, the critical classes' recall.
+    Val(ValArgs),
     /// Export checkpoints (or bring your own ONNX) to verified ONNX for TensorRT 8.2, with model
     /// cards, an FP16-weights twin and TensorRT engines.
     Export(ExportArgs),
@@ -184,6 +190,33 @@ pub enum DataCommand {
     Check(CheckArgs),
     /// Split a folder of images and labels into train/val/test, stratified by class.
     Split(SplitArgs),
+    /// Bring annotations back from a labelling service (COCO JSON) as images/, labels/ and
+    /// classes.txt, ready to list as a `train` source or to split.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("format").required(true).args(["coco"])))]
+pub struct ImportArgs {
+    /// COCO annotation file (`images`, `annotations`, `categories`; boxes in pixels).
+    #[arg(long)]
+    pub coco: Option<PathBuf>,
+    /// Folder the annotation file's `file_name`s are relative to.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Output folder (images/, labels/, classes.txt).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The dataset whose class ids the labels must use (its `names`); every category must be
+    /// one of them. Default: the categories in id order.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// How images reach the output.
+    #[arg(long, value_enum, default_value_t = FileModeArg::Link)]
+    pub mode: FileModeArg,
+    /// Replace a non-empty output folder.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +280,11 @@ pub struct SplitArgs {
     /// Class names, comma-separated (default: classes.txt beside the labels).
     #[arg(long, value_delimiter = ',')]
     pub names: Option<Vec<String>>,
+    /// Keep each group of frames in one split: a regular expression over the file name (without
+    /// extension) whose first capture group, or whole match, names the group — e.g.
+    /// `^(dive\d+)_` for `dive12_f0042.jpg`. Every image must match.
+    #[arg(long)]
+    pub group_by: Option<String>,
     /// How images reach the output.
     #[arg(long, value_enum, default_value_t = FileModeArg::Link)]
     pub mode: FileModeArg,
@@ -324,8 +362,18 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue each variant from its last.safetensors (weights, optimizer, EMA, epoch).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "weights")]
     pub resume: bool,
+    /// Start from these weights instead of random ones (fine-tuning): a trident checkpoint, an
+    /// Ultralytics YOLOv8 state dict saved as safetensors, or a folder of runs (each variant
+    /// from its own `<variant>/best.safetensors`). Tensors are matched by name and shape; the
+    /// class branch is re-initialised when the classes differ; `weights.json` in the run
+    /// reports what was loaded.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Freeze the first N layers (no gradient), e.g. 10 for YOLOv8's backbone.
+    #[arg(long)]
+    pub freeze: Option<usize>,
     /// Replace an existing run in the output folder.
     #[arg(long)]
     pub exist_ok: bool,
@@ -392,6 +440,117 @@ pub struct PredictArgs {
     /// IoU threshold of the fusion.
     #[arg(long, default_value_t = 0.55)]
     pub fusion_iou: f64,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StrategyArg {
+    /// Detections scored inside --band, weighted by closeness to 0.5.
+    Uncertainty,
+    /// The summed binary entropy of the detections' scores.
+    Entropy,
+    /// The ensemble's variants disagreeing (needs --models or several --checkpoint).
+    Disagreement,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "models"])))]
+pub struct SelectArgs {
+    /// A checkpoint of `trident train`; repeat for several (disagreement compares them).
+    #[arg(long)]
+    pub checkpoint: Vec<PathBuf>,
+    /// A folder of exported models: the ensemble (with its tables), each member's own output
+    /// for disagreement.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// Folder of unlabelled images (searched recursively).
+    #[arg(long)]
+    pub source: PathBuf,
+    /// How many frames to select at most.
+    #[arg(long, default_value_t = 2000)]
+    pub num: usize,
+    #[arg(long, value_enum, default_value_t = StrategyArg::Uncertainty)]
+    pub strategy: StrategyArg,
+    /// The uncertain score band of `uncertainty`: low,high.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.3, 0.7])]
+    pub band: Vec<f64>,
+    /// The annotation package to write (a zip).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A labelled dataset: its classes must be the models', and its train split gives the
+    /// guidelines' example crops (default: the most confident detections).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Detections below this score are not looked at.
+    #[arg(long, default_value_t = 0.05, value_parser = trident_core::flags::unit_interval)]
+    pub conf: f32,
+    /// Pre-annotations in the package: detections at or above this score.
+    #[arg(long, default_value_t = 0.25, value_parser = trident_core::flags::unit_interval)]
+    pub pre_annotation_conf: f32,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// auto, cpu, cuda or cuda:N (checkpoints).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Inference backends for --models, tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    pub backend: Vec<trident_infer::BackendKind>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("model").required(true).args(["checkpoint", "onnx", "models", "package"])))]
+pub struct ValArgs {
+    /// A checkpoint of `trident train`, run through tch.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// One exported ONNX with its model card beside it, run alone through trident-infer.
+    #[arg(long)]
+    pub onnx: Option<PathBuf>,
+    /// A folder of exported models: the ensemble with its calibration tables, as a unit runs it.
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+    /// An unpacked deployment package (verified against its manifest).
+    #[arg(long)]
+    pub package: Option<PathBuf>,
+    /// The dataset's YAML file.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "val")]
+    pub split: Split,
+    /// Classes whose recall is reported on its own (and gated by --min-recall), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub critical: Vec<String>,
+    /// Fail (exit 1) when a critical class's recall at the operating point is below this.
+    #[arg(long, value_parser = trident_core::flags::unit_interval)]
+    pub min_recall: Option<f32>,
+    /// Confidence threshold of the predictions (default: 0.001 for a checkpoint or an ONNX,
+    /// as mAP wants; the models' floors and tables for an ensemble, as a unit outputs).
+    #[arg(long, value_parser = trident_core::flags::unit_interval)]
+    pub conf: Option<f32>,
+    /// IoU threshold of the non-maximum suppression.
+    #[arg(long, default_value_t = 0.7)]
+    pub iou: f32,
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// auto, cpu, cuda or cuda:N (checkpoints).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Inference backends for ONNX models, tried in order.
+    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
+    pub backend: Vec<trident_infer::BackendKind>,
+    /// Run the calibration tables' test-time views.
+    #[arg(long)]
+    pub tta: bool,
+    /// Write the PR and F1 curves (PNG) to this folder.
+    #[arg(long)]
+    pub plots: Option<PathBuf>,
+    /// Also write the predictions (the format `trident eval` reads).
+    #[arg(long)]
+    pub save_predictions: Option<PathBuf>,
+    /// Print the evaluation as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,13 +1,16 @@
-//! `trident data synth|check|split`.
+//! `trident data synth|check|split|import`.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use trident_data::check::check_dataset;
+use trident_data::import::{ImportOptions, import_coco};
 use trident_data::split::{FileMode, SplitOptions, split_dataset};
 use trident_data::synth::{Layout, SynthConfig, synthesize};
 
-use crate::cli::{CheckArgs, DataCommand, FileModeArg, LayoutArg, SplitArgs, SynthArgs};
+use crate::cli::{
+    CheckArgs, DataCommand, FileModeArg, ImportArgs, LayoutArg, SplitArgs, SynthArgs,
+};
 use crate::ui::{progress, table};
 
 pub fn run(command: DataCommand) -> anyhow::Result<ExitCode> {
@@ -15,6 +18,7 @@ pub fn run(command: DataCommand) -> anyhow::Result<ExitCode> {
         DataCommand::Synth(a) => synth(a),
         DataCommand::Check(a) => check(a),
         DataCommand::Split(a) => split(a),
+        DataCommand::Import(a) => import(a),
     }
 }
 
@@ -140,12 +144,9 @@ fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
         ratios: [a.ratios[0], a.ratios[1], a.ratios[2]],
         seed: a.seed,
         force: a.force,
-        mode: match a.mode {
-            FileModeArg::Link => FileMode::Link,
-            FileModeArg::Copy => FileMode::Copy,
-            FileModeArg::Symlink => FileMode::Symlink,
-        },
+        mode: file_mode(a.mode),
         names: a.names,
+        group_by: a.group_by,
     };
     let bar = progress("split");
     let r = split_dataset(&opts, &bar)
@@ -169,6 +170,57 @@ fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
             r.names[*c]
         );
     }
+    if let Some([tr, va, te]) = r.groups {
+        println!("groups kept whole: {tr} in train, {va} in val, {te} in test");
+    }
     println!("dataset: {}", a.out.join("dataset.yaml").display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn file_mode(m: FileModeArg) -> FileMode {
+    match m {
+        FileModeArg::Link => FileMode::Link,
+        FileModeArg::Copy => FileMode::Copy,
+        FileModeArg::Symlink => FileMode::Symlink,
+    }
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let coco = a.coco.expect("clap requires a format");
+    let names = match &a.data {
+        Some(yaml) => Some(trident_core::dataset::DatasetConfig::load(yaml)?.names),
+        None => None,
+    };
+    let opts = ImportOptions {
+        coco: coco.clone(),
+        images: a.images,
+        out: a.out.clone(),
+        names,
+        force: a.force,
+        mode: file_mode(a.mode),
+    };
+    let bar = progress("import");
+    let r = import_coco(&opts, &bar)
+        .with_context(|| format!("importing {} into {}", coco.display(), a.out.display()))?;
+    bar.finish_and_clear();
+    let rows: Vec<Vec<String>> = r
+        .names
+        .iter()
+        .zip(&r.per_class)
+        .map(|(n, k)| vec![n.clone(), k.to_string()])
+        .collect();
+    print!("{}", table(&["class", "boxes"], &rows));
+    println!(
+        "{} images ({} without boxes), {} boxes{} → {}",
+        r.images,
+        r.background,
+        r.boxes,
+        if r.crowd_skipped > 0 {
+            format!(", {} crowd annotations left out", r.crowd_skipped)
+        } else {
+            String::new()
+        },
+        a.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

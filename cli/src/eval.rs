@@ -48,7 +48,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn render(ev: &Evaluation) -> String {
+pub(crate) fn render(ev: &Evaluation) -> String {
     let f = |v: f64| format!("{v:.3}");
     let ap = |v: Option<f64>| v.map(f).unwrap_or_else(|| "-".into());
     let mut rows = vec![vec![

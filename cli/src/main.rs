@@ -11,8 +11,10 @@ mod export;
 mod fuse;
 mod package;
 mod predict;
+mod select;
 mod train;
 mod ui;
+mod val;
 
 use std::process::ExitCode;
 
@@ -38,6 +40,8 @@ fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
         cli::Command::Eval(args) => eval::run(args),
         cli::Command::Train(args) => train::run(args, quiet),
         cli::Command::Predict(args) => predict::run(args),
+        cli::Command::Val(args) => val::run(args),
+        cli::Command::Select(args) => select::run(args),
         cli::Command::Export(args) => export::run(args),
         cli::Command::Calibrate(args) => calibrate::run(args),
         cli::Command::Fuse(args) => fuse::run(args),

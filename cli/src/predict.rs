@@ -47,9 +47,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
 /// `--models` or `--package`: the edge runtime's ensemble over a folder of images, with the
 /// calibration tables the device would apply.
 fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
-    use crate::cli::FuseMethod;
-    use trident_infer::deployment::{Deployment, EnsembleStart, ModelsFrom, TablesChoice};
-    use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
+    use trident_infer::deployment::{Deployment, ModelsFrom, TablesChoice};
 
     let from = match (&a.models, &a.package) {
         (_, Some(p)) => ModelsFrom::Package(p),
@@ -62,46 +60,105 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
         (None, false) => TablesChoice::Auto,
     };
     let deployment = Deployment::load(from, tables)?;
-    let order = a.backend.clone();
-    let fusion = match a.fusion {
+    let settings = EnsembleSettings {
+        backend: &a.backend,
+        fusion: a.fusion,
+        fusion_iou: a.fusion_iou,
+        iou: a.iou,
+        max_det: a.max_det,
+        conf: a.conf,
+        tta: a.tta,
+    };
+    let mut ensemble = start_ensemble(&deployment, &settings)?;
+    let images = trident_trainer::predict::list_source(&a.source)?;
+    let bar = progress("predict");
+    let (preds, skipped) = ensemble_predictions(&mut ensemble, &images, a.tta, &bar)?;
+    bar.finish_and_clear();
+    save_predictions(&a.out, &preds)?;
+    println!(
+        "{} detections on {} images by {}{} → {}",
+        preds.len(),
+        images.len() - skipped,
+        describe_ensemble(&deployment, &ensemble, &settings),
+        if skipped > 0 {
+            format!(", {skipped} unreadable images skipped")
+        } else {
+            String::new()
+        },
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How `predict` and `val` run an ensemble.
+pub(crate) struct EnsembleSettings<'a> {
+    pub backend: &'a [trident_infer::BackendKind],
+    pub fusion: crate::cli::FuseMethod,
+    pub fusion_iou: f64,
+    pub iou: f32,
+    pub max_det: usize,
+    /// Every member's confidence floor (default: each model's).
+    pub conf: Option<f32>,
+    pub tta: bool,
+}
+
+/// The ensemble of `deployment`, started as the runtime starts it and calibrated by its tables.
+pub(crate) fn start_ensemble(
+    deployment: &trident_infer::deployment::Deployment,
+    s: &EnsembleSettings<'_>,
+) -> anyhow::Result<trident_infer::ensemble::runner::Ensemble> {
+    use crate::cli::FuseMethod;
+    use trident_infer::deployment::EnsembleStart;
+    use trident_infer::ensemble::fusion::{ConfType, Fusion, NmsFusionOptions, WbfOptions};
+
+    let fusion = match s.fusion {
         FuseMethod::Wbf => Fusion::Wbf(WbfOptions {
-            iou_thr: a.fusion_iou,
+            iou_thr: s.fusion_iou,
             conf_type: ConfType::Avg,
             clip_unit: false,
             ..WbfOptions::default()
         }),
         FuseMethod::Nms => Fusion::Nms(NmsFusionOptions {
-            iou_thr: a.fusion_iou,
+            iou_thr: s.fusion_iou,
             clip_unit: false,
             ..NmsFusionOptions::default()
         }),
     };
     let start = EnsembleStart {
-        order: &order,
+        order: s.backend,
         order_from: "--backend",
         backend: Default::default(),
         fusion,
     };
     let mut ensemble = deployment.ensemble(&start, None)?;
-    if a.tta && !ensemble.has_tta() {
+    if s.tta && !ensemble.has_tta() {
         tracing::warn!("--tta: no calibration tables with TTA views are applied; running without");
     }
     ensemble.nms = NmsOptions {
-        iou: a.iou,
-        max_det: a.max_det,
+        iou: s.iou,
+        max_det: s.max_det,
         ..ensemble.nms
     };
-    if let Some(c) = a.conf {
+    if let Some(c) = s.conf {
         for m in &mut ensemble.members {
             m.floor = c;
         }
     }
-    let images = trident_trainer::predict::list_source(&a.source)?;
-    let bar = progress("predict");
+    Ok(ensemble)
+}
+
+/// The fused detections of every image, keyed by file stem; unreadable images are skipped
+/// (and counted).
+pub(crate) fn ensemble_predictions(
+    ensemble: &mut trident_infer::ensemble::runner::Ensemble,
+    images: &[std::path::PathBuf],
+    tta: bool,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(Vec<Prediction>, usize)> {
     bar.set_length(images.len() as u64);
     let mut preds = Vec::new();
     let mut skipped = 0usize;
-    for path in &images {
+    for path in images {
         bar.inc(1);
         let img = match image::open(path) {
             Ok(i) => i.into_rgb8(),
@@ -112,7 +169,7 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let out = ensemble
-            .detect(img.as_raw(), img.width(), img.height(), None, a.tta)
+            .detect(img.as_raw(), img.width(), img.height(), None, tta)
             .with_context(|| format!("{}", path.display()))?;
         let stem = path
             .file_stem()
@@ -125,8 +182,16 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
             bbox: d.bbox.to_xywh().to_array(),
         }));
     }
-    bar.finish_and_clear();
-    save_predictions(&a.out, &preds)?;
+    Ok((preds, skipped))
+}
+
+/// "the ensemble of a (tract), b (tract) (wbf fusion from …)".
+pub(crate) fn describe_ensemble(
+    deployment: &trident_infer::deployment::Deployment,
+    ensemble: &trident_infer::ensemble::runner::Ensemble,
+    s: &EnsembleSettings<'_>,
+) -> String {
+    use trident_infer::ensemble::fusion::Fusion;
     let members: Vec<String> = ensemble
         .members
         .iter()
@@ -140,25 +205,13 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
                 Fusion::Nms(_) => "nms",
             },
             p.display(),
-            if a.tta {
+            if s.tta {
                 format!(", {} TTA views", t.tta.len())
             } else {
                 String::new()
             }
         ),
-        None => format!("{} fusion", a.fusion.name()),
+        None => format!("{} fusion", s.fusion.name()),
     };
-    println!(
-        "{} detections on {} images by the ensemble of {} ({fusion}){} → {}",
-        preds.len(),
-        images.len() - skipped,
-        members.join(", "),
-        if skipped > 0 {
-            format!(", {skipped} unreadable images skipped")
-        } else {
-            String::new()
-        },
-        a.out.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    format!("the ensemble of {} ({fusion})", members.join(", "))
 }

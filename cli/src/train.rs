@@ -45,6 +45,12 @@ pub fn run(a: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             Ok((name.clone(), s))
         })
         .collect::<anyhow::Result<_>>()?;
+    // Start weights are checked for every variant before any training starts.
+    if let Some(w) = &a.weights {
+        for name in &selected {
+            trident_trainer::init::peek(&trident_trainer::init::resolve(w, name)?)?;
+        }
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -73,18 +79,27 @@ pub fn run(a: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         run_concurrently(&a, &settings, jobs, cores, quiet, &stop)?;
     } else {
         for (name, s) in &settings {
+            let weights = a
+                .weights
+                .as_deref()
+                .map(|w| trident_trainer::init::resolve(w, name))
+                .transpose()?;
             let job = TrainJob {
                 variant: name.clone(),
                 settings: s.clone(),
                 dataset: dataset.clone(),
                 out_dir: out_root.join(name),
                 resume: a.resume,
+                weights,
                 exist_ok: a.exist_ok,
                 strict: a.strict,
                 stop: &stop,
                 progress: &epoch_progress,
             };
             let o = train(&job).with_context(|| format!("training variant `{name}`"))?;
+            if let Some(r) = &o.start {
+                println!("{name}: {}", r.summary());
+            }
             println!(
                 "{name}: {} epochs ({:?}), best epoch {} → {}",
                 o.epochs,
@@ -132,6 +147,9 @@ fn overridden(base: &TrainSettings, a: &TrainArgs) -> TrainSettings {
     }
     if let Some(v) = a.threads {
         s.threads = v;
+    }
+    if let Some(v) = a.freeze {
+        s.freeze = v;
     }
     s
 }
@@ -218,6 +236,8 @@ fn child_args(a: &TrainArgs, variant: &str, threads: usize) -> Vec<String> {
     opt("time", a.time.map(|x| x.to_string()));
     opt("seed", a.seed.map(|x| x.to_string()));
     opt("out", a.out.as_deref().map(path));
+    opt("weights", a.weights.as_deref().map(path));
+    opt("freeze", a.freeze.map(|x| x.to_string()));
     for (flag, on) in [
         ("--resume", a.resume),
         ("--exist-ok", a.exist_ok),

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+const TRAINING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/training.yaml");
+
 #[test]
 fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -94,6 +96,72 @@ fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
             "--method",
         ),
         (&["train", "--epochs", "many"], "--epochs"),
+        (
+            &["train", "--weights", "w.safetensors", "--resume"],
+            "--resume",
+        ),
+        (&["train", "--freeze", "many"], "--freeze"),
+        (
+            &[
+                "val",
+                "--models",
+                "m",
+                "--data",
+                "d.yaml",
+                "--min-recall",
+                "2",
+            ],
+            "--min-recall",
+        ),
+        (&["val", "--data", "d.yaml"], "--checkpoint"),
+        (
+            &[
+                "select",
+                "--models",
+                "m",
+                "--source",
+                "s",
+                "--out",
+                "p.zip",
+                "--strategy",
+                "random",
+            ],
+            "--strategy",
+        ),
+        (
+            &[
+                "select", "--models", "m", "--source", "s", "--out", "p.zip", "--band", "0.7,0.3",
+            ],
+            "--band",
+        ),
+        (
+            &[
+                "select",
+                "--checkpoint",
+                "a.safetensors",
+                "--source",
+                "s",
+                "--out",
+                "p.zip",
+                "--strategy",
+                "disagreement",
+            ],
+            "disagreement",
+        ),
+        (
+            &["select", "--models", "m", "--source", "s", "--out", "p.txt"],
+            ".zip",
+        ),
+        (
+            &[
+                "select", "--models", "m", "--source", "s", "--out", "p.zip", "--num", "0",
+            ],
+            "--num",
+        ),
+        (
+            &["data", "import", "--images", "empty", "--out", "imported"],
+            "--coco",
+        ),
         (&["no-such-command"], "no-such-command"),
         // Files that are missing or malformed.
         (
@@ -105,6 +173,48 @@ fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
             "broken.yaml",
         ),
         (&["data", "check", "--data", "missing.yaml"], "missing.yaml"),
+        (
+            &[
+                "data",
+                "import",
+                "--coco",
+                "missing.json",
+                "--images",
+                "empty",
+                "--out",
+                "imported",
+            ],
+            "missing.json",
+        ),
+        (
+            &[
+                "data",
+                "import",
+                "--coco",
+                "notes.txt",
+                "--images",
+                "empty",
+                "--out",
+                "imported",
+            ],
+            "notes.txt",
+        ),
+        (
+            &["val", "--checkpoint", "notes.txt", "--data", "broken.yaml"],
+            "broken.yaml",
+        ),
+        (
+            &[
+                "train",
+                "--config",
+                TRAINING,
+                "--data",
+                "d.yaml",
+                "--weights",
+                "notes.txt",
+            ],
+            "notes.txt",
+        ),
         (
             &["train", "--config", "missing.yaml", "--data", "broken.yaml"],
             "missing.yaml",

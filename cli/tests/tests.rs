@@ -6,6 +6,7 @@ mod common;
 mod deploy;
 mod edge_run;
 mod export;
+mod field_data;
 mod fuse;
 mod package;
 mod package_aarch64;

@@ -1,4 +1,5 @@
-//! `trident data check`: every file and label line of a dataset, with a summary.
+//! `trident data check`: every file and label line of a dataset, with a summary, and a warning
+//! for near-identical images (perceptual hash) in different splits.
 
 use std::path::Path;
 
@@ -72,14 +73,55 @@ pub fn check_dataset(yaml: &Path, progress: &ProgressBar) -> Result<CheckReport>
         }
     }
     progress.set_length(per_split.iter().map(|(_, e)| e.len() as u64).sum());
-    for (split, entries) in per_split {
-        let summary = check_split(&ds, split, &entries, &mut report, progress);
+    let mut hashes: Vec<(u64, usize)> = Vec::new();
+    let mut hashed: Vec<(&ImageEntry, Split)> = Vec::new();
+    for (k, (split, entries)) in per_split.iter().enumerate() {
+        let (summary, h) = check_split(&ds, *split, entries, &mut report, progress);
         report.splits.push(summary);
+        for (e, hash) in entries.iter().zip(h) {
+            if let Some(hash) = hash {
+                hashes.push((hash, k));
+                hashed.push((e, *split));
+            }
+        }
     }
+    report.warnings.extend(leaks(&hashes, &hashed));
     Ok(report)
 }
 
+/// Near-identical images in different splits (at most [`LEAKS_LISTED`] named, then a count).
+fn leaks(hashes: &[(u64, usize)], entries: &[(&ImageEntry, Split)]) -> Vec<Finding> {
+    let pairs = crate::phash::cross_group_pairs(hashes);
+    let mut out: Vec<Finding> = pairs
+        .iter()
+        .take(LEAKS_LISTED)
+        .map(|&(i, j, d)| Finding {
+            location: entries[i].0.image.display().to_string(),
+            message: format!(
+                "({}) looks like {} ({}): perceptual hash distance {d}; near-identical frames in two splits let validation reward memorisation — split with `trident data split --group-by`",
+                entries[i].1,
+                entries[j].0.image.display(),
+                entries[j].1
+            ),
+        })
+        .collect();
+    if pairs.len() > LEAKS_LISTED {
+        out.push(Finding {
+            location: "splits".into(),
+            message: format!(
+                "{} more near-identical pairs across splits",
+                pairs.len() - LEAKS_LISTED
+            ),
+        });
+    }
+    out
+}
+
+const LEAKS_LISTED: usize = 20;
+
 struct ImageResult {
+    /// The perceptual hash, when the image decodes.
+    hash: Option<u64>,
     background: bool,
     classes: Vec<usize>,
     errors: Vec<Finding>,
@@ -92,7 +134,7 @@ fn check_split(
     entries: &[ImageEntry],
     report: &mut CheckReport,
     progress: &ProgressBar,
-) -> SplitSummary {
+) -> (SplitSummary, Vec<Option<u64>>) {
     if entries.is_empty() {
         report.errors.push(Finding {
             location: format!("{}: field `{split}`", ds.yaml_path.display()),
@@ -122,7 +164,9 @@ fn check_split(
         backgrounds: 0,
         boxes_per_class: vec![0; ds.num_classes()],
     };
+    let mut hashes = Vec::with_capacity(results.len());
     for r in results {
+        hashes.push(r.hash);
         summary.backgrounds += usize::from(r.background);
         for c in r.classes {
             summary.boxes_per_class[c] += 1;
@@ -136,26 +180,28 @@ fn check_split(
             message: "label file has no matching image".into(),
         });
     }
-    summary
+    (summary, hashes)
 }
 
 fn check_image(e: &ImageEntry, num_classes: usize) -> ImageResult {
     let mut r = ImageResult {
+        hash: None,
         background: false,
         classes: Vec::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
     // A full decode: truncated or corrupt files fail here rather than in the middle of training.
-    if let Err(err) = image::ImageReader::open(&e.image)
+    match image::ImageReader::open(&e.image)
         .map_err(image::ImageError::IoError)
         .and_then(|r| r.with_guessed_format().map_err(image::ImageError::IoError))
         .and_then(|r| r.decode())
     {
-        r.errors.push(Finding {
+        Ok(img) => r.hash = Some(crate::phash::phash(&img)),
+        Err(err) => r.errors.push(Finding {
             location: e.image.display().to_string(),
             message: format!("unreadable image: {err}"),
-        });
+        }),
     }
     match std::fs::read_to_string(&e.label) {
         Ok(text) => {

@@ -3,6 +3,12 @@
 //! Multi-label iterative stratification (Sechidis et al., 2011) after a seeding pass that gives
 //! every split one image of each class that has enough images, so that rare species are present
 //! in every split whenever that is possible. Deterministic for a seed.
+//!
+//! With `group_by`, frames of one group — a dive, a clip, a site, read from the file name by a
+//! regular expression — go to one split together: consecutive frames of a clip are nearly the
+//! same picture, and one in train with its neighbour in val lets validation (which drives early
+//! stopping, temperatures, fusion and thresholds) reward memorisation. Groups are stratified as
+//! units, weighted by their images.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +44,9 @@ pub struct SplitOptions {
     pub mode: FileMode,
     /// Class names; when absent, `classes.txt` beside the labels is used.
     pub names: Option<Vec<String>>,
+    /// A regular expression over the file stem whose first capture group (or whole match) names
+    /// the image's group; every image must match.
+    pub group_by: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +58,8 @@ pub struct SplitReport {
     pub images_with_class: [Vec<usize>; 3],
     /// `(class, split)` pairs with no image of that class (only where it could not be helped).
     pub missing: Vec<(usize, Split)>,
+    /// Groups per split (train, val, test) when split by group.
+    pub groups: Option<[usize; 3]>,
 }
 
 struct Item {
@@ -84,7 +95,19 @@ pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<Spli
         });
     }
     items.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed));
-    let assignment = stratify(&items, names.len(), &ratios);
+    let units = match &opts.group_by {
+        Some(pattern) => group_units(&items, pattern)?,
+        None => (0..items.len()).map(|i| vec![i]).collect(),
+    };
+    let unit_split = stratify(&units_of(&items, &units, names.len()), names.len(), &ratios);
+    let mut assignment = vec![0usize; items.len()];
+    let mut groups = [0usize; 3];
+    for (members, &s) in units.iter().zip(&unit_split) {
+        groups[s] += 1;
+        for &i in members {
+            assignment[i] = s;
+        }
+    }
 
     let staging = StagingDir::new(&opts.out, opts.force)?;
     let used: Vec<Split> = Split::ALL
@@ -106,6 +129,7 @@ pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<Spli
         images: [0; 3],
         images_with_class: std::array::from_fn(|_| vec![0; names.len()]),
         missing: Vec::new(),
+        groups: opts.group_by.as_ref().map(|_| groups),
     };
     let mut warned_copy = false;
     for (item, &s) in items.iter().zip(&assignment) {
@@ -150,16 +174,92 @@ pub fn split_dataset(opts: &SplitOptions, progress: &ProgressBar) -> Result<Spli
     Ok(report)
 }
 
-/// Assigns each item a split index.
-fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize> {
+/// What stratification sees of a unit (an image, or a group of images that stay together).
+struct Unit {
+    /// Images in the unit.
+    size: usize,
+    /// Images of the unit holding each class (`images[c]`), and the classes present.
+    images: Vec<usize>,
+    classes: BTreeSet<usize>,
+}
+
+fn units_of(items: &[Item], units: &[Vec<usize>], num_classes: usize) -> Vec<Unit> {
+    units
+        .iter()
+        .map(|members| {
+            let mut images = vec![0usize; num_classes];
+            for &i in members {
+                for &c in &items[i].classes {
+                    images[c] += 1;
+                }
+            }
+            Unit {
+                size: members.len(),
+                classes: (0..num_classes).filter(|&c| images[c] > 0).collect(),
+                images,
+            }
+        })
+        .collect()
+}
+
+/// The images of each group named by `pattern` (first capture group, or the whole match, of
+/// the file stem), groups in the order their first image comes in `items`.
+fn group_units(items: &[Item], pattern: &str) -> Result<Vec<Vec<usize>>> {
+    let re = regex::Regex::new(pattern).map_err(|e| Error::Option {
+        option: "--group-by",
+        message: format!("not a regular expression: {e}"),
+    })?;
+    let mut order: Vec<String> = Vec::new();
+    let mut members: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let mut unmatched = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let Some(caps) = re.captures(&it.stem) else {
+            unmatched.push(it.image.display().to_string());
+            continue;
+        };
+        let key = caps
+            .get(1)
+            .unwrap_or_else(|| caps.get(0).expect("a match has group 0"))
+            .as_str()
+            .to_string();
+        members
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push(i);
+    }
+    if !unmatched.is_empty() {
+        unmatched.sort();
+        let shown = unmatched.len().min(5);
+        return Err(Error::Option {
+            option: "--group-by",
+            message: format!(
+                "`{pattern}` does not match the names of {} image(s), e.g. {}; every image needs a group",
+                unmatched.len(),
+                unmatched[..shown].join(", ")
+            ),
+        });
+    }
+    Ok(order
+        .into_iter()
+        .map(|k| members.remove(&k).expect("listed"))
+        .collect())
+}
+
+/// Assigns each unit a split index.
+fn stratify(items: &[Unit], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize> {
     let n = items.len();
     let mut count = vec![0usize; num_classes];
+    let mut total = 0usize;
     for it in items {
-        for &c in &it.classes {
-            count[c] += 1;
+        total += it.size;
+        for (c, k) in it.images.iter().enumerate() {
+            count[c] += k;
         }
     }
-    let mut want_total: Vec<f64> = ratios.iter().map(|r| r * n as f64).collect();
+    let mut want_total: Vec<f64> = ratios.iter().map(|r| r * total as f64).collect();
     let mut want: Vec<Vec<f64>> = ratios
         .iter()
         .map(|r| count.iter().map(|&k| r * k as f64).collect())
@@ -171,9 +271,9 @@ fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize>
                 want: &mut Vec<Vec<f64>>,
                 want_total: &mut Vec<f64>| {
         assigned[i] = Some(s);
-        want_total[s] -= 1.0;
+        want_total[s] -= items[i].size as f64;
         for &c in &items[i].classes {
-            want[s][c] -= 1.0;
+            want[s][c] -= items[i].images[c] as f64;
         }
     };
     let active: Vec<usize> = (0..3).filter(|&s| ratios[s] > 0.0).collect();
@@ -182,7 +282,8 @@ fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize>
 
     // Seeding: one image per (class, split) for every class with enough images.
     for &c in &by_rarity {
-        if count[c] < active.len() {
+        // Enough units (images, or groups) holding the class to give each split one.
+        if items.iter().filter(|u| u.classes.contains(&c)).count() < active.len() {
             continue;
         }
         for &s in active.iter().rev() {
@@ -192,7 +293,7 @@ fn stratify(items: &[Item], num_classes: usize, ratios: &[f64; 3]) -> Vec<usize>
             }
             let pick = (0..n)
                 .filter(|&i| assigned[i].is_none() && items[i].classes.contains(&c))
-                .min_by_key(|&i| items[i].classes.len());
+                .min_by_key(|&i| (items[i].classes.len(), items[i].size));
             if let Some(i) = pick {
                 take(i, s, &mut assigned, &mut want, &mut want_total);
             }
@@ -326,7 +427,7 @@ fn read_classes_txt(labels: &Path) -> Result<Vec<String>> {
     })
 }
 
-fn place_file(src: &Path, dst: &Path, mode: FileMode, warned: &mut bool) -> Result<()> {
+pub(crate) fn place_file(src: &Path, dst: &Path, mode: FileMode, warned: &mut bool) -> Result<()> {
     let io = |e| trident_core::Error::io("cannot write", dst, e);
     match mode {
         FileMode::Copy => std::fs::copy(src, dst).map(|_| ()).map_err(io)?,
@@ -366,12 +467,26 @@ mod tests {
     use super::*;
 
     fn item(classes: &[usize]) -> Item {
+        named("", classes)
+    }
+
+    fn named(stem: &str, classes: &[usize]) -> Item {
         Item {
-            image: PathBuf::new(),
+            image: PathBuf::from(format!("{stem}.jpg")),
             label: None,
-            stem: String::new(),
+            stem: stem.into(),
             classes: classes.iter().copied().collect(),
         }
+    }
+
+    /// Each image its own unit (no grouping).
+    fn singles(items: &[Item], classes: usize) -> Vec<usize> {
+        let units: Vec<Vec<usize>> = (0..items.len()).map(|i| vec![i]).collect();
+        stratify(
+            &units_of(items, &units, classes),
+            classes,
+            &[0.7, 0.15, 0.15],
+        )
     }
 
     #[test]
@@ -379,7 +494,7 @@ mod tests {
         // Class 2 is rare (3 images); plain random splitting would often miss a split.
         let mut items: Vec<Item> = (0..97).map(|i| item(&[i % 2])).collect();
         items.extend((0..3).map(|_| item(&[2])));
-        let a = stratify(&items, 3, &[0.7, 0.15, 0.15]);
+        let a = singles(&items, 3);
         for s in 0..3 {
             assert!(
                 (0..items.len()).any(|i| a[i] == s && items[i].classes.contains(&2)),
@@ -395,7 +510,60 @@ mod tests {
         let items: Vec<Item> = (0..20)
             .map(|i| item(if i % 4 == 0 { &[] } else { &[0] }))
             .collect();
-        let a = stratify(&items, 1, &[0.8, 0.2, 0.0]);
+        let units: Vec<Vec<usize>> = (0..items.len()).map(|i| vec![i]).collect();
+        let a = stratify(&units_of(&items, &units, 1), 1, &[0.8, 0.2, 0.0]);
         assert!(a.iter().all(|&s| s < 2));
+    }
+
+    #[test]
+    fn groups_stay_whole_and_still_reach_every_split() {
+        // 20 dives of 5 frames; class 1 only in dives 0, 7 and 13.
+        let mut items = Vec::new();
+        for d in 0..20 {
+            for f in 0..5 {
+                let classes: &[usize] = if [0, 7, 13].contains(&d) {
+                    &[0, 1]
+                } else {
+                    &[0]
+                };
+                items.push(named(&format!("dive{d:02}_f{f}"), classes));
+            }
+        }
+        let units = group_units(&items, r"^(dive\d+)_").unwrap();
+        assert_eq!(units.len(), 20);
+        let a = stratify(&units_of(&items, &units, 2), 2, &[0.7, 0.15, 0.15]);
+        let mut split_of_item = vec![0; items.len()];
+        for (members, &s) in units.iter().zip(&a) {
+            for &i in members {
+                split_of_item[i] = s;
+            }
+        }
+        for d in 0..20 {
+            let splits: BTreeSet<usize> = (0..5).map(|f| split_of_item[d * 5 + f]).collect();
+            assert_eq!(splits.len(), 1, "dive {d} crosses splits: {splits:?}");
+        }
+        for s in 0..3 {
+            assert!(
+                (0..items.len()).any(|i| split_of_item[i] == s && items[i].classes.contains(&1)),
+                "the rare class misses split {s}"
+            );
+        }
+        let train = split_of_item.iter().filter(|&&s| s == 0).count();
+        assert!(
+            (60..=80).contains(&train),
+            "train has {train} of 100 frames"
+        );
+    }
+
+    #[test]
+    fn group_patterns_that_miss_images_or_do_not_parse_are_refused() {
+        let items = vec![named("dive01_f1", &[0]), named("stray", &[0])];
+        let e = group_units(&items, r"^(dive\d+)_").unwrap_err().to_string();
+        assert!(e.contains("stray.jpg") && e.contains("--group-by"), "{e}");
+        let e = group_units(&items, "(unclosed").unwrap_err().to_string();
+        assert!(e.contains("not a regular expression"), "{e}");
+        // Without a capture group the whole match is the key.
+        let units = group_units(&items, "^[a-z]+").unwrap();
+        assert_eq!(units, vec![vec![0], vec![1]]);
     }
 }

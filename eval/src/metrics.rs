@@ -64,6 +64,20 @@ pub struct Curves {
     pub f1: Vec<Vec<f64>>,
 }
 
+impl Evaluation {
+    /// Recall of `class` at IoU .5 counting predictions scored at least `conf` (from the
+    /// curves' confidence grid); `None` when the class has no ground truth.
+    pub fn recall_at(&self, class: usize, conf: f64) -> Option<f64> {
+        let curve = self.curves.recall.get(class).filter(|c| !c.is_empty())?;
+        let i = self
+            .curves
+            .conf
+            .partition_point(|&c| c < conf)
+            .min(curve.len() - 1);
+        curve.get(i).copied()
+    }
+}
+
 /// Evaluates predictions (already checked by [`crate::match_predictions`]) against ground truth.
 pub fn evaluate(
     truths: &[ImageTruth],

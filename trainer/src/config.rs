@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use trident_core::model_spec::ModelSpec;
+
 use crate::data::augment::Augmentation;
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
@@ -51,6 +53,22 @@ pub struct TrainSettings {
     pub augment: AugmentSpec,
     /// The confidence floor the runtime applies to this variant (stored in the checkpoint).
     pub conf_floor: f32,
+    /// Layers `0..freeze` get no gradient (Ultralytics' `freeze=N`): with `--weights`, keeps a
+    /// pretrained backbone (layers 0–9 in YOLOv8) as it is while the neck and head adapt.
+    #[serde(default)]
+    pub freeze: usize,
+    /// Critical species (class names): images holding any of them are drawn `oversample` times
+    /// per epoch, and their recall is reported on its own.
+    #[serde(default)]
+    pub critical: Vec<String>,
+    /// How often an image with a critical species is drawn per epoch (the seed's
+    /// `critical_species_ratio`); fractions draw the remainder at random. 1: no oversampling.
+    #[serde(default = "one")]
+    pub oversample: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,6 +114,9 @@ impl Default for TrainSettings {
             threads: 0,
             augment: AugmentSpec::Preset("standard".into()),
             conf_floor: 0.25,
+            freeze: 0,
+            critical: Vec::new(),
+            oversample: 1.0,
         }
     }
 }
@@ -144,6 +165,26 @@ impl TrainSettings {
                 "conf_floor",
                 format!("{} is not in [0, 1]", self.conf_floor),
             );
+        }
+        if !(self.oversample.is_finite() && (1.0..=100.0).contains(&self.oversample)) {
+            return bad(
+                "oversample",
+                format!("{} is not in [1, 100]", self.oversample),
+            );
+        }
+        if self.freeze > 0
+            && let Ok(spec) = ModelSpec::preset(&self.model, vec!["x".into()], 64)
+        {
+            let head = crate::init::head_index(&spec);
+            if self.freeze > head {
+                return bad(
+                    "freeze",
+                    format!(
+                        "{} would freeze the detection head (layer {head}); at most {head}",
+                        self.freeze
+                    ),
+                );
+            }
         }
         if let Some(a) = self.augment.resolve() {
             let probability = |v: f64| (0.0..=1.0).contains(&v);

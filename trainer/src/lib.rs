@@ -7,6 +7,8 @@
 //! - [`train`]: the loop (AdamW/SGD with warm-up, EMA, clipping, AMP on CUDA, early stopping,
 //!   time budget, resume, Ctrl-C), validated every epoch with `trident-eval`.
 //! - [`checkpoint`]: safetensors with the spec and training state in the header.
+//! - [`init`]: start weights (`--weights`, a trident checkpoint or an Ultralytics state dict) and
+//!   frozen layers.
 //! - [`predict`]: tch inference through the runtime's letterbox and decoder.
 
 pub mod checkpoint;
@@ -14,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod init;
 pub mod loss;
 pub mod model;
 pub mod optim;

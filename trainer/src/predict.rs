@@ -86,7 +86,17 @@ impl Predictor {
         batch: usize,
         progress: &ProgressBar,
     ) -> Result<(Vec<Prediction>, PredictSummary)> {
-        let images = list_source(source)?;
+        self.predict_images(&list_source(source)?, opts, batch, progress)
+    }
+
+    /// Predicts these images (a dataset split's, say), keyed by file stem.
+    pub fn predict_images(
+        &self,
+        images: &[PathBuf],
+        opts: &NmsOptions,
+        batch: usize,
+        progress: &ProgressBar,
+    ) -> Result<(Vec<Prediction>, PredictSummary)> {
         let size = self.meta.spec.input_size;
         let plane = (3 * size * size) as usize;
         progress.set_length(images.len() as u64);

@@ -36,6 +36,10 @@ pub struct TrainJob<'a> {
     /// `runs/<name>/<variant>`.
     pub out_dir: PathBuf,
     pub resume: bool,
+    /// Start weights (fine-tuning): a trident checkpoint or a safetensors state dict, already
+    /// resolved for this variant ([`crate::init::resolve`]). Ignored by a resume, which
+    /// continues from its own `last`.
+    pub weights: Option<PathBuf>,
     /// Replace an existing run in `out_dir`.
     pub exist_ok: bool,
     /// Fail on unreadable images or bad labels instead of skipping them.
@@ -73,6 +77,8 @@ pub struct TrainOutcome {
     pub wall_s: f64,
     pub peak_rss_mib: Option<f64>,
     pub device: String,
+    /// What `--weights` loaded, when given.
+    pub start: Option<crate::init::WeightsReport>,
 }
 
 struct Run<'a> {
@@ -88,6 +94,11 @@ struct Run<'a> {
     scaler: LossScaler,
     ema: Ema,
     history: Vec<EpochRecord>,
+    /// What `--weights` loaded (none when training from scratch or resuming).
+    start: Option<crate::init::WeightsReport>,
+    /// Class ids of the critical species, and each train image's draws per epoch.
+    critical: Vec<usize>,
+    repeat: Option<Arc<Vec<f64>>>,
     state: TrainingState,
 }
 
@@ -110,6 +121,7 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         )));
     }
     let spec = ModelSpec::preset(&s.model, ds.names.clone(), s.imgsz)?;
+    let critical = critical_classes(s, &ds.names, &job.variant)?;
     prepare_out_dir(job)?;
 
     let pb = (job.progress)(0, format!("{} cache train", job.variant));
@@ -121,6 +133,18 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         &pb,
     )?);
     pb.finish_and_clear();
+    let repeat = oversampling(&train_data, &critical, s.oversample);
+    if let Some(r) = &repeat {
+        let with = r.iter().filter(|f| **f > 1.0).count();
+        tracing::info!(
+            "{}: {with} train images hold a critical species ({}), drawn {}× per epoch: {} draws per epoch for {} images",
+            job.variant,
+            s.critical.join(", "),
+            s.oversample,
+            crate::data::loader::epoch_len(Some(r), r.len()),
+            r.len()
+        );
+    }
     let pb = (job.progress)(0, format!("{} cache val", job.variant));
     let val = ValSet::load(&ds, Split::Val, s.imgsz, job.strict, &pb)?;
     pb.finish_and_clear();
@@ -152,6 +176,33 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         (vs, model, ema_vs, ema_model)
     };
     ema_vs.freeze();
+    let start = match &job.weights {
+        Some(w) if !job.resume => {
+            let report = crate::init::load(w, &vs.variables(), &spec)?;
+            Some(report)
+        }
+        _ => None,
+    };
+    let frozen = crate::init::freeze(&vs.variables(), s.freeze);
+    let start = start.map(|mut r| {
+        r.frozen_layers = s.freeze;
+        r.frozen_tensors = frozen;
+        r
+    });
+    if let Some(r) = &start {
+        tracing::info!("{}: {}", job.variant, r.summary());
+        for (name, why) in &r.reinitialised {
+            tracing::debug!("{}: {name} re-initialised: {why}", job.variant);
+        }
+        let text = serde_json::to_string_pretty(r).expect("the report serialises");
+        trident_core::fsutil::write_atomic(&job.out_dir.join("weights.json"), text.as_bytes())?;
+    } else if frozen > 0 {
+        tracing::info!(
+            "{}: first {} layers frozen ({frozen} tensors)",
+            job.variant,
+            s.freeze
+        );
+    }
     let trainable: std::collections::HashMap<String, tch::Tensor> = vs
         .variables()
         .into_iter()
@@ -173,6 +224,9 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         scaler: LossScaler::new(device.is_cuda()),
         ema,
         history: Vec::new(),
+        start,
+        critical,
+        repeat,
         state: TrainingState {
             epoch: 0,
             step: 0,
@@ -221,6 +275,7 @@ pub fn train(job: &TrainJob<'_>) -> Result<TrainOutcome> {
         wall_s: started.elapsed().as_secs_f64(),
         peak_rss_mib: report::peak_rss_mib(),
         device: format!("{device:?}"),
+        start: run.start.clone(),
     };
     let hash = dataset_hash(&ds, &[Split::Train, Split::Val])?;
     write_metadata(
@@ -383,7 +438,11 @@ impl Run<'_> {
         let session = Instant::now();
         let elapsed_before = self.state.elapsed_s;
         let budget_s = s.time.map(|m| m * 60.0);
-        let nb = data.samples.len().div_ceil(s.batch);
+        let draws = crate::data::loader::epoch_len(
+            self.repeat.as_deref().map(Vec::as_slice),
+            data.samples.len(),
+        );
+        let nb = draws.div_ceil(s.batch);
         let warmup = (s.warmup_epochs * nb as f64).round() as u64;
         let mut best_eval = None;
         let mut epochs_this_session = 0usize;
@@ -398,6 +457,7 @@ impl Run<'_> {
                 size: s.imgsz,
                 augmentation: s.augment.resolve().expect("validated"),
                 mosaic: epoch + s.close_mosaic < self.state.planned_epochs,
+                repeat: self.repeat.clone(),
             };
             let loader = EpochLoader::start(Arc::clone(data), plan);
             let pb = (self.job.progress)(
@@ -666,10 +726,71 @@ fn write_metadata(
         "final_metrics": outcome.best_record,
         "at_conf_floor": outcome.at_floor,
         "per_class": best_eval.map(|e| &e.per_class),
+        "start_weights": run.start,
+        "critical": critical_report(run, best_eval),
     });
     let text = serde_json::to_string_pretty(&doc).expect("json values serialise");
     trident_core::fsutil::write_atomic(&outcome.out_dir.join("metadata.json"), text.as_bytes())?;
     Ok(())
+}
+
+/// The settings' critical species as class ids; a name the dataset does not have is an error.
+fn critical_classes(s: &TrainSettings, names: &[String], variant: &str) -> Result<Vec<usize>> {
+    s.critical
+        .iter()
+        .map(|c| {
+            names.iter().position(|n| n == c).ok_or_else(|| {
+                Error::config(
+                    format!("variant `{variant}`: critical"),
+                    format!("`{c}` is not a class of the dataset ({})", names.join(", ")),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Each train image's draws per epoch: `oversample` for images holding a critical species,
+/// 1 otherwise; `None` when nothing is oversampled.
+fn oversampling(data: &CachedSplit, critical: &[usize], oversample: f64) -> Option<Arc<Vec<f64>>> {
+    if critical.is_empty() || oversample == 1.0 {
+        return None;
+    }
+    Some(Arc::new(
+        data.samples
+            .iter()
+            .map(|s| {
+                if s.boxes.iter().any(|(c, _)| critical.contains(c)) {
+                    oversample
+                } else {
+                    1.0
+                }
+            })
+            .collect(),
+    ))
+}
+
+/// The critical species' recall at the variant's confidence floor on the best epoch's
+/// validation, with the oversampling that trained it.
+fn critical_report(run: &Run<'_>, best_eval: Option<&Evaluation>) -> serde_json::Value {
+    if run.critical.is_empty() {
+        return serde_json::Value::Null;
+    }
+    let recall: Vec<serde_json::Value> = run
+        .critical
+        .iter()
+        .map(|&c| {
+            serde_json::json!({
+                "class": run.spec.names[c],
+                "recall_at_conf_floor": best_eval.and_then(|e| e.recall_at(c, f64::from(run.s.conf_floor))),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "classes": run.s.critical,
+        "oversample": run.s.oversample,
+        "train_images_oversampled": run.repeat.as_ref().map_or(0, |r| r.iter().filter(|f| **f > 1.0).count()),
+        "recall": recall,
+    })
 }
 
 fn absolute(p: &Path) -> String {

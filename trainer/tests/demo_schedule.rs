@@ -41,6 +41,7 @@ fn the_demo_schedule_learns_on_the_demo_data() {
             force: false,
             mode: FileMode::Link,
             names: None,
+            group_by: None,
         },
         &ProgressBar::hidden(),
     )
@@ -66,6 +67,7 @@ fn the_demo_schedule_learns_on_the_demo_data() {
         dataset: dir.path().join("dataset/dataset.yaml"),
         out_dir: out.clone(),
         resume: false,
+        weights: None,
         exist_ok: false,
         strict: false,
         stop: &stop,

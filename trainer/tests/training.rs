@@ -70,6 +70,7 @@ fn job<'a>(
         dataset: data.to_path_buf(),
         out_dir: out.to_path_buf(),
         resume: false,
+        weights: None,
         exist_ok: false,
         strict: false,
         stop,

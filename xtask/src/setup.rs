@@ -4,8 +4,9 @@
 //!    qemu-user-static; pkg-config (only missing packages are installed).
 //! 2. `.venv` from `python/requirements.txt`: libtorch (torch), libonnxruntime (onnxruntime),
 //!    zig + cargo-zigbuild, and the test references (pycocotools, ensemble-boxes, onnx, numpy,
-//!    opencv-python-headless);
-//!    skipped when the requirements file's hash matches the stamp of the last install.
+//!    opencv-python-headless), then `python/requirements-nodeps.txt` without dependencies
+//!    (ultralytics, to build the `--weights` test's YOLOv8n state dict);
+//!    skipped when the requirements files' hash matches the stamp of the last install.
 //! 3. Stable links `.venv/libtorch` and `.venv/onnxruntime/libonnxruntime.so`, which
 //!    `.cargo/config.toml` points LIBTORCH and ORT_DYLIB_PATH at.
 //! 4. The Rust target `aarch64-unknown-linux-gnu`.
@@ -121,11 +122,12 @@ pub fn quiet(c: &mut std::process::Command) -> Result<()> {
 fn venv() -> Result<()> {
     let root = root();
     let python = root.join(".venv/bin/python");
-    let requirements = root.join("python/requirements.txt");
-    let wanted = fingerprint(
-        &std::fs::read(&requirements)
-            .with_context(|| format!("reading {}", requirements.display()))?,
-    );
+    let mut both = Vec::new();
+    for file in ["python/requirements.txt", "python/requirements-nodeps.txt"] {
+        let path = root.join(file);
+        both.extend(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
+    let wanted = fingerprint(&both);
     let stamp = root.join(".venv/.trident-requirements");
     if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
         eprintln!("setup: .venv up to date");
@@ -143,11 +145,21 @@ fn venv() -> Result<()> {
         "-r",
         "python/requirements.txt",
     ]))?;
+    exec(cmd(".venv/bin/python").args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "-r",
+        "python/requirements-nodeps.txt",
+    ]))?;
     std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
 }
 
-/// FNV-1a of the requirements file: enough to notice an edit.
+/// FNV-1a of the requirements files: enough to notice an edit.
 fn fingerprint(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in bytes {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -78,6 +78,51 @@ pub struct EpochPlan {
     pub size: u32,
     pub augmentation: Augmentation,
     pub mosaic: bool,
+    /// How often each sample is drawn per epoch (the critical species' oversampling); `None`:
+    /// once each.
+    pub repeat: Option<Arc<Vec<f64>>>,
+}
+
+/// Draws per epoch for repeat factors `r`: ⌊rᵢ⌋ each plus the fractional parts' sum, rounded —
+/// the same every epoch, so the schedule's batches per epoch hold.
+pub fn epoch_len(repeat: Option<&[f64]>, samples: usize) -> usize {
+    match repeat {
+        None => samples,
+        Some(r) => {
+            let whole: usize = r.iter().map(|f| f.floor() as usize).sum();
+            let frac: f64 = r.iter().map(|f| f - f.floor()).sum();
+            whole + frac.round() as usize
+        }
+    }
+}
+
+/// One epoch's sample order: every sample ⌊rᵢ⌋ times, plus one more draw for as many samples
+/// as the fractional parts add up to (chosen with probability proportional to them, by the
+/// epoch's seed), shuffled.
+pub fn epoch_order(samples: usize, repeat: Option<&[f64]>, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut order: Vec<usize> = match repeat {
+        None => (0..samples).collect(),
+        Some(r) => {
+            let mut order: Vec<usize> = r
+                .iter()
+                .enumerate()
+                .flat_map(|(i, f)| std::iter::repeat_n(i, f.floor() as usize))
+                .collect();
+            let extra = epoch_len(Some(r), samples) - order.len();
+            // Weighted draws without replacement (Efraimidis–Spirakis keys).
+            let mut keyed: Vec<(f64, usize)> = r
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.fract() > 0.0)
+                .map(|(i, f)| (rng.random::<f64>().powf(1.0 / f.fract()), i))
+                .collect();
+            keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+            order.extend(keyed.into_iter().take(extra).map(|(_, i)| i));
+            order
+        }
+    };
+    order.shuffle(rng);
+    order
 }
 
 /// Batches of one epoch, produced in the background in a seed-determined order.
@@ -89,10 +134,13 @@ pub struct EpochLoader {
 
 impl EpochLoader {
     pub fn start(data: Arc<CachedSplit>, plan: EpochPlan) -> Self {
-        let mut order: Vec<usize> = (0..data.samples.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            plan.seed.wrapping_add(plan.epoch.wrapping_mul(0x9e37_79b9)),
-        ));
+        let order = epoch_order(
+            data.samples.len(),
+            plan.repeat.as_deref().map(Vec::as_slice),
+            &mut ChaCha8Rng::seed_from_u64(
+                plan.seed.wrapping_add(plan.epoch.wrapping_mul(0x9e37_79b9)),
+            ),
+        );
         let batches = order.len().div_ceil(plan.batch);
         let (tx, rx) = sync_channel(2);
         let handle = std::thread::Builder::new()
@@ -210,5 +258,53 @@ fn collate(samples: &[Augmented], size: u32) -> HostBatch {
                     .collect()
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(order: &[usize], n: usize) -> Vec<usize> {
+        let mut c = vec![0; n];
+        for &i in order {
+            c[i] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn without_repeats_every_sample_comes_once() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let order = epoch_order(10, None, &mut rng);
+        assert_eq!(counts(&order, 10), vec![1; 10]);
+    }
+
+    #[test]
+    fn critical_samples_come_as_often_as_their_factor_and_epochs_keep_their_length() {
+        // Samples 0 and 3 hold a critical species, drawn 3× and 2.5×.
+        let r = vec![3.0, 1.0, 1.0, 2.5, 1.0];
+        assert_eq!(epoch_len(Some(&r), 5), 3 + 1 + 1 + 2 + 1 + 1);
+        let mut extra_for_3 = 0;
+        for epoch in 0..200 {
+            let mut rng = ChaCha8Rng::seed_from_u64(epoch);
+            let order = epoch_order(5, Some(&r), &mut rng);
+            assert_eq!(order.len(), epoch_len(Some(&r), 5));
+            let c = counts(&order, 5);
+            assert_eq!((c[0], c[1], c[2], c[4]), (3, 1, 1, 1));
+            assert!(c[3] == 2 || c[3] == 3);
+            extra_for_3 += c[3] - 2;
+        }
+        // Only sample 3 has a fraction, and one extra draw per epoch: it always gets it.
+        assert_eq!(extra_for_3, 200);
+        // Two fractional samples share one extra draw, in proportion to their fractions.
+        let r = vec![1.75, 1.25];
+        let mut first = 0;
+        for epoch in 0..2000 {
+            let order = epoch_order(2, Some(&r), &mut ChaCha8Rng::seed_from_u64(epoch));
+            assert_eq!(order.len(), 3);
+            first += usize::from(counts(&order, 2)[0] == 2);
+        }
+        assert!((1300..1700).contains(&first), "{first} of 2000");
     }
 }
