@@ -5,7 +5,9 @@
 //! a baseline prediction file (ground truth with realistic detector noise) → evaluation with
 //! plots → train the three ensemble variants (`configs/demo/training.yaml`: an epoch cap and a
 //! quality target, never a wall-clock budget) → predict the held-out test split with the balanced
-//! variant and evaluate it → export the three variants to verified ONNX → calibrate the ensemble
+//! variant and evaluate it → one active-learning round on field footage (select, the
+//! annotators' answer imported, a fine-tune from the baseline, `trident val` before and after)
+//! → export the three variants to verified ONNX → calibrate the ensemble
 //! on the validation split → cross-compile the Nano runtime, build and sign the deployment
 //! package, verify it on the host and with the aarch64 runtime under qemu → the test feed →
 //! provision two loopback units and push a package to them, whose services play the test feed →
@@ -33,7 +35,7 @@ use crate::demo_floors::{self as floors, TrainedVariant, Verdict};
 use crate::{cmd, exec, root};
 
 /// The demo's training config: three variants, an epoch cap, a quality target.
-const TRAINING: &str = "configs/demo/training.yaml";
+pub(crate) const TRAINING: &str = "configs/demo/training.yaml";
 const VARIANTS: [&str; 3] = ["high_recall", "balanced", "high_precision"];
 
 pub(crate) struct Stage {
@@ -81,7 +83,7 @@ impl Demo {
     }
 
     /// Runs `stage` unless an earlier run with the same `inputs` left all of `outputs`.
-    fn cached(
+    pub(crate) fn cached(
         &self,
         stage: &str,
         inputs: Inputs,
@@ -143,6 +145,7 @@ pub fn run() -> Result<()> {
     data_stages(&mut d)?;
     train_stage(&mut d)?;
     predict_stage(&mut d)?;
+    crate::demo_active::run(&mut d)?;
     export_stage(&mut d)?;
     calibrate_stage(&mut d)?;
     let release = crate::demo_release::run(&mut d)?;

@@ -148,6 +148,19 @@ pub fn test_close_to_val(test_map50: f64, val_map50: f64) -> Verdict {
     )
 }
 
+/// The active-learning round: fine-tuning on the selected, annotated field frames must raise the
+/// balanced model's mAP50 on the field test split by at least this much.
+pub const ACTIVE_GAIN: f64 = 0.02;
+
+/// The fine-tuned model against its baseline on the field test split.
+pub fn active_round(before_map50: f64, after_map50: f64) -> (Verdict, String) {
+    let gain = after_map50 - before_map50;
+    (
+        Verdict::from_ok(gain >= ACTIVE_GAIN),
+        format!("mAP50 {before_map50:.3} → {after_map50:.3} ({gain:+.3}; floor: +{ACTIVE_GAIN})"),
+    )
+}
+
 /// One variant's model cards: parity against tch and the FP16-weights twin's mAP50 change.
 pub fn export_verdict(card: &Value, fp16_card: &Value) -> (Verdict, String) {
     let v = &card["verification"];
@@ -266,6 +279,15 @@ pub fn log_verdict(summary: &str) -> Option<(Verdict, String)> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_active_round_must_gain_on_the_field_test_split() {
+        assert_eq!(active_round(0.60, 0.70).0, Verdict::Pass);
+        assert_eq!(active_round(0.60, 0.61).0, Verdict::Fail);
+        assert_eq!(active_round(0.60, 0.50).0, Verdict::Fail);
+        assert!(active_round(0.6, 0.7).1.contains("+0.100"));
+    }
+
     use super::*;
     use serde_json::json;
 

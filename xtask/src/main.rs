@@ -6,6 +6,7 @@
 
 mod cross;
 mod demo;
+mod demo_active;
 mod demo_bench;
 mod demo_cache;
 mod demo_deploy;
