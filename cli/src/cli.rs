@@ -420,20 +420,8 @@ pub struct PredictArgs {
     /// for mAP).
     #[arg(long, value_parser = trident_core::flags::unit_interval)]
     pub conf: Option<f32>,
-    /// IoU threshold of the non-maximum suppression.
-    #[arg(long, default_value_t = 0.7)]
-    pub iou: f32,
-    /// Maximum detections per image.
-    #[arg(long, default_value_t = 300)]
-    pub max_det: usize,
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// auto, cpu, cuda or cuda:N (checkpoints).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Inference backends for --models, tried in order (tensorrt, onnxruntime, tract).
-    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
-    pub backend: Vec<trident_infer::BackendKind>,
+    #[command(flatten)]
+    pub run: Inference,
     /// Ensemble fusion for --models without tables.
     #[arg(long, value_enum, default_value_t = FuseMethod::Wbf)]
     pub fusion: FuseMethod,
@@ -486,12 +474,26 @@ pub struct SelectArgs {
     /// Pre-annotations in the package: detections at or above this score.
     #[arg(long, default_value_t = 0.25, value_parser = trident_core::flags::unit_interval)]
     pub pre_annotation_conf: f32,
+    #[command(flatten)]
+    pub run: Inference,
+}
+
+/// How `predict`, `val` and `select` run models.
+#[derive(Debug, Args)]
+pub struct Inference {
+    /// IoU threshold of the non-maximum suppression.
+    #[arg(long, default_value_t = 0.7)]
+    pub iou: f32,
+    /// Maximum detections per image.
+    #[arg(long, default_value_t = 300)]
+    pub max_det: usize,
+    /// Images per forward pass (checkpoints).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
     /// auto, cpu, cuda or cuda:N (checkpoints).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Inference backends for --models, tried in order.
+    /// Inference backends for ONNX models, tried in order (tensorrt, onnxruntime, tract).
     #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
     pub backend: Vec<trident_infer::BackendKind>,
 }
@@ -526,19 +528,8 @@ pub struct ValArgs {
     /// as mAP wants; the models' floors and tables for an ensemble, as a unit outputs).
     #[arg(long, value_parser = trident_core::flags::unit_interval)]
     pub conf: Option<f32>,
-    /// IoU threshold of the non-maximum suppression.
-    #[arg(long, default_value_t = 0.7)]
-    pub iou: f32,
-    #[arg(long, default_value_t = 300)]
-    pub max_det: usize,
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// auto, cpu, cuda or cuda:N (checkpoints).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Inference backends for ONNX models, tried in order.
-    #[arg(long, value_delimiter = ',', default_value = "onnxruntime,tract")]
-    pub backend: Vec<trident_infer::BackendKind>,
+    #[command(flatten)]
+    pub run: Inference,
     /// Run the calibration tables' test-time views.
     #[arg(long)]
     pub tta: bool,

@@ -15,18 +15,18 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
     let Some(checkpoint) = &a.checkpoint else {
         return run_ensemble(&a);
     };
-    let device = select_device(&a.device)?;
+    let device = select_device(&a.run.device)?;
     let predictor = Predictor::load(checkpoint, device)?;
     let conf = a.conf.unwrap_or(predictor.meta.conf_floor);
     let opts = NmsOptions {
         conf,
-        iou: a.iou,
-        max_det: a.max_det,
+        iou: a.run.iou,
+        max_det: a.run.max_det,
         ..NmsOptions::inference(conf)
     };
     let bar = progress("predict");
     let (preds, summary) = predictor
-        .predict_source(&a.source, &opts, a.batch, &bar)
+        .predict_source(&a.source, &opts, a.run.batch, &bar)
         .with_context(|| format!("predicting {}", a.source.display()))?;
     bar.finish_and_clear();
     save_predictions(&a.out, &preds)?;
@@ -61,11 +61,11 @@ fn run_ensemble(a: &PredictArgs) -> anyhow::Result<ExitCode> {
     };
     let deployment = Deployment::load(from, tables)?;
     let settings = EnsembleSettings {
-        backend: &a.backend,
+        backend: &a.run.backend,
         fusion: a.fusion,
         fusion_iou: a.fusion_iou,
-        iou: a.iou,
-        max_det: a.max_det,
+        iou: a.run.iou,
+        max_det: a.run.max_det,
         conf: a.conf,
         tta: a.tta,
     };
@@ -160,13 +160,9 @@ pub(crate) fn ensemble_predictions(
     let mut skipped = 0usize;
     for path in images {
         bar.inc(1);
-        let img = match image::open(path) {
-            Ok(i) => i.into_rgb8(),
-            Err(e) => {
-                tracing::warn!("skipped {}: cannot decode image: {e}", path.display());
-                skipped += 1;
-                continue;
-            }
+        let Some(img) = decode_or_skip(path) else {
+            skipped += 1;
+            continue;
         };
         let out = ensemble
             .detect(img.as_raw(), img.width(), img.height(), None, tta)
@@ -214,4 +210,16 @@ pub(crate) fn describe_ensemble(
         None => format!("{} fusion", s.fusion.name()),
     };
     format!("the ensemble of {} ({fusion})", members.join(", "))
+}
+
+/// The image as RGB, or `None` (with a warning) when it does not decode: one bad frame in a
+/// folder is skipped and counted, not fatal.
+pub(crate) fn decode_or_skip(path: &std::path::Path) -> Option<image::RgbImage> {
+    match image::open(path) {
+        Ok(i) => Some(i.into_rgb8()),
+        Err(e) => {
+            tracing::warn!("skipped {}: cannot decode image: {e}", path.display());
+            None
+        }
+    }
 }

@@ -134,8 +134,12 @@ fn checkpoint_frames(
     a: &SelectArgs,
     images: &[PathBuf],
 ) -> anyhow::Result<(Vec<Frame>, Vec<String>, String)> {
-    let device = select_device(&a.device)?;
-    let opts = NmsOptions::inference(a.conf);
+    let device = select_device(&a.run.device)?;
+    let opts = NmsOptions {
+        iou: a.run.iou,
+        max_det: a.run.max_det,
+        ..NmsOptions::inference(a.conf)
+    };
     let mut per_checkpoint = Vec::new();
     let mut names: Option<Vec<String>> = None;
     for ck in &a.checkpoint {
@@ -154,7 +158,7 @@ fn checkpoint_frames(
             _ => names = Some(predictor.meta.spec.names.clone()),
         }
         let bar = progress("predict");
-        let (preds, _) = predictor.predict_images(images, &opts, a.batch, &bar)?;
+        let (preds, _) = predictor.predict_images(images, &opts, a.run.batch, &bar)?;
         bar.finish_and_clear();
         per_checkpoint.push(group_by_stem(preds));
     }
@@ -193,11 +197,11 @@ fn ensemble_frames(
     let dir = a.models.as_ref().expect("clap requires a model");
     let deployment = Deployment::load(ModelsFrom::Dir(dir), TablesChoice::Auto)?;
     let settings = EnsembleSettings {
-        backend: &a.backend,
+        backend: &a.run.backend,
         fusion: FuseMethod::Wbf,
         fusion_iou: 0.55,
-        iou: 0.7,
-        max_det: 300,
+        iou: a.run.iou,
+        max_det: a.run.max_det,
         conf: Some(a.conf),
         tta: false,
     };
@@ -207,12 +211,8 @@ fn ensemble_frames(
     let mut frames = Vec::new();
     for path in images {
         bar.inc(1);
-        let img = match image::open(path) {
-            Ok(i) => i.into_rgb8(),
-            Err(e) => {
-                tracing::warn!("skipped {}: cannot decode image: {e}", path.display());
-                continue;
-            }
+        let Some(img) = crate::predict::decode_or_skip(path) else {
+            continue;
         };
         let out = ensemble
             .detect(img.as_raw(), img.width(), img.height(), None, false)

@@ -151,15 +151,15 @@ pub fn run(a: ValArgs) -> anyhow::Result<ExitCode> {
 fn predict(a: &ValArgs, images: &[PathBuf]) -> anyhow::Result<Predicted> {
     let bar = progress("predict");
     if let Some(checkpoint) = &a.checkpoint {
-        let predictor = Predictor::load(checkpoint, select_device(&a.device)?)?;
+        let predictor = Predictor::load(checkpoint, select_device(&a.run.device)?)?;
         let conf = a.conf.unwrap_or(MAP_CONF);
         let opts = NmsOptions {
             conf,
-            iou: a.iou,
-            max_det: a.max_det,
+            iou: a.run.iou,
+            max_det: a.run.max_det,
             ..NmsOptions::inference(conf)
         };
-        let (preds, _) = predictor.predict_images(images, &opts, a.batch, &bar)?;
+        let (preds, _) = predictor.predict_images(images, &opts, a.run.batch, &bar)?;
         bar.finish_and_clear();
         return Ok(Predicted {
             preds,
@@ -186,15 +186,15 @@ fn predict(a: &ValArgs, images: &[PathBuf]) -> anyhow::Result<Predicted> {
     // One model alone: the fusion is plain NMS at the NMS IoU (changes nothing); an ensemble
     // fuses as the unit does.
     let settings = EnsembleSettings {
-        backend: &a.backend,
+        backend: &a.run.backend,
         fusion: if single {
             FuseMethod::Nms
         } else {
             FuseMethod::Wbf
         },
-        fusion_iou: if single { f64::from(a.iou) } else { 0.55 },
-        iou: a.iou,
-        max_det: a.max_det,
+        fusion_iou: if single { f64::from(a.run.iou) } else { 0.55 },
+        iou: a.run.iou,
+        max_det: a.run.max_det,
         conf: a.conf.or(single.then_some(MAP_CONF)),
         tta: a.tta,
     };

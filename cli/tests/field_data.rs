@@ -59,6 +59,24 @@ fn coco_of_train_split(data: &Path) -> Value {
     json!({"images": images, "annotations": annotations, "categories": categories})
 }
 
+/// `trident data import --coco COCO --images IMAGES [--data DATA] --out OUT`.
+fn import(coco: &Path, images: &Path, data: Option<&Path>, out: &Path) -> std::process::Output {
+    let mut args = vec![
+        "data",
+        "import",
+        "--coco",
+        s(coco),
+        "--images",
+        s(images),
+        "--out",
+        s(out),
+    ];
+    if let Some(d) = data {
+        args.extend(["--data", s(d)]);
+    }
+    trident(&args)
+}
+
 fn label_values(path: &Path) -> Vec<Vec<f64>> {
     let mut rows: Vec<Vec<f64>> = std::fs::read_to_string(path)
         .unwrap()
@@ -80,18 +98,12 @@ fn import_brings_coco_back_as_the_labels_it_came_from() {
     }));
     let file = write(dir.path(), "annotations.json", &coco.to_string());
     let out = dir.path().join("imported");
-    let o = trident(&[
-        "data",
-        "import",
-        "--coco",
-        s(&file),
-        "--images",
-        s(&data.join("images/train")),
-        "--data",
-        s(&data.join("dataset.yaml")),
-        "--out",
-        s(&out),
-    ]);
+    let o = import(
+        &file,
+        &data.join("images/train"),
+        Some(&data.join("dataset.yaml")),
+        &out,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("1 crowd"), "{}", stdout(&o));
     assert_eq!(
@@ -134,16 +146,7 @@ fn import_brings_coco_back_as_the_labels_it_came_from() {
 
     // Without --data, the classes are the categories in id order.
     let out2 = dir.path().join("imported2");
-    let o = trident(&[
-        "data",
-        "import",
-        "--coco",
-        s(&file),
-        "--images",
-        s(&data.join("images/train")),
-        "--out",
-        s(&out2),
-    ]);
+    let o = import(&file, &data.join("images/train"), None, &out2);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut reversed = names_of(&data);
     reversed.reverse();
@@ -182,18 +185,12 @@ fn import_names_every_bad_annotation_and_writes_nothing() {
     ]);
     let file = write(dir.path(), "annotations.json", &coco.to_string());
     let out = dir.path().join("imported");
-    let o = trident(&[
-        "data",
-        "import",
-        "--coco",
-        s(&file),
-        "--images",
-        s(&data.join("images/train")),
-        "--data",
-        s(&data.join("dataset.yaml")),
-        "--out",
-        s(&out),
-    ]);
+    let o = import(
+        &file,
+        &data.join("images/train"),
+        Some(&data.join("dataset.yaml")),
+        &out,
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     for expected in [
@@ -225,16 +222,7 @@ fn import_names_every_bad_annotation_and_writes_nothing() {
         "broken.json",
         "{\n  \"images\": [\n    {oops}\n",
     );
-    let o = trident(&[
-        "data",
-        "import",
-        "--coco",
-        s(&broken),
-        "--images",
-        s(&data.join("images/train")),
-        "--out",
-        s(&out),
-    ]);
+    let o = import(&broken, &data.join("images/train"), None, &out);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("broken.json:3:"), "{}", stderr(&o));
     assert!(!out.exists());
@@ -384,18 +372,7 @@ fn a_round_of_select_import_fine_tune_and_val() {
     }
     let imported = dir.path().join("imported");
     let coco_file = write(dir.path(), "answer.json", &coco.to_string());
-    let o = trident(&[
-        "data",
-        "import",
-        "--coco",
-        s(&coco_file),
-        "--images",
-        s(&unpacked.join("images")),
-        "--data",
-        s(&yaml),
-        "--out",
-        s(&imported),
-    ]);
+    let o = import(&coco_file, &unpacked.join("images"), Some(&yaml), &imported);
     assert!(o.status.success(), "{}", stderr(&o));
     let merged = write(
         dir.path(),
