@@ -32,6 +32,9 @@ pub enum Command {
     Train(TrainArgs),
     /// Run a checkpoint over images and write a prediction file for `trident eval`.
     Predict(PredictArgs),
+    /// Hard negatives: a checkpoint's false positives on a labelled split (counted) and on
+    /// background footage (collected as background frames for the next training).
+    Mine(MineArgs),
     /// Rank unlabelled frames by what a model would learn from their labels (uncertainty,
     /// entropy or the ensemble's disagreement) and write an annotation package.
     Select(SelectArgs),
@@ -374,6 +377,14 @@ pub struct TrainArgs {
     /// Freeze the first N layers (no gradient), e.g. 10 for YOLOv8's backbone.
     #[arg(long)]
     pub freeze: Option<usize>,
+    /// The seed's hard-negative loop: N trainings of each variant, each after the first on the
+    /// dataset plus the background frames the previous model fired on (`trident mine` over
+    /// --background), fine-tuned from the previous model's weights.
+    #[arg(long, requires = "background", conflicts_with = "resume")]
+    pub hard_negatives: Option<usize>,
+    /// Background footage for --hard-negatives (none of the classes in it); repeatable.
+    #[arg(long, requires = "hard_negatives")]
+    pub background: Vec<PathBuf>,
     /// Replace an existing run in the output folder.
     #[arg(long)]
     pub exist_ok: bool,
@@ -428,6 +439,44 @@ pub struct PredictArgs {
     /// IoU threshold of the fusion.
     #[arg(long, default_value_t = 0.55)]
     pub fusion_iou: f64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["source", "data"])))]
+pub struct MineArgs {
+    /// A checkpoint of `trident train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// A folder of background footage (none of the classes in it); repeatable. Frames with any
+    /// detection become background images in --out.
+    #[arg(long, requires = "out")]
+    pub source: Vec<PathBuf>,
+    /// A labelled dataset: false positives on its --split are counted, and --out gets a
+    /// dataset.yaml that adds the mined frames to its train split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    pub split: Split,
+    /// Output folder of the mined pool (images/, labels/, mined.csv, dataset.yaml with --data).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Detections at or above this score count (default: the checkpoint's confidence floor).
+    #[arg(long, value_parser = trident_core::flags::unit_interval)]
+    pub conf: Option<f32>,
+    /// Keep at most this many background frames, the most confident mistakes first.
+    #[arg(long)]
+    pub max_frames: Option<usize>,
+    /// Prefix of the mined frames' names (unique per round when pools accumulate).
+    #[arg(long, default_value = "hardneg_")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub run: Inference,
+    /// How images reach the output.
+    #[arg(long, value_enum, default_value_t = FileModeArg::Link)]
+    pub mode: FileModeArg,
+    /// Replace a non-empty output folder.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -177,7 +177,7 @@ fn split(a: SplitArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn file_mode(m: FileModeArg) -> FileMode {
+pub(crate) fn file_mode(m: FileModeArg) -> FileMode {
     match m {
         FileModeArg::Link => FileMode::Link,
         FileModeArg::Copy => FileMode::Copy,

@@ -9,6 +9,8 @@ mod deploy;
 mod eval;
 mod export;
 mod fuse;
+mod hard_negatives;
+mod mine;
 mod package;
 mod predict;
 mod select;
@@ -42,6 +44,7 @@ fn run(command: cli::Command, quiet: bool) -> anyhow::Result<ExitCode> {
         cli::Command::Predict(args) => predict::run(args),
         cli::Command::Val(args) => val::run(args),
         cli::Command::Select(args) => select::run(args),
+        cli::Command::Mine(args) => mine::run(args),
         cli::Command::Export(args) => export::run(args),
         cli::Command::Calibrate(args) => calibrate::run(args),
         cli::Command::Fuse(args) => fuse::run(args),

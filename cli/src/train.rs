@@ -45,6 +45,9 @@ pub fn run(a: TrainArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             Ok((name.clone(), s))
         })
         .collect::<anyhow::Result<_>>()?;
+    if a.hard_negatives.is_some() {
+        return crate::hard_negatives::run(&a, &dataset, &out_root, &selected);
+    }
     // Start weights are checked for every variant before any training starts.
     if let Some(w) = &a.weights {
         for name in &selected {

@@ -162,6 +162,11 @@ fn bad_invocations_exit_2_name_the_problem_and_write_nothing() {
             &["data", "import", "--images", "empty", "--out", "imported"],
             "--coco",
         ),
+        (&["mine", "--checkpoint", "a.safetensors"], "--source"),
+        (
+            &["mine", "--checkpoint", "a.safetensors", "--source", "empty"],
+            "--out",
+        ),
         (&["no-such-command"], "no-such-command"),
         // Files that are missing or malformed.
         (

@@ -654,3 +654,132 @@ fn group_split_keeps_dives_whole_and_check_finds_a_leaked_frame() {
         "{text}"
     );
 }
+
+/// `trident mine`: false positives counted on the labelled split, background frames with any
+/// detection collected as background images, and a dataset.yaml that trains on both.
+#[test]
+fn mine_counts_false_positives_and_collects_background_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), "ds", 24, 12);
+    let runs = dir.path().join("runs");
+    let best = common::train_one_epoch(&data, &runs);
+    let bg_config = write(
+        dir.path(),
+        "background.yaml",
+        "images: 8\nseed: 5\nwidth: 200\nheight: 120\nmax_objects: 0\nlayout: flat\n",
+    );
+    let bg = dir.path().join("bg");
+    let o = trident(&["data", "synth", "--config", s(&bg_config), "--out", s(&bg)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mined = dir.path().join("mined");
+    // A one-epoch model at conf 0.001 sees something everywhere: mistakes to mine.
+    let o = trident(&[
+        "mine",
+        "--checkpoint",
+        s(&best),
+        "--data",
+        s(&data.join("dataset.yaml")),
+        "--source",
+        s(&bg.join("images")),
+        "--out",
+        s(&mined),
+        "--conf",
+        "0.001",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("train split") && out.contains("per image"),
+        "{out}"
+    );
+    assert!(
+        out.contains("background:") && out.contains("per frame"),
+        "{out}"
+    );
+    let images: Vec<PathBuf> = std::fs::read_dir(mined.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!images.is_empty() && images.len() <= 8, "{images:?}");
+    for i in &images {
+        let name = i.file_stem().unwrap().to_str().unwrap();
+        assert!(name.starts_with("hardneg_"), "{name}");
+        let label = mined.join("labels").join(format!("{name}.txt"));
+        assert_eq!(std::fs::read_to_string(label).unwrap(), "", "background");
+    }
+    let csv = std::fs::read_to_string(mined.join("mined.csv")).unwrap();
+    assert_eq!(csv.lines().count(), images.len() + 1);
+    // The dataset with the mined frames checks clean and trains.
+    let yaml = mined.join("dataset.yaml");
+    let o = trident(&["data", "check", "--data", s(&yaml)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = trident(&[
+        "mine",
+        "--checkpoint",
+        s(&best),
+        "--source",
+        s(&bg.join("images")),
+        "--out",
+        s(&mined),
+        "--conf",
+        "0.001",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an existing output needs --force: {}",
+        stderr(&o)
+    );
+}
+
+/// `train --hard-negatives 2 --background …`: train, mine, fine-tune on the dataset plus the
+/// mined frames, mine again; a table of the rounds.
+#[test]
+fn hard_negative_rounds_train_mine_and_fine_tune() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), "ds", 16, 21);
+    let bg_config = write(
+        dir.path(),
+        "background.yaml",
+        "images: 6\nseed: 8\nwidth: 200\nheight: 120\nmax_objects: 0\nlayout: flat\n",
+    );
+    let bg = dir.path().join("bg");
+    let o = trident(&["data", "synth", "--config", s(&bg_config), "--out", s(&bg)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = dir.path().join("runs");
+    let o = train(
+        &data,
+        &runs,
+        &[
+            "--variant",
+            "high_recall",
+            "--hard-negatives",
+            "2",
+            "--background",
+            s(&bg.join("images")),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("FP per frame"), "{}", stdout(&o));
+    for round in ["round1", "round2"] {
+        assert!(
+            runs.join(round)
+                .join("high_recall/best.safetensors")
+                .is_file()
+        );
+        assert!(
+            runs.join(round)
+                .join("high_recall-mined/mined.csv")
+                .is_file()
+        );
+    }
+    let report: Value = common::json(&runs.join("round2/high_recall/weights.json"));
+    assert_eq!(
+        report["loaded"], report["model_tensors"],
+        "round 2 starts from round 1"
+    );
+    // Without background footage there is nothing to mine.
+    let o = train(&data, &dir.path().join("runs2"), &["--hard-negatives", "2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--background"), "{}", stderr(&o));
+}

@@ -7,6 +7,7 @@ pub mod active;
 pub mod check;
 pub mod error;
 pub mod import;
+pub mod mine;
 pub mod phash;
 mod scene;
 pub mod split;
