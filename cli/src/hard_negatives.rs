@@ -116,26 +116,12 @@ fn train_args(
         out.display().to_string(),
         "--no-summary".into(),
     ];
-    let mut opt = |k: &str, val: Option<String>| {
-        if let Some(val) = val {
-            v.push(format!("--{k}"));
-            v.push(val);
-        }
-    };
-    opt("epochs", a.epochs.map(|x| x.to_string()));
-    opt("imgsz", a.imgsz.map(|x| x.to_string()));
-    opt("batch", a.batch.map(|x| x.to_string()));
-    opt("device", a.device.clone());
-    opt("model", a.model.clone());
-    opt("time", a.time.map(|x| x.to_string()));
-    opt("seed", a.seed.map(|x| x.to_string()));
-    opt("threads", a.threads.map(|x| x.to_string()));
-    opt("freeze", a.freeze.map(|x| x.to_string()));
-    opt("weights", weights.map(|w| w.display().to_string()));
-    for (flag, on) in [("--exist-ok", a.exist_ok), ("--strict", a.strict)] {
-        if on {
-            v.push(flag.into());
-        }
+    v.extend(crate::train::setting_overrides(a));
+    if let Some(t) = a.threads {
+        v.extend(["--threads".into(), t.to_string()]);
+    }
+    if let Some(w) = weights {
+        v.extend(["--weights".into(), w.display().to_string()]);
     }
     v
 }

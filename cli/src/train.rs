@@ -231,6 +231,26 @@ fn child_args(a: &TrainArgs, variant: &str, threads: usize) -> Vec<String> {
     opt("jobs", Some("1".into()));
     opt("threads", Some(a.threads.unwrap_or(threads).to_string()));
     opt("data", a.data.as_deref().map(path));
+    opt("out", a.out.as_deref().map(path));
+    opt("weights", a.weights.as_deref().map(path));
+    v.extend(setting_overrides(a));
+    if a.resume {
+        v.push("--resume".into());
+    }
+    // The summary is printed once, by the parent.
+    v.push("--no-summary".into());
+    v
+}
+
+/// The command line's setting overrides and run flags, as a child `trident train` takes them.
+pub(crate) fn setting_overrides(a: &TrainArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut opt = |k: &str, val: Option<String>| {
+        if let Some(val) = val {
+            v.push(format!("--{k}"));
+            v.push(val);
+        }
+    };
     opt("epochs", a.epochs.map(|x| x.to_string()));
     opt("imgsz", a.imgsz.map(|x| x.to_string()));
     opt("batch", a.batch.map(|x| x.to_string()));
@@ -238,20 +258,12 @@ fn child_args(a: &TrainArgs, variant: &str, threads: usize) -> Vec<String> {
     opt("model", a.model.clone());
     opt("time", a.time.map(|x| x.to_string()));
     opt("seed", a.seed.map(|x| x.to_string()));
-    opt("out", a.out.as_deref().map(path));
-    opt("weights", a.weights.as_deref().map(path));
     opt("freeze", a.freeze.map(|x| x.to_string()));
-    for (flag, on) in [
-        ("--resume", a.resume),
-        ("--exist-ok", a.exist_ok),
-        ("--strict", a.strict),
-    ] {
+    for (flag, on) in [("--exist-ok", a.exist_ok), ("--strict", a.strict)] {
         if on {
             v.push(flag.into());
         }
     }
-    // The summary is printed once, by the parent.
-    v.push("--no-summary".into());
     v
 }
 

@@ -655,6 +655,21 @@ fn group_split_keeps_dives_whole_and_check_finds_a_leaked_frame() {
     );
 }
 
+/// Synthetic background footage (no animals): `images` frames, a flat pool in `dir/bg`.
+fn background(dir: &Path, images: usize, seed: u64) -> PathBuf {
+    let config = write(
+        dir,
+        "background.yaml",
+        &format!(
+            "images: {images}\nseed: {seed}\nwidth: 200\nheight: 120\nmax_objects: 0\nlayout: flat\n"
+        ),
+    );
+    let bg = dir.join("bg");
+    let o = trident(&["data", "synth", "--config", s(&config), "--out", s(&bg)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    bg
+}
+
 /// `trident mine`: false positives counted on the labelled split, background frames with any
 /// detection collected as background images, and a dataset.yaml that trains on both.
 #[test]
@@ -663,14 +678,7 @@ fn mine_counts_false_positives_and_collects_background_frames() {
     let data = synth(dir.path(), "ds", 24, 12);
     let runs = dir.path().join("runs");
     let best = common::train_one_epoch(&data, &runs);
-    let bg_config = write(
-        dir.path(),
-        "background.yaml",
-        "images: 8\nseed: 5\nwidth: 200\nheight: 120\nmax_objects: 0\nlayout: flat\n",
-    );
-    let bg = dir.path().join("bg");
-    let o = trident(&["data", "synth", "--config", s(&bg_config), "--out", s(&bg)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let bg = background(dir.path(), 8, 5);
     let mined = dir.path().join("mined");
     // A one-epoch model at conf 0.001 sees something everywhere: mistakes to mine.
     let o = trident(&[
@@ -738,14 +746,7 @@ fn mine_counts_false_positives_and_collects_background_frames() {
 fn hard_negative_rounds_train_mine_and_fine_tune() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), "ds", 16, 21);
-    let bg_config = write(
-        dir.path(),
-        "background.yaml",
-        "images: 6\nseed: 8\nwidth: 200\nheight: 120\nmax_objects: 0\nlayout: flat\n",
-    );
-    let bg = dir.path().join("bg");
-    let o = trident(&["data", "synth", "--config", s(&bg_config), "--out", s(&bg)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let bg = background(dir.path(), 6, 8);
     let runs = dir.path().join("runs");
     let o = train(
         &data,
