@@ -621,6 +621,11 @@ pub struct ExportArgs {
     /// Largest mAP50 drop of the FP16 twin, in percentage points.
     #[arg(long, default_value_t = DEFAULT_FP16_MAX_DROP, value_parser = trident_core::flags::non_negative)]
     pub fp16_max_drop: f64,
+    /// Fail the export when a critical class's recall at the model's confidence floor on the
+    /// verification images is below this: CLASS=RECALL, repeatable (e.g. lionfish=0.7). The
+    /// figures go into the model card.
+    #[arg(long, value_parser = class_recall, conflicts_with = "no_validate")]
+    pub min_recall: Vec<(String, f64)>,
     /// Skip verification (numerical and task parity); the card records that it was skipped.
     #[arg(long)]
     pub no_validate: bool,
@@ -682,6 +687,7 @@ impl ExportArgs {
             dynamic_batch: false,
             half: false,
             fp16_max_drop: DEFAULT_FP16_MAX_DROP,
+            min_recall: Vec::new(),
             no_validate: false,
             data,
             split: Split::Val,
@@ -709,7 +715,7 @@ pub struct PackageArgs {
         long = "package",
         requires = "config",
         conflicts_with_all = [
-            "checkpoint", "onnx", "opset", "imgsz", "dynamic_batch", "half", "fp16_max_drop",
+            "checkpoint", "onnx", "opset", "imgsz", "dynamic_batch", "half", "fp16_max_drop", "min_recall",
             "no_validate", "data", "split", "verify_images", "allow_unsupported", "names",
             "device", "engine", "precision", "engine_cache", "workspace_mib",
         ]
@@ -898,4 +904,21 @@ impl FuseMethod {
             FuseMethod::Nms => "nms",
         }
     }
+}
+
+/// `CLASS=RECALL` with a recall in [0, 1].
+fn class_recall(s: &str) -> Result<(String, f64), String> {
+    let (class, value) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected CLASS=RECALL (e.g. lionfish=0.7), got `{s}`"))?;
+    let recall: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if class.trim().is_empty() || !(0.0..=1.0).contains(&recall) {
+        return Err(format!(
+            "expected CLASS=RECALL with a recall in [0, 1], got `{s}`"
+        ));
+    }
+    Ok((class.trim().to_string(), recall))
 }

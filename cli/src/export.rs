@@ -115,6 +115,18 @@ fn finish(
         true => Some(exported.half()?),
         false => None,
     };
+    if let Some((class, _)) = a
+        .min_recall
+        .iter()
+        .find(|(c, _)| !exported.card.names.contains(c))
+    {
+        return Err(trident_core::blame::Usage(format!(
+            "--min-recall: `{class}` is not a class of {} ({})",
+            exported.card.file,
+            exported.card.names.join(", ")
+        ))
+        .into());
+    }
     if !a.no_validate {
         let side = exported.card.imgsz;
         let bar = progress("images");
@@ -133,7 +145,10 @@ fn finish(
             &exported,
             &set,
             reference.as_ref(),
-            &VerifySettings::default(),
+            &VerifySettings {
+                min_recall: a.min_recall.clone(),
+                ..VerifySettings::default()
+            },
             &bar,
         )?;
         if let Some((h, _)) = &mut half
@@ -272,6 +287,16 @@ fn print_summary(card: &ModelCard, onnx: &Path, seconds: f64) {
             .map(|t| format!("{} {:.4}", t.runner, t.map50))
             .collect();
         println!("  mAP50 on {}: {}", v.split, figures.join(", "));
+    }
+    for r in &v.recall {
+        println!(
+            "  recall of {} at conf {:.2} on {}: {} (required {})",
+            r.class,
+            r.conf,
+            v.split,
+            r.recall.map_or("-".into(), |x| format!("{x:.3}")),
+            r.required
+        );
     }
     for s in &v.skipped {
         println!("  skipped {s}");

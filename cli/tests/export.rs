@@ -33,6 +33,56 @@ fn export_verifies_and_writes_cards_then_imports_engines_and_refuses_bad_input()
         "{out}"
     );
     assert!(out.contains("fp16 weights"), "{out}");
+    // A recall gate on a critical class: one a one-epoch model passes (0) is recorded in the
+    // card; one it cannot pass (1) fails the export with the figure, writing nothing; an
+    // unknown class exits 2.
+    let names = json(&models.join("high_precision.card.json"))["names"].clone();
+    // A class the validation split (the verification images) holds.
+    let in_val = std::fs::read_dir(data.join("labels/val"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .find_map(|t| {
+            t.split_whitespace()
+                .next()
+                .map(|c| c.parse::<usize>().unwrap())
+        })
+        .expect("the validation split has boxes");
+    let class = names[in_val].as_str().unwrap().to_string();
+    let gated = dir.path().join("gated");
+    let export_gated = |gate: &str, out: &Path| {
+        trident(&[
+            "export",
+            "--checkpoint",
+            s(&best),
+            "--out",
+            s(out),
+            "--min-recall",
+            gate,
+        ])
+    };
+    let o = export_gated(&format!("{class}=0"), &gated);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("recall of {class}")),
+        "{}",
+        stdout(&o)
+    );
+    let recall = &json(&gated.join("high_precision.card.json"))["verification"]["recall"];
+    assert_eq!(recall[0]["class"], class.as_str());
+    assert_eq!(recall[0]["required"], 0.0);
+    let refused = dir.path().join("refused");
+    let o = export_gated(&format!("{class}=1"), &refused);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("below --min-recall 1") && stderr(&o).contains(&class),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!refused.join("high_precision.onnx").exists());
+    let o = export_gated("kraken=0.5", &refused);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kraken"), "{}", stderr(&o));
+
     let onnx = models.join("high_precision.onnx");
     let card = json(&models.join("high_precision.card.json"));
     let bytes = std::fs::read(&onnx).unwrap();

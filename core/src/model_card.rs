@@ -69,6 +69,20 @@ pub struct Verification {
     /// Backends that could not run here, with the reason (e.g. ONNX Runtime library missing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+    /// Recall of the critical classes the export was gated on (`--min-recall`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recall: Vec<ClassRecall>,
+}
+
+/// One class's recall at IoU 0.5 among detections scored at least `conf` (the model's floor).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassRecall {
+    pub class: String,
+    pub conf: f32,
+    /// `None` when the split holds no box of the class.
+    pub recall: Option<f64>,
+    /// The gate it had to pass.
+    pub required: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

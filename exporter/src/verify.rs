@@ -282,6 +282,9 @@ pub struct VerifySettings {
     pub backends: Vec<trident_infer::BackendKind>,
     /// Largest accepted |mAP50(ONNX) − mAP50(reference)|.
     pub task_tolerance: f64,
+    /// Critical classes and the recall each must reach at the model's confidence floor on the
+    /// verification images (the export fails below it).
+    pub min_recall: Vec<(String, f64)>,
     pub threads: Option<usize>,
 }
 
@@ -293,6 +296,7 @@ impl Default for VerifySettings {
                 trident_infer::BackendKind::OnnxRuntime,
             ],
             task_tolerance: 0.001,
+            min_recall: Vec::new(),
             threads: None,
         }
     }
@@ -375,6 +379,31 @@ pub fn verify(
             map50_95: ev.map50_95,
         });
     }
+    let mut recall = Vec::new();
+    if !settings.min_recall.is_empty() {
+        let Some((_, outputs)) = runs.first().filter(|_| !set.truths.is_empty()) else {
+            return Err(Error::Verification(
+                "--min-recall needs verification images with labels (a dataset)".into(),
+            ));
+        };
+        let ev = set.evaluate(outputs, names)?;
+        let conf = exported.card.conf_floor.unwrap_or(0.25);
+        for (class, required) in &settings.min_recall {
+            let idx = names.iter().position(|n| n == class).ok_or_else(|| {
+                Error::Verification(format!(
+                    "--min-recall: `{class}` is not a class of {} ({})",
+                    exported.card.file,
+                    names.join(", ")
+                ))
+            })?;
+            recall.push(trident_core::model_card::ClassRecall {
+                class: class.clone(),
+                conf,
+                recall: ev.recall_at(idx, f64::from(conf)),
+                required: *required,
+            });
+        }
+    }
     let verification = trident_core::model_card::Verification {
         dataset: set.dataset.display().to_string(),
         split: set.split.to_string(),
@@ -382,6 +411,7 @@ pub fn verify(
         parity,
         task,
         skipped,
+        recall,
     };
     check(&verification, settings.task_tolerance)?;
     Ok(verification)
@@ -404,6 +434,19 @@ fn check(v: &trident_core::model_card::Verification, task_tolerance: f64) -> Res
                     t.map50, t.runner, first.map50, first.runner
                 ));
             }
+        }
+    }
+    for r in &v.recall {
+        match r.recall {
+            Some(got) if got >= r.required => {}
+            Some(got) => problems.push(format!(
+                "recall of {} is {got:.3} at conf {:.2}, below --min-recall {}",
+                r.class, r.conf, r.required
+            )),
+            None => problems.push(format!(
+                "--min-recall {}: the verification images hold no {}, so its recall is unknown",
+                r.class, r.class
+            )),
         }
     }
     if problems.is_empty() {
