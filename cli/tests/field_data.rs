@@ -484,7 +484,8 @@ fn a_round_of_select_import_fine_tune_and_val() {
     );
 
     // A critical species: its images drawn 3× per epoch, its recall reported on its own; a
-    // critical name the dataset does not have is refused with its place.
+    // critical name the dataset does not have is refused with its place. (Batches at sizes
+    // from a list: multi_scale.)
     let critical = &names_of(&data)[0];
     let config = |critical: &str| {
         write(
@@ -492,7 +493,7 @@ fn a_round_of_select_import_fine_tune_and_val() {
             "critical.yaml",
             &format!(
                 "name: critical\ndefaults:\n  model: tiny\n  imgsz: 96\n  epochs: 1\n  batch: 8\n  \
-                 device: cpu\n  critical: [{critical}]\n  oversample: 3.0\nvariants:\n  balanced:\n"
+                 device: cpu\n  critical: [{critical}]\n  oversample: 3.0\n  multi_scale: [64, 96, 128]\nvariants:\n  balanced:\n"
             ),
         )
     };

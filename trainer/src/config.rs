@@ -41,8 +41,9 @@ pub struct TrainSettings {
     /// machine is (the demo's training uses it).
     #[serde(default)]
     pub target_map50: Option<f64>,
-    /// Train each batch at a random size in 0.5–1.5 × imgsz.
-    pub multi_scale: bool,
+    /// `true`: each batch at a random size in 0.5–1.5 × imgsz (Ultralytics' `multi_scale`); a
+    /// list of sizes (the seed's 480…768): each batch at one of them; `false`: imgsz only.
+    pub multi_scale: MultiScale,
     pub grad_clip: f64,
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N.
@@ -69,6 +70,28 @@ pub struct TrainSettings {
 
 fn one() -> f64 {
     1.0
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MultiScale {
+    Switch(bool),
+    Sizes(Vec<u32>),
+}
+
+impl MultiScale {
+    /// The sizes a batch is drawn from around `imgsz`, or `None` for a fixed size.
+    pub fn sizes(&self, imgsz: u32) -> Option<Vec<u32>> {
+        match self {
+            MultiScale::Switch(false) => None,
+            MultiScale::Switch(true) => {
+                let lo = (imgsz / 2 / 32).max(2);
+                let hi = imgsz * 3 / 2 / 32;
+                Some((lo..=hi).map(|k| k * 32).collect())
+            }
+            MultiScale::Sizes(s) => Some(s.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +130,7 @@ impl Default for TrainSettings {
             close_mosaic: 2,
             patience: 10,
             target_map50: None,
-            multi_scale: false,
+            multi_scale: MultiScale::Switch(false),
             grad_clip: 10.0,
             seed: 0,
             device: "auto".into(),
@@ -130,6 +153,16 @@ impl TrainSettings {
             return bad(
                 "imgsz",
                 format!("{} is not a multiple of 32 of at least 64", self.imgsz),
+            );
+        }
+        if let MultiScale::Sizes(sizes) = &self.multi_scale
+            && (sizes.is_empty() || sizes.iter().any(|z| *z < 64 || !z.is_multiple_of(32)))
+        {
+            return bad(
+                "multi_scale",
+                format!(
+                    "{sizes:?}: expected true, false or a list of sizes, each a multiple of 32 of at least 64"
+                ),
             );
         }
         if self.batch == 0 {
@@ -343,6 +376,22 @@ mod tests {
         let p = dir.path().join("training.yaml");
         std::fs::write(&p, text).unwrap();
         TrainingConfig::load(&p)
+    }
+
+    #[test]
+    fn multi_scale_takes_a_switch_or_a_list_of_sizes() {
+        let c = load("variants:\n  a:\n    multi_scale: [480, 544, 608, 672, 736, 768]\n  b:\n    multi_scale: true\n  c: {}\n").unwrap();
+        let sizes = |i: usize| c.variants[i].1.multi_scale.sizes(320);
+        assert_eq!(sizes(0), Some(vec![480, 544, 608, 672, 736, 768]));
+        // On: 0.5–1.5 × imgsz in steps of 32, as before.
+        assert_eq!(sizes(1), Some((5..=15).map(|k| k * 32).collect()));
+        assert_eq!(sizes(2), None);
+        for bad in ["[500]", "[]", "[32]"] {
+            let e = load(&format!("variants:\n  a:\n    multi_scale: {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("multi_scale"), "{bad}: {e}");
+        }
     }
 
     #[test]

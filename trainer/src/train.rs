@@ -443,6 +443,7 @@ impl Run<'_> {
             data.samples.len(),
         );
         let nb = draws.div_ceil(s.batch);
+        let scales = s.multi_scale.sizes(s.imgsz);
         let warmup = (s.warmup_epochs * nb as f64).round() as u64;
         let mut best_eval = None;
         let mut epochs_this_session = 0usize;
@@ -493,9 +494,10 @@ impl Run<'_> {
                 };
                 lr_now = settings.lr;
                 let (mut x, mut targets) = batch.to_device(self.device);
-                if s.multi_scale {
-                    (x, targets) =
-                        crate::data::loader::multi_scale(x, targets, s.imgsz, s.seed, epoch, i);
+                if let Some(sizes) = &scales {
+                    (x, targets) = crate::data::loader::multi_scale(
+                        x, targets, s.imgsz, sizes, s.seed, epoch, i,
+                    );
                 }
                 let amp = self.device.is_cuda();
                 let (loss, parts) = tch::autocast(amp, || {

@@ -207,20 +207,19 @@ impl Drop for EpochLoader {
     }
 }
 
-/// Rescales a batch to a random size in 0.5–1.5 × imgsz (a multiple of 32), seed-determined.
+/// Rescales a batch to one of `sizes` (drawn by the seed), boxes with it.
 pub fn multi_scale(
     x: tch::Tensor,
     t: crate::loss::Targets,
     imgsz: u32,
+    sizes: &[u32],
     seed: u64,
     epoch: usize,
     batch: usize,
 ) -> (tch::Tensor, crate::loss::Targets) {
     use rand::Rng;
     let mut rng = crate::data::augment::sample_rng(seed ^ 0x6d73, epoch as u64, batch as u64);
-    let lo = (imgsz / 2 / 32).max(2) * 32;
-    let hi = (imgsz * 3 / 2 / 32) * 32;
-    let size = rng.random_range(lo / 32..=hi / 32) * 32;
+    let size = sizes[rng.random_range(0..sizes.len())];
     if size == imgsz {
         return (x, t);
     }
