@@ -519,6 +519,31 @@ fn a_round_of_select_import_fine_tune_and_val() {
             > 0
     );
     assert_eq!(meta["critical"]["recall"][0]["class"], critical.as_str());
+    let header = std::fs::read_to_string(runs5.join("balanced/metrics.csv")).unwrap();
+    assert!(
+        header
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!(",metrics/recall({critical})")),
+        "{header}"
+    );
+    // …and travels with the checkpoint into the model card.
+    let models5 = dir.path().join("models5");
+    let o = trident(&[
+        "export",
+        "--checkpoint",
+        s(&runs5.join("balanced/best.safetensors")),
+        "--out",
+        s(&models5),
+        "--no-validate",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card: Value = common::json(&models5.join("balanced.card.json"));
+    assert!(
+        card["metrics"]["critical_recall_at_floor"][critical.as_str()].is_number(),
+        "{card}"
+    );
     let cfg = config("kraken");
     let o = trident(&[
         "train",

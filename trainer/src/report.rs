@@ -27,16 +27,26 @@ pub struct EpochRecord {
     pub images_per_s: f64,
     pub epoch_s: f64,
     pub elapsed_s: f64,
+    /// Recall of each critical species at the variant's confidence floor (`critical:`), in
+    /// config order; a class without validation boxes reads 0.
+    #[serde(default)]
+    pub critical_recall: Vec<(String, f64)>,
 }
 
 const HEADER: &str = "epoch,train/box_loss,train/cls_loss,train/dfl_loss,metrics/precision,metrics/recall,\
 metrics/mAP50,metrics/mAP50-95,lr,images_per_s,epoch_s,elapsed_s";
 
+/// Ultralytics' columns, then `metrics/recall(<class>)` for each critical species.
 pub fn write_metrics_csv(path: &Path, rows: &[EpochRecord]) -> Result<()> {
     let mut text = String::from(HEADER);
+    if let Some(first) = rows.first() {
+        for (class, _) in &first.critical_recall {
+            let _ = write!(text, ",metrics/recall({class})");
+        }
+    }
     text.push('\n');
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             text,
             "{},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{:.5},{:.6},{:.2},{:.2},{:.1}",
             r.epoch,
@@ -52,6 +62,10 @@ pub fn write_metrics_csv(path: &Path, rows: &[EpochRecord]) -> Result<()> {
             r.epoch_s,
             r.elapsed_s
         );
+        for (_, v) in &r.critical_recall {
+            let _ = write!(text, ",{v:.5}");
+        }
+        text.push('\n');
     }
     trident_core::fsutil::write_atomic(path, text.as_bytes())?;
     Ok(())
@@ -60,6 +74,20 @@ pub fn write_metrics_csv(path: &Path, rows: &[EpochRecord]) -> Result<()> {
 /// Reads back `metrics.csv` (for `--resume`, so curves continue).
 pub fn read_metrics_csv(path: &Path) -> Result<Vec<EpochRecord>> {
     let text = trident_core::error::read_to_string(path)?;
+    // Critical species' columns after the fixed twelve: `metrics/recall(<class>)`.
+    let critical: Vec<String> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .skip(12)
+        .map(|h| {
+            h.trim()
+                .trim_start_matches("metrics/recall(")
+                .trim_end_matches(')')
+                .to_string()
+        })
+        .collect();
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate().skip(1) {
         let bad = || Error::Dataset(format!("{}:{}: not a metrics row", path.display(), i + 1));
@@ -68,7 +96,7 @@ pub fn read_metrics_csv(path: &Path) -> Result<Vec<EpochRecord>> {
             .map(|c| c.trim().parse::<f64>())
             .collect::<std::result::Result<_, _>>()
             .map_err(|_| bad())?;
-        if v.len() != 12 {
+        if v.len() != 12 + critical.len() {
             return Err(bad());
         }
         rows.push(EpochRecord {
@@ -84,6 +112,11 @@ pub fn read_metrics_csv(path: &Path) -> Result<Vec<EpochRecord>> {
             images_per_s: v[9],
             epoch_s: v[10],
             elapsed_s: v[11],
+            critical_recall: critical
+                .iter()
+                .cloned()
+                .zip(v[12..].iter().copied())
+                .collect(),
         });
     }
     Ok(rows)
@@ -120,6 +153,24 @@ pub fn write_curves(path: &Path, rows: &[EpochRecord]) -> Result<()> {
     let p = series("precision", &|r| r.precision);
     let mut rc = series("recall", &|r| r.recall);
     rc.emphasis = false;
+    // The critical species' recall at the floor, beside the mean recall at the best-F1 point.
+    let critical: Vec<Series> = rows
+        .first()
+        .map(|r| r.critical_recall.len())
+        .map(|k| {
+            (0..k)
+                .map(|j| Series {
+                    name: format!("recall {} @floor", rows[0].critical_recall[j].0),
+                    points: rows
+                        .iter()
+                        .filter_map(|r| r.critical_recall.get(j).map(|c| (r.epoch as f64, c.1)))
+                        .collect(),
+                    // A palette colour of its own (emphasis is the one blue line).
+                    emphasis: false,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let lr = series("lr", &|r| r.lr);
     let panels = vec![
         (
@@ -135,7 +186,10 @@ pub fn write_curves(path: &Path, rows: &[EpochRecord]) -> Result<()> {
             vec![dfl.clone()],
         ),
         (chart("val mAP", "mAP", (0.0, 1.0)), vec![m50, m5095]),
-        (chart("val precision / recall", "", (0.0, 1.0)), vec![p, rc]),
+        (
+            chart("val precision / recall", "", (0.0, 1.0)),
+            [vec![p, rc], critical].concat(),
+        ),
         (
             chart("learning rate", "lr", range(&[&lr])),
             vec![lr.clone()],
@@ -221,13 +275,48 @@ mod tests {
                 images_per_s: 40.0,
                 epoch_s: 20.0,
                 elapsed_s: 20.0 * e as f64,
+                critical_recall: vec![("lionfish".into(), 0.3 * e as f64), ("abalone".into(), 0.1)],
             })
             .collect();
         let csv = dir.path().join("metrics.csv");
         write_metrics_csv(&csv, &rows).unwrap();
+        let text = std::fs::read_to_string(&csv).unwrap();
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .ends_with(",metrics/recall(lionfish),metrics/recall(abalone)"),
+            "{text}"
+        );
         let back = read_metrics_csv(&csv).unwrap();
         assert_eq!(back.len(), 3);
         assert!((back[2].map50 - 0.9).abs() < 1e-5);
+        assert_eq!(back[2].critical_recall[0].0, "lionfish");
+        assert!((back[2].critical_recall[0].1 - 0.9).abs() < 1e-5);
+        // A run without critical species keeps Ultralytics' twelve columns.
+        let plain: Vec<EpochRecord> = rows
+            .iter()
+            .map(|r| EpochRecord {
+                critical_recall: vec![],
+                ..r.clone()
+            })
+            .collect();
+        write_metrics_csv(&csv, &plain).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&csv)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .split(',')
+                .count(),
+            12
+        );
+        assert!(
+            read_metrics_csv(&csv).unwrap()[0]
+                .critical_recall
+                .is_empty()
+        );
         let png = dir.path().join("curves.png");
         write_curves(&png, &rows).unwrap();
         assert!(image::image_dimensions(&png).unwrap().0 > 1000);

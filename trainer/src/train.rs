@@ -579,6 +579,14 @@ impl Run<'_> {
                 images_per_s: seen as f64 / train_s,
                 epoch_s: epoch_start.elapsed().as_secs_f64(),
                 elapsed_s: self.state.elapsed_s,
+                critical_recall: self
+                    .critical
+                    .iter()
+                    .map(|&c| {
+                        let r = ev.recall_at(c, f64::from(s.conf_floor)).unwrap_or(0.0);
+                        (self.spec.names[c].clone(), r)
+                    })
+                    .collect(),
             };
             // While nothing is detected yet (fitness 0) the best epoch keeps moving, so patience
             // only counts from the first epoch that found something (as Ultralytics does).
@@ -654,10 +662,25 @@ impl Run<'_> {
     /// CSV that is ahead of `last`, so nothing is lost whichever write a crash interrupts.
     fn save(&self, improved: bool, ev: &Evaluation) -> Result<()> {
         let dir = &self.job.out_dir;
-        let metrics = serde_json::json!({
+        let mut metrics = serde_json::json!({
             "map50": ev.map50, "map50_95": ev.map50_95, "precision": ev.precision,
             "recall": ev.recall, "best_f1_conf": ev.best_f1_conf,
         });
+        // The critical species' recall at the floor travels with the checkpoint into the model
+        // card (`trident export` copies these metrics).
+        if !self.critical.is_empty() {
+            let recall: serde_json::Map<String, serde_json::Value> = self
+                .critical
+                .iter()
+                .map(|&c| {
+                    (
+                        self.spec.names[c].clone(),
+                        serde_json::json!(ev.recall_at(c, f64::from(self.s.conf_floor))),
+                    )
+                })
+                .collect();
+            metrics["critical_recall_at_floor"] = serde_json::Value::Object(recall);
+        }
         let mut meta = CheckpointMeta {
             spec: self.spec.clone(),
             variant: Some(self.job.variant.clone()),
