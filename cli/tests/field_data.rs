@@ -810,3 +810,71 @@ fn hard_negative_rounds_train_mine_and_fine_tune() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--background"), "{}", stderr(&o));
 }
+
+/// `trident val` of exported models: the ensemble of a models folder and one ONNX alone, each
+/// equal to `predict` + `eval` of the same models; an ONNX without its card is refused.
+#[test]
+fn val_of_an_ensemble_and_of_one_onnx_equals_predict_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), "ds", 16, 31);
+    let yaml = data.join("dataset.yaml");
+    let names = names_of(&data);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (models, _) = trident_e2e::fixture_models(
+        dir.path(),
+        &["high_recall", "balanced", "high_precision"],
+        &names,
+    );
+    let val_json = |args: &[&str]| -> Value {
+        let mut all = vec!["val", "--data", s(&yaml), "--backend", "tract", "--json"];
+        all.extend_from_slice(args);
+        let o = trident(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let val_images = data.join("images/val");
+    let eval_of = |args: &[&str]| -> Value {
+        let preds = dir.path().join("preds.json");
+        let mut all = vec![
+            "predict",
+            "--source",
+            s(&val_images),
+            "--out",
+            s(&preds),
+            "--backend",
+            "tract",
+        ];
+        all.extend_from_slice(args);
+        let o = trident(&all);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = trident(&[
+            "eval",
+            "--data",
+            s(&yaml),
+            "--predictions",
+            s(&preds),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let ensemble = val_json(&["--models", s(&models)]);
+    let reference = eval_of(&["--models", s(&models)]);
+    assert_eq!(ensemble["evaluation"]["map50"], reference["map50"]);
+    assert_eq!(
+        ensemble["evaluation"]["predictions"],
+        reference["predictions"]
+    );
+    assert!(ensemble["model"].as_str().unwrap().starts_with("models "));
+
+    let onnx = models.join("balanced.onnx");
+    let single = val_json(&["--onnx", s(&onnx)]);
+    assert!(single["model"].as_str().unwrap().starts_with("ONNX "));
+    assert!(single["evaluation"]["predictions"].as_u64().is_some());
+
+    let bare = dir.path().join("bare.onnx");
+    std::fs::copy(&onnx, &bare).unwrap();
+    let o = trident(&["val", "--onnx", s(&bare), "--data", s(&yaml)]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no model card"), "{}", stderr(&o));
+}
