@@ -36,6 +36,7 @@ pub mod elf;
 pub mod error;
 pub mod extract;
 pub mod facts;
+pub mod mender;
 #[cfg(feature = "build")]
 pub mod release;
 pub mod signature;

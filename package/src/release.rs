@@ -27,6 +27,9 @@ pub struct ReleaseConfig {
     pub systemd_unit: PathBuf,
     pub tensorrt_shim: ShimConfig,
     pub device: TargetFacts,
+    /// A Mender artifact of the package, written beside it (`trident package mender`).
+    #[serde(default)]
+    pub mender: Option<crate::mender::MenderOptions>,
 }
 
 /// The TensorRT shim the package carries.

@@ -3,5 +3,6 @@ mod archive;
 mod common;
 mod extract;
 mod facts;
+mod mender;
 mod signature;
 mod verify;
