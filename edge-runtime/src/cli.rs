@@ -181,6 +181,10 @@ pub struct VerifyArgs {
     /// Root of the system whose facts are checked (/etc/nv_tegra_release, the dpkg database).
     #[arg(long, default_value = "/")]
     pub system_root: PathBuf,
+    /// Refuse a package whose version is older than this one (semantic versions; the release
+    /// running now): a downgrade, or a version that cannot be ordered. Nothing stays installed.
+    #[arg(long, value_name = "VERSION")]
+    pub not_older_than: Option<String>,
 }
 
 /// The models to run: a folder or an unpacked package (exactly one).
