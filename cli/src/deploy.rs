@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use trident_deploy::inventory::{Fleet, Selection, Unit};
+use trident_deploy::mender_module::ModuleSettings;
 use trident_deploy::provision::{ProvisionKit, Provisioned, provision_with};
 use trident_deploy::push::{Outcome, PushOptions, Report};
 use trident_deploy::rollout::{self, RolloutOptions, UnitReport, UnitResult, Wave};
@@ -91,9 +92,14 @@ fn provision_units(fleet: &Fleet, ssh: &Ssh, a: ProvisionArgs) -> anyhow::Result
     // Verified and unpacked once, before any unit is touched: a package the units would
     // refuse stops here.
     let kit = Arc::new(
-        ProvisionKit::prepare(&a.package, &fleet.trusted_key).with_context(|| {
-            format!("{} is not a package the fleet trusts", a.package.display())
-        })?,
+        ProvisionKit::prepare(&a.package, &fleet.trusted_key)
+            .with_context(|| format!("{} is not a package the fleet trusts", a.package.display()))?
+            .with_module_settings(ModuleSettings {
+                health_timeout_s: fleet.health.timeout_s,
+                min_frames: fleet.health.min_frames,
+                keep_releases: fleet.keep_releases,
+                ..ModuleSettings::default()
+            }),
     );
     let bars = MultiProgress::new();
     let ssh = ssh.clone();

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod inventory;
 pub mod lock;
+pub mod mender_module;
 pub mod provision;
 pub mod push;
 pub mod quote;

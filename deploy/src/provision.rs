@@ -6,7 +6,8 @@
 //! is installed. The unit gets the `/opt/trident` layout (`releases/`, `current`, `data/`,
 //! `engines/`, `incoming/`), the `trident` service user (in `video`, for the camera and GPU),
 //! the trusted public key, the inventory's nvpmodel power mode and the deployment profile that
-//! goes with it (`/opt/trident/unit.env`). Units whose facts do not
+//! goes with it (`/opt/trident/unit.env`), and Mender's Update Module for trident artifacts
+//! (`/usr/share/mender/modules/v3/trident`, [`crate::mender_module`]). Units whose facts do not
 //! fit the package (architecture, JetPack, TensorRT, glibc) are refused before anything
 //! changes on them.
 
@@ -17,6 +18,7 @@ use trident_package::verify::{VerifyOptions, verify_package};
 
 use crate::error::{Error, Result};
 use crate::inventory::Unit;
+use crate::mender_module::ModuleSettings;
 use crate::ssh::Ssh;
 use crate::unit_facts::{self, UnitFacts};
 
@@ -66,13 +68,18 @@ pub fn doctor_line(json: &str) -> Option<String> {
 
 /// `$1` root, `$2` nvpmodel mode, `$3` trusted key text, `$4` systemd unit text, `$5` the
 /// deployment profile matching the power mode (read by the unit's `ExecStart` from `unit.env`),
-/// `$6` the start guard the unit file runs.
+/// `$6` the start guard the unit file runs, `$7` the Mender Update Module, `$8` its settings.
 const PROVISION: &str = r#"set -eu
-R="$1"; T="$R/opt/trident"
-mkdir -p "$T/releases" "$T/data" "$T/engines" "$T/incoming" "$T/bin" "$R/etc/systemd/system"
+R="$1"; T="$R/opt/trident"; M="$R/usr/share/mender/modules/v3"
+mkdir -p "$T/releases" "$T/data" "$T/engines" "$T/incoming" "$T/bin" "$R/etc/systemd/system" "$M"
 printf '%s\n' "$6" > "$T/bin/trident-guard.tmp"
 chmod 755 "$T/bin/trident-guard.tmp"
 mv -f "$T/bin/trident-guard.tmp" "$T/bin/trident-guard"
+# Mender's Update Module for trident artifacts: harmless where Mender is not installed.
+printf '%s\n' "$7" > "$M/trident.tmp"
+chmod 755 "$M/trident.tmp"
+mv -f "$M/trident.tmp" "$M/trident"
+printf '%s' "$8" > "$T/update-module.env.tmp" && mv -f "$T/update-module.env.tmp" "$T/update-module.env"
 if ! id trident >/dev/null 2>&1; then
   useradd --system --home-dir /opt/trident --no-create-home --shell /usr/sbin/nologin --groups video trident
 fi
@@ -96,6 +103,7 @@ pub struct ProvisionKit {
     manifest: trident_core::package::Manifest,
     binary: PathBuf,
     service_text: String,
+    module: ModuleSettings,
     _unpacked: tempfile::TempDir,
 }
 
@@ -143,8 +151,16 @@ impl ProvisionKit {
             manifest: verified.manifest,
             binary,
             service_text,
+            module: ModuleSettings::default(),
             _unpacked: scratch,
         })
+    }
+
+    /// The gate and pruning settings the unit's Mender Update Module uses (the inventory's, as
+    /// `trident deploy push` uses them); the health address is each unit's own.
+    pub fn with_module_settings(mut self, settings: ModuleSettings) -> Self {
+        self.module = settings;
+        self
     }
 
     /// The verified package's manifest.
@@ -193,6 +209,12 @@ pub fn provision_with(
     let _lock = ssh.lock(unit, &crate::lock::holder("provision"), lock_wait)?;
     let mode = unit.power_mode.nvpmodel_id().to_string();
     let guard = crate::unit_scripts::guard();
+    let module = crate::mender_module::update_module(&unit.root);
+    let settings = ModuleSettings {
+        health_addr: unit.health_addr,
+        ..kit.module.clone()
+    }
+    .env_text();
     let out = ssh.check(
         unit,
         "provision",
@@ -204,6 +226,8 @@ pub fn provision_with(
             &kit.service_text,
             unit.power_mode.profile(),
             &guard,
+            &module,
+            &settings,
         ],
     )?;
     if out.trim() != "ok" {

@@ -77,9 +77,11 @@ fn with_lib(body: &str) -> String {
 }
 
 /// `$1` root, `$2` the uploaded package, `$3` its version (from the manifest this host verified),
-/// `$4` the guard's text. Installs into `releases/$3` with the unit's verifier (signature, every
-/// sha256, the unit's facts); the unit checks itself that the verified manifest names `$3`.
-/// Prints `current` when that release already runs, else `installed`.
+/// `$4` the guard's text, `$5` (optional) a version the package must not be older than — the
+/// Update Module's downgrade check, made by the unit's verifier. Installs into `releases/$3` with
+/// the unit's verifier (signature, every sha256, the unit's facts); the unit checks itself that
+/// the verified manifest names `$3`. Prints `current` when that release already runs, else
+/// `installed`.
 pub fn verify_install() -> String {
     with_lib(
         r#"set -eu
@@ -92,7 +94,8 @@ if [ -e "$DEST" ]; then
   if [ "$(current)" = "$V" ]; then echo current; exit 0; fi
   rm -rf "$DEST"
 fi
-if ! "$T/bin/trident-edge" verify "$PKG" --pubkey "$T/trusted.pub" --install "$DEST" --system-root "$R" > "$T/incoming/verify.log" 2>&1; then
+if [ -n "${5:-}" ]; then set -- --not-older-than "$5"; else set --; fi
+if ! "$T/bin/trident-edge" verify "$PKG" --pubkey "$T/trusted.pub" --install "$DEST" --system-root "$R" "$@" > "$T/incoming/verify.log" 2>&1; then
   rm -f "$PKG" "$PKG.minisig"
   grep -v '^ *$' "$T/incoming/verify.log" | tail -n 2 >&2
   exit 1

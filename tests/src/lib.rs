@@ -9,6 +9,7 @@ use trident_core::model_card::{CardDim, CardSource, FORMAT, ModelCard, TensorInf
 
 pub mod fleet;
 pub mod invocations;
+pub mod mender;
 pub mod stats;
 pub mod tensorrt_standin;
 
