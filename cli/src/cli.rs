@@ -804,6 +804,31 @@ pub enum PackageCommand {
     Verify(VerifyPackageArgs),
     /// Create a minisign key pair for signing packages (trident.key, trident.pub).
     Keygen(KeygenArgs),
+    /// Wrap a signed package in a Mender artifact (format 3, payload type `trident`) for fleets
+    /// updated through a Mender server: `<package stem>.mender`.
+    Mender(MenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MenderArgs {
+    /// The signed package (`*.tar.zst`, its `.minisig` beside it).
+    pub package: PathBuf,
+    /// Mender device type that may install it (the unit's /var/lib/mender/device_type); repeat
+    /// for several.
+    #[arg(long = "device-type", required = true, value_name = "TYPE")]
+    pub device_types: Vec<String>,
+    /// Output folder.
+    #[arg(long, default_value = "dist")]
+    pub out: PathBuf,
+    /// Check the package's signature with this minisign public key (file or base64 line) first.
+    #[arg(long)]
+    pub pubkey: Option<String>,
+    /// Artifact name (default: `<package name>-<version>`).
+    #[arg(long)]
+    pub artifact_name: Option<String>,
+    /// Let units install it over a newer release (a deliberate downgrade from the server).
+    #[arg(long)]
+    pub allow_downgrade: bool,
 }
 
 #[derive(Debug, Args)]

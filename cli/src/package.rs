@@ -7,11 +7,14 @@ use std::process::{Command, ExitCode};
 use anyhow::Context;
 use trident_package::build::{PackageRequest, build_package};
 use trident_package::facts::DeviceFacts;
+use trident_package::mender::{MenderArtifact, MenderOptions, write_artifact};
 use trident_package::release::ReleaseConfig;
 use trident_package::signature::{PublicKey, SigningKey, generate_keypair};
 use trident_package::verify::{VerifyOptions, verify_package};
 
-use crate::cli::{ExportArgs, KeygenArgs, PackageBuildArgs, PackageCommand, VerifyPackageArgs};
+use crate::cli::{
+    ExportArgs, KeygenArgs, MenderArgs, PackageBuildArgs, PackageCommand, VerifyPackageArgs,
+};
 
 /// The environment variable holding the signing key's text (release CI secrets).
 pub const KEY_ENV: &str = "TRIDENT_SIGN_KEY";
@@ -23,6 +26,7 @@ pub fn run(command: PackageCommand) -> anyhow::Result<ExitCode> {
         PackageCommand::Build(a) => build(&a),
         PackageCommand::Verify(a) => verify(a),
         PackageCommand::Keygen(a) => keygen(a),
+        PackageCommand::Mender(a) => mender(a),
     }
 }
 
@@ -44,6 +48,10 @@ pub fn build(p: &PackageBuildArgs) -> anyhow::Result<ExitCode> {
     }
     // The key first: a release without its key should fail in a second, not after an export.
     let signer = signing_key(p.sign_key.as_deref(), p.unsigned)?;
+    if let Some(m) = &config.mender {
+        m.check()
+            .with_context(|| format!("the mender: section of {}", config_path.display()))?;
+    }
     let version = config
         .version
         .clone()
@@ -111,7 +119,68 @@ pub fn build(p: &PackageBuildArgs) -> anyhow::Result<ExitCode> {
         (Some(sig), Some(key)) => println!("  signature: {} (key {})", sig.display(), key.key_id()),
         _ => println!("  unsigned (--unsigned): units refuse it unless told --allow-unsigned"),
     }
+    if let Some(opts) = &config.mender {
+        if built.signature.is_none() {
+            println!(
+                "  mender: no artifact for an unsigned package (units install signed packages only)"
+            );
+        } else {
+            let a = write_artifact(&built.archive, m, opts, &p.out)
+                .with_context(|| format!("the mender: section of {}", config_path.display()))?;
+            print_artifact(&a, opts);
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `trident package mender PKG --device-type jetson-nano --out dist/`.
+fn mender(a: MenderArgs) -> anyhow::Result<ExitCode> {
+    let signature = trident_package::verify::signature_path(&a.package);
+    if !signature.is_file() {
+        return Err(trident_core::Error::invalid(
+            a.package.display().to_string(),
+            format!(
+                "no signature {} beside it: units install signed packages only",
+                signature.display()
+            ),
+        )
+        .into());
+    }
+    let key = a.pubkey.as_deref().map(PublicKey::from_arg).transpose()?;
+    let opts = VerifyOptions {
+        public_key: key.as_ref(),
+        // Without --pubkey every sha256 is still checked; the unit checks the signature.
+        allow_unsigned: key.is_none(),
+        ..Default::default()
+    };
+    let v = verify_package(&a.package, &opts, None)
+        .with_context(|| format!("verifying {}", a.package.display()))?;
+    let opts = MenderOptions {
+        device_types: a.device_types,
+        artifact_name: a.artifact_name,
+        allow_downgrade: a.allow_downgrade,
+    };
+    let artifact = write_artifact(&a.package, &v.manifest, &opts, &a.out)?;
+    print_artifact(&artifact, &opts);
+    if key.is_none() {
+        println!("  the package's signature was not checked here (no --pubkey); units check it");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_artifact(a: &MenderArtifact, opts: &MenderOptions) {
+    println!(
+        "{}: Mender artifact {} for {}, {:.1} MiB{}",
+        a.path.display(),
+        a.artifact_name,
+        opts.device_types.join(", "),
+        a.bytes as f64 / (1 << 20) as f64,
+        if opts.allow_downgrade {
+            " (may downgrade)"
+        } else {
+            ""
+        }
+    );
 }
 
 fn signing_key(file: Option<&Path>, unsigned: bool) -> anyhow::Result<Option<SigningKey>> {

@@ -10,3 +10,4 @@ mod field_data;
 mod fuse;
 mod package;
 mod package_aarch64;
+mod package_mender;

@@ -64,6 +64,14 @@ pub(crate) fn run(d: &mut Demo) -> Result<PathBuf> {
         ),
         t.elapsed().as_secs_f64(),
     ));
+    let t = Instant::now();
+    let (verdict, text) = mender_artifact(&pkg)?;
+    d.push(Stage::new(
+        "mender artifact",
+        verdict,
+        text,
+        t.elapsed().as_secs_f64(),
+    ));
 
     // Both verifiers exit non-zero on any bad signature, hash, file or fact: passing them is
     // the verdict.
@@ -109,6 +117,69 @@ pub(crate) fn run(d: &mut Demo) -> Result<PathBuf> {
 
     doctor(d, &cross, &release)?;
     Ok(release)
+}
+
+/// The Mender artifact `package build` wrote beside the package (the release config's `mender:`
+/// section), checked by the real `mender-artifact`: its checksums (`validate`) and what Mender
+/// goes by (`read`: name, device type, payload type, the package inside).
+fn mender_artifact(pkg: &str) -> Result<(Verdict, String)> {
+    let artifact = format!("{}.mender", pkg.trim_end_matches(".tar.zst"));
+    let tool = |args: &[&str]| -> Result<(bool, String)> {
+        let out = Command::new("mender-artifact")
+            .current_dir(root())
+            .args(args)
+            .output()
+            .context("running mender-artifact (`cargo xtask setup` installs it)")?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (valid, why) = tool(&["validate", &artifact])?;
+    if !valid {
+        return Ok((
+            Verdict::Fail,
+            format!(
+                "{artifact}: mender-artifact validate refused it: {}",
+                why.trim()
+            ),
+        ));
+    }
+    let (_, read) = tool(&["read", &artifact])?;
+    let package = Path::new(pkg)
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let expected = [
+        format!("Name: trident-{}", env!("CARGO_PKG_VERSION")),
+        "Compatible devices: '[jetson-nano]'".to_string(),
+        "Type:   trident".to_string(),
+        format!("name:     {package}.minisig"),
+    ];
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|e| !read.contains(e.as_str()))
+        .collect();
+    let bytes = std::fs::metadata(root().join(&artifact))?.len();
+    Ok(if missing.is_empty() {
+        (
+            Verdict::Pass,
+            format!(
+                "{artifact} ({:.1} MiB): validated by mender-artifact; trident-{} for jetson-nano, payload type trident (package + signature)",
+                bytes as f64 / (1 << 20) as f64,
+                env!("CARGO_PKG_VERSION")
+            ),
+        )
+    } else {
+        (
+            Verdict::Fail,
+            format!("{artifact}: mender-artifact read lacks {missing:?}"),
+        )
+    })
 }
 
 /// What the installed package carries of the TensorRT shim; the source must be there.

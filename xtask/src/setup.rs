@@ -37,6 +37,10 @@ const APT_PACKAGES: &[&str] = &[
     "rsync",
     // `systemd-analyze verify` checks the unit file the units get.
     "systemd",
+    // Mender's artifact tool reads back every artifact trident writes; its client, run
+    // standalone, drives the Update Module on loopback units.
+    "mender-artifact",
+    "mender-client",
 ];
 
 const AARCH64: &str = "aarch64-unknown-linux-gnu";
