@@ -4,7 +4,9 @@
 //! stand-in. A good release is committed after its gate; one that fails the gate, or never
 //! reaches READY, is rolled back; a package signed by another key and one older than what runs
 //! are refused with nothing switched; a wrong device type is refused by Mender itself; and
-//! `trident deploy` takes over from Mender and back on the same journal and history.
+//! `trident deploy` takes over from Mender and back on the same journal and history. A client
+//! that requires Mender's own signature installs a trident artifact signed afterwards with
+//! `mender-artifact sign`, and refuses it unsigned.
 
 use crate::common;
 
@@ -364,4 +366,63 @@ fn trident_deploy_and_mender_take_over_from_each_other() {
         matches!(&o, Outcome::Updated { to, .. } if to == "1.2.0"),
         "{o:?}"
     );
+}
+
+/// `cmd`, which must succeed.
+fn ok(cmd: &mut std::process::Command) {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?} ({e}): `cargo xtask setup` installs it"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_client_requiring_mender_signatures_takes_a_trident_artifact_signed_by_mender_artifact() {
+    let t = TestSetup::new(&["mender-04"]);
+    let (u, client) = mender_unit(&t, "mender-04");
+    let tu = t.fleet.unit("mender-04");
+    // An ECDSA P-256 key pair, as Mender's documentation makes one for artifact signing.
+    let key = t.dir.path().join("mender-signing.pem");
+    let public = t.dir.path().join("mender-verify.pem");
+    ok(std::process::Command::new("openssl")
+        .args([
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+        ])
+        .arg(&key));
+    ok(std::process::Command::new("openssl")
+        .args(["ec", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public));
+    client.require_signatures(&public);
+
+    let unsigned = artifact(&t, &t.package, &[DEVICE], false);
+    let r = client.run(&["install", unsigned.to_str().unwrap()]);
+    assert!(!r.ok, "an unsigned artifact was installed:\n{}", r.output);
+    assert!(
+        r.output.contains("expecting signed artifact"),
+        "{}",
+        r.output
+    );
+    assert_eq!(tu.current_release(), None, "nothing was switched");
+
+    let signed = t.dir.path().join("signed.mender");
+    ok(std::process::Command::new("mender-artifact")
+        .arg("sign")
+        .arg(&unsigned)
+        .arg("-k")
+        .arg(&key)
+        .arg("-o")
+        .arg(&signed));
+    install_and_commit(&client, &signed);
+    assert_committed(&t, &u, "1.0.0");
 }

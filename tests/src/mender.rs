@@ -61,6 +61,18 @@ impl MenderClient {
         }
     }
 
+    /// Makes the client refuse artifacts not signed with the key whose public half (PEM) is
+    /// `public_pem`, as a production `mender.conf` with `ArtifactVerifyKey` does.
+    pub fn require_signatures(&self, public_pem: &Path) {
+        let etc = self.root.join("etc/mender");
+        std::fs::copy(public_pem, etc.join("artifact-verify-key.pem")).unwrap();
+        std::fs::write(
+            etc.join("mender.conf"),
+            "{\"ArtifactVerifyKey\": \"/etc/mender/artifact-verify-key.pem\"}\n",
+        )
+        .unwrap();
+    }
+
     /// `mender ARGS…` (`install FILE`, `commit`, `rollback`, `show-artifact`, `show-provides`).
     pub fn run(&self, args: &[&str]) -> MenderRun {
         let r = self.root.to_str().expect("UTF-8 unit root");

@@ -41,6 +41,8 @@ const APT_PACKAGES: &[&str] = &[
     // standalone, drives the Update Module on loopback units.
     "mender-artifact",
     "mender-client",
+    // Makes the ECDSA key a test signs Mender artifacts with, as Mender's documentation does.
+    "openssl",
 ];
 
 const AARCH64: &str = "aarch64-unknown-linux-gnu";
