@@ -128,6 +128,33 @@ pub fn describe(c: &Command) -> String {
 /// binary: they run once the background cross build is done.
 const AARCH64_TESTS: &str = "package_aarch64::";
 
+/// What a run from a fresh clone writes: target/ (~4.3 GiB) and the test venv (~5.7 GiB, most of
+/// it PyTorch's CUDA libraries), plus the tests' temporary files.
+const FRESH_RUN_GIB: u64 = 12;
+
+/// Says so up front when the disk cannot hold a run: otherwise it fails far into the suite, as
+/// many unrelated tests with "No space left on device".
+fn warn_if_low_disk() {
+    let out = Command::new("df").args(["-Pk"]).arg(root()).output();
+    let free_kib = out.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u64>()
+            .ok()
+    });
+    if let Some(kib) = free_kib
+        && kib < FRESH_RUN_GIB << 20
+    {
+        eprintln!(
+            "xtask: warning: {:.1} GiB free where the repository is; a run from a fresh clone needs about {FRESH_RUN_GIB} GiB (target/ and .venv): tests may fail with \"No space left on device\"",
+            kib as f64 / (1 << 20) as f64
+        );
+    }
+}
+
 fn test() -> Result<()> {
     // A CI run builds once from scratch: incremental caches would only double its disk use.
     let ci = std::env::var_os("CI").is_some();
@@ -146,6 +173,7 @@ fn test() -> Result<()> {
         c
     };
     exec(cmd("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    warn_if_low_disk();
     // The arm64 sysroot first (apt downloads), so the background build below only compiles.
     cross::sysroot()?;
     exec(cargo().args(["test", "--workspace", "--all-targets", "--no-run"]))
