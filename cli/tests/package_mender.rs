@@ -22,6 +22,13 @@ fn trident(args: &[&str]) -> Output {
         .expect("run trident")
 }
 
+/// `trident package mender PKG --out OUT EXTRA…`.
+fn package_mender(pkg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["package", "mender", s(pkg), "--out", s(out)];
+    args.extend(extra);
+    trident(&args)
+}
+
 fn mender_artifact(args: &[&str]) -> Output {
     Command::new("mender-artifact")
         .args(args)
@@ -99,19 +106,18 @@ fn package_build_writes_the_mender_artifact_and_package_mender_wraps_a_package()
 
     // `package mender` on the same package gives the same artifact.
     let again = dir.path().join("again");
-    let o = trident(&[
-        "package",
-        "mender",
-        s(&out.join(PACKAGE)),
-        "--device-type",
-        "jetson-nano",
-        "--device-type",
-        "jetson-nano-emmc",
-        "--pubkey",
-        s(&public),
-        "--out",
-        s(&again),
-    ]);
+    let o = package_mender(
+        &out.join(PACKAGE),
+        &again,
+        &[
+            "--device-type",
+            "jetson-nano",
+            "--device-type",
+            "jetson-nano-emmc",
+            "--pubkey",
+            s(&public),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read(again.join(ARTIFACT)).unwrap(),
@@ -119,18 +125,17 @@ fn package_build_writes_the_mender_artifact_and_package_mender_wraps_a_package()
     );
     // With a downgrade allowed and another name, the meta-data says so.
     let down = dir.path().join("down");
-    let o = trident(&[
-        "package",
-        "mender",
-        s(&out.join(PACKAGE)),
-        "--device-type",
-        "jetson-nano",
-        "--artifact-name",
-        "reef-rollback-1.2.3",
-        "--allow-downgrade",
-        "--out",
-        s(&down),
-    ]);
+    let o = package_mender(
+        &out.join(PACKAGE),
+        &down,
+        &[
+            "--device-type",
+            "jetson-nano",
+            "--artifact-name",
+            "reef-rollback-1.2.3",
+            "--allow-downgrade",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("(may downgrade)"), "{}", stdout(&o));
     let r = mender_artifact(&["read", s(&down.join(ARTIFACT))]);
@@ -146,29 +151,24 @@ fn package_build_writes_the_mender_artifact_and_package_mender_wraps_a_package()
     let o = trident(&["package", "keygen", "--out", s(&other), "--unencrypted"]);
     assert!(o.status.success());
     let refused = dir.path().join("refused");
-    let o = trident(&[
-        "package",
-        "mender",
-        s(&out.join(PACKAGE)),
-        "--device-type",
-        "jetson-nano",
-        "--pubkey",
-        s(&other.join("trident.pub")),
-        "--out",
-        s(&refused),
-    ]);
+    let o = package_mender(
+        &out.join(PACKAGE),
+        &refused,
+        &[
+            "--device-type",
+            "jetson-nano",
+            "--pubkey",
+            s(&other.join("trident.pub")),
+        ],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(names(&refused).is_empty());
     // A name Mender cannot carry.
-    let o = trident(&[
-        "package",
-        "mender",
-        s(&out.join(PACKAGE)),
-        "--device-type",
-        "jetson nano",
-        "--out",
-        s(&refused),
-    ]);
+    let o = package_mender(
+        &out.join(PACKAGE),
+        &refused,
+        &["--device-type", "jetson nano"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("mender.device_types"), "{}", stderr(&o));
     assert!(names(&refused).is_empty());
@@ -199,15 +199,7 @@ fn unsigned_packages_and_bad_mender_sections_get_no_artifact() {
         stdout(&o)
     );
     assert_eq!(names(&out), [PACKAGE]);
-    let o = trident(&[
-        "package",
-        "mender",
-        s(&out.join(PACKAGE)),
-        "--device-type",
-        "jetson-nano",
-        "--out",
-        s(&out),
-    ]);
+    let o = package_mender(&out.join(PACKAGE), &out, &["--device-type", "jetson-nano"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("signed packages only"),

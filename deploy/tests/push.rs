@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::{TestSetup, unit};
+use common::{TestSetup, assert_on, unit};
 use trident_deploy::inventory::Unit;
 use trident_deploy::provision::provision;
 use trident_deploy::push::{Outcome, PushOptions, push_unit};
@@ -52,27 +52,6 @@ fn ready(t: &TestSetup, name: &str) -> Unit {
     let u = unit(&t.fleet, name);
     provision(&t.ssh, &u, &t.package, &t.public_key).unwrap();
     u
-}
-
-/// The unit runs `release`, its folder is complete (the verifier accepts it again) and the
-/// service answers healthy.
-fn assert_on(t: &TestSetup, u: &Unit, release: &str) {
-    let tu = t.fleet.unit(&u.name);
-    assert_eq!(tu.current_release().as_deref(), Some(release));
-    assert!(tu.service_running(), "{}: service not running", u.name);
-    let gate = trident_deploy::recover::gate(
-        &t.ssh,
-        u,
-        release,
-        &PushOptions {
-            health_timeout_s: 60,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(gate, trident_deploy::recover::Gate::Passed, "{}", u.name);
-    let dir = tu.path(&format!("/opt/trident/releases/{release}"));
-    trident_core::package::PackageDir::open(&dir).unwrap();
 }
 
 /// An outcome with the doctor's verdict dropped, for comparisons that are not about it.

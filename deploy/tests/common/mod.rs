@@ -104,3 +104,24 @@ pub fn unit(fleet: &TestFleet, name: &str) -> Unit {
         health_addr: ([127, 0, 0, 1], t.health_port).into(),
     }
 }
+
+/// The unit runs `release`, its folder is complete (the verifier accepts it again) and the
+/// service answers healthy.
+pub fn assert_on(t: &TestSetup, u: &Unit, release: &str) {
+    let tu = t.fleet.unit(&u.name);
+    assert_eq!(tu.current_release().as_deref(), Some(release));
+    assert!(tu.service_running(), "{}: service not running", u.name);
+    let gate = trident_deploy::recover::gate(
+        &t.ssh,
+        u,
+        release,
+        &trident_deploy::push::PushOptions {
+            health_timeout_s: 60,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(gate, trident_deploy::recover::Gate::Passed, "{}", u.name);
+    let dir = tu.path(&format!("/opt/trident/releases/{release}"));
+    trident_core::package::PackageDir::open(&dir).unwrap();
+}
