@@ -10,8 +10,12 @@ fn main() {
         .parent()
         .expect("trainer/ sits in the workspace");
 
+    // --no-optional-locks: `git status` refreshes a stale index (a fresh clone's, for one) and
+    // rewrites .git/index, which this script watches: the next cargo command would run it again
+    // and rebuild this crate and everything above it.
     let git = |args: &[&str]| {
         Command::new("git")
+            .arg("--no-optional-locks")
             .args(args)
             .current_dir(root)
             .output()

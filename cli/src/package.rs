@@ -251,8 +251,12 @@ fn copy_models(dir: &Path, into: &Path, variants: &[String]) -> anyhow::Result<(
 
 /// `git rev-parse HEAD` of the tree holding the config, `-dirty` when tracked files changed.
 fn git_revision(dir: &Path) -> Option<String> {
+    // --no-optional-locks: `git status` must not refresh the index as a side effect; the
+    // trainer's build script watches .git/index, and a rewrite would rebuild it and everything
+    // above it at the next cargo command (the demo's and the suite's package builds run here).
     let git = |args: &[&str]| {
         Command::new("git")
+            .arg("--no-optional-locks")
             .arg("-C")
             .arg(dir)
             .args(args)
