@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use common::{TestSetup, assert_on, unit};
 use trident_deploy::inventory::Unit;
 use trident_deploy::provision::provision;
-use trident_deploy::push::{Outcome, PushOptions, push_unit};
+use trident_deploy::push::{Outcome, PushOptions, StopAt, push_unit};
 use trident_e2e::mender::MenderClient;
 use trident_package::mender::{MenderOptions, write_artifact};
 
@@ -394,4 +394,56 @@ fn a_client_requiring_mender_signatures_takes_a_trident_artifact_signed_by_mende
         .arg(&signed));
     install_and_commit(&client, &signed);
     assert_committed(&t, &u, "1.0.0");
+}
+
+#[test]
+fn a_push_killed_after_its_switch_is_finished_by_the_next_mender_install() {
+    let t = TestSetup::new(&["mender-05"]);
+    let (u, client) = mender_unit(&t, "mender-05");
+    let tu = t.fleet.unit("mender-05");
+    let opts = PushOptions {
+        health_timeout_s: 60,
+        ..Default::default()
+    };
+    push_unit(&t.ssh, &u, &t.package, &t.manifest(&t.package), &opts, &()).unwrap();
+    let old_pid = tu.service_pid().unwrap();
+
+    // The push dies between the switch and the restart: `current` names 1.1.0, the 1.0.0
+    // process still runs, and the journal says switching.
+    let v2 = t.package_version("1.1.0");
+    let e = push_unit(
+        &t.ssh,
+        &u,
+        &v2,
+        &t.manifest(&v2),
+        &PushOptions {
+            stop_at: Some(StopAt::Symlink),
+            ..opts.clone()
+        },
+        &(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("fault injection"), "{e}");
+    assert_eq!(tu.current_release().as_deref(), Some("1.1.0"));
+    assert_eq!(tu.service_pid(), Some(old_pid), "not restarted yet");
+
+    // Mender's next install finishes it first — restart, gate, commit 1.1.0 — then installs
+    // its own release on top.
+    let v3 = t.package_version("1.2.0");
+    let r = client.run(&[
+        "install",
+        artifact(&t, &v3, &[DEVICE], false).to_str().unwrap(),
+    ]);
+    assert!(r.ok, "{}", r.output);
+    assert!(
+        r.output
+            .contains("an interrupted deploy of 1.1.0 passed its gate and is committed"),
+        "{}",
+        r.output
+    );
+    let r = client.run(&["commit"]);
+    assert!(r.ok, "{}", r.output);
+    assert_committed(&t, &u, "1.2.0");
+    assert_eq!(history(&t, &u), "good 1.0.0\ngood 1.1.0\ngood 1.2.0\n");
 }
