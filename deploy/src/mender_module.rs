@@ -21,6 +21,8 @@
 
 use std::net::SocketAddr;
 
+use crate::inventory::{HealthGate, UnitDefaults};
+use crate::push::PushOptions;
 use crate::quote::quote;
 use crate::unit_scripts;
 
@@ -45,13 +47,16 @@ pub struct ModuleSettings {
     pub lock_wait_s: u64,
 }
 
+/// The inventory's defaults, as `trident deploy push` uses them.
 impl Default for ModuleSettings {
     fn default() -> Self {
+        let push = PushOptions::default();
+        let gate = HealthGate::default();
         ModuleSettings {
-            health_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            health_timeout_s: 90,
-            min_frames: 1,
-            keep_releases: 3,
+            health_addr: UnitDefaults::default().health_addr,
+            health_timeout_s: gate.timeout_s,
+            min_frames: gate.min_frames,
+            keep_releases: push.keep_releases,
             lock_wait_s: 600,
         }
     }
@@ -61,8 +66,15 @@ impl ModuleSettings {
     /// The text of [`SETTINGS_PATH`]: sh assignments of plain numbers and an address.
     pub fn env_text(&self) -> String {
         format!(
-            "# Written by `trident deploy provision`; read by {MODULE_PATH}.\n\
-             HEALTH_ADDR={}\nHEALTH_TIMEOUT_S={}\nMIN_FRAMES={}\nKEEP_RELEASES={}\nLOCK_WAIT_S={}\n",
+            "# Written by `trident deploy provision`; read by {MODULE_PATH}.\n{}",
+            self.assignments()
+        )
+    }
+
+    /// `NAME=value` lines, also the module's own defaults.
+    fn assignments(&self) -> String {
+        format!(
+            "HEALTH_ADDR={}\nHEALTH_TIMEOUT_S={}\nMIN_FRAMES={}\nKEEP_RELEASES={}\nLOCK_WAIT_S={}\n",
             self.health_addr,
             self.health_timeout_s,
             self.min_frames,
@@ -94,7 +106,15 @@ pub fn update_module(root: &str) -> String {
          R={}\n",
         quote(root)
     );
+    text.push_str("T=\"$R/opt/trident\"\nSTATE=\"${1:-}\"\nFILES=\"${2:-}\"\n");
+    // Provision writes the inventory's settings; these defaults serve until it has.
+    text.push_str(&ModuleSettings::default().assignments());
     text.push_str(HEAD);
+    text.push_str(unit_scripts::LIB);
+    text.push_str(&format!(
+        "GATE_STALE_PROCESS={}\n",
+        unit_scripts::GATE_STALE_PROCESS
+    ));
     for (name, script) in scripts {
         text.push_str(&format!("{name}={}\n", quote(&script)));
     }
@@ -102,21 +122,13 @@ pub fn update_module(root: &str) -> String {
     text
 }
 
-/// Settings, helpers and the shared library; the step scripts follow as variables.
-const HEAD: &str = r#"T="$R/opt/trident"
-STATE="${1:-}"
-FILES="${2:-}"
-HEALTH_ADDR=127.0.0.1:8080
-HEALTH_TIMEOUT_S=90
-MIN_FRAMES=1
-KEEP_RELEASES=3
-LOCK_WAIT_S=600
-if [ -r "$T/update-module.env" ]; then . "$T/update-module.env"; fi
+/// The settings file and the module's own helpers; [`unit_scripts::LIB`] (`current`, …) and
+/// the step scripts, as variables, follow.
+const HEAD: &str = r#"if [ -r "$T/update-module.env" ]; then . "$T/update-module.env"; fi
 say() { printf 'trident: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 # step NAME SCRIPT ARGS…: one of `trident deploy`'s unit scripts, as it runs them.
 step() { _n=$1; _s=$2; shift 2; sh -c "$_s" "trident-$_n" "$@"; }
-current() { if [ -L "$T/current" ]; then basename "$(readlink "$T/current")"; fi; }
 journal() { sed -n "s/^$1=//p" "$T/deploy-journal" 2>/dev/null | head -n 1; }
 # meta KEY: a value of the artifact's meta-data (flat JSON written by `trident package mender`).
 meta() {
@@ -149,7 +161,7 @@ const BODY: &str = r#"
 gate() {
   step health "$S_GATE" "$R" "$HEALTH_ADDR" "$HEALTH_TIMEOUT_S" "$1" "$MIN_FRAMES" >&2
   rc=$?
-  if [ "$rc" = 3 ]; then
+  if [ "$rc" = "$GATE_STALE_PROCESS" ]; then
     step restart "$S_RESTART" "$R" >&2 || return 1
     step health "$S_GATE" "$R" "$HEALTH_ADDR" "$HEALTH_TIMEOUT_S" "$1" "$MIN_FRAMES" >&2
     rc=$?

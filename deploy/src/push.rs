@@ -290,22 +290,12 @@ pub fn push_unit(
 /// Refuses `version` when it is older than `current` (semantic versions; anything else cannot be
 /// ordered and is refused too, naming both).
 fn check_not_older(unit: &str, version: &str, current: &str) -> Result<()> {
-    let parse = |v: &str| semver::Version::parse(v.trim_start_matches('v'));
-    let refuse = |why: String| {
-        Err(Error::Incompatible {
+    trident_package::release_order::check_not_older(version, current).map_err(|why| {
+        Error::Incompatible {
             unit: unit.to_string(),
             message: format!("{why}; pass --allow-downgrade to install it anyway"),
-        })
-    };
-    match (parse(version), parse(current)) {
-        (Ok(new), Ok(cur)) if new < cur => refuse(format!(
-            "{version} is older than the running {current} (a downgrade)"
-        )),
-        (Ok(_), Ok(_)) => Ok(()),
-        _ => refuse(format!(
-            "cannot tell whether {version} is newer than the running {current} (not semantic versions)"
-        )),
-    }
+        }
+    })
 }
 
 #[cfg(test)]

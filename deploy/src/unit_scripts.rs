@@ -15,8 +15,9 @@
 //! Every file that decides what runs is written durably: to a temporary name, fsynced, renamed,
 //! and its folder fsynced — a power cut leaves the old content or the new, never a mix.
 
-/// Shell functions every script below starts with (`T` is set by the script first).
-const LIB: &str = r#"
+/// Shell functions every script below starts with (`T` is set by the script first); the Mender
+/// Update Module starts with them too.
+pub(crate) const LIB: &str = r#"
 # durable FILE TEXT: FILE holds TEXT after a power cut, or what it held before.
 durable() {
   printf '%s' "$2" > "$1.tmp"

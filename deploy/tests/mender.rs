@@ -12,7 +12,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{TestSetup, assert_on, unit};
+use common::{TestSetup, assert_on, push_opts, unit};
 use trident_deploy::inventory::Unit;
 use trident_deploy::provision::provision;
 use trident_deploy::push::{Outcome, PushOptions, StopAt, push_unit};
@@ -277,10 +277,7 @@ fn trident_deploy_and_mender_take_over_from_each_other() {
     let t = TestSetup::new(&["mender-03"]);
     let (u, client) = mender_unit(&t, "mender-03");
     let tu = t.fleet.unit("mender-03");
-    let opts = PushOptions {
-        health_timeout_s: 60,
-        ..Default::default()
-    };
+    let opts = push_opts();
 
     // Pushed over SSH first.
     let o = push_unit(&t.ssh, &u, &t.package, &t.manifest(&t.package), &opts, &()).unwrap();
@@ -401,10 +398,7 @@ fn a_push_killed_after_its_switch_is_finished_by_the_next_mender_install() {
     let t = TestSetup::new(&["mender-05"]);
     let (u, client) = mender_unit(&t, "mender-05");
     let tu = t.fleet.unit("mender-05");
-    let opts = PushOptions {
-        health_timeout_s: 60,
-        ..Default::default()
-    };
+    let opts = push_opts();
     push_unit(&t.ssh, &u, &t.package, &t.manifest(&t.package), &opts, &()).unwrap();
     let old_pid = tu.service_pid().unwrap();
 

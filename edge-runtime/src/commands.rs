@@ -431,7 +431,7 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         .with_context(|| format!("verifying {}", a.package.display()))?;
     let m = &v.manifest;
     if let Some(running) = &a.not_older_than
-        && let Err(why) = not_older(&m.version, running)
+        && let Err(why) = trident_package::release_order::check_not_older(&m.version, running)
     {
         if let Some(dir) = &v.installed {
             let _ = std::fs::remove_dir_all(dir);
@@ -468,21 +468,6 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         println!("  installed into {}", dir.display());
     }
     Ok(())
-}
-
-/// Refuses `version` older than `running` (semantic versions; a leading `v` is ignored), or
-/// either not being one, since then nothing says which is newer.
-fn not_older(version: &str, running: &str) -> Result<(), String> {
-    let parse = |v: &str| semver::Version::parse(v.trim_start_matches('v'));
-    match (parse(version), parse(running)) {
-        (Ok(new), Ok(cur)) if new < cur => Err(format!(
-            "version {version} is older than the running {running} (a downgrade)"
-        )),
-        (Ok(_), Ok(_)) => Ok(()),
-        _ => Err(format!(
-            "cannot tell whether version {version} is newer than the running {running} (not semantic versions)"
-        )),
-    }
 }
 
 /// `trident-edge health [--addr A] [--wait D] [--json] [--expect-version V] [--started-after
@@ -559,22 +544,5 @@ pub fn health(a: HealthArgs) -> anyhow::Result<()> {
             a.addr,
             a.addr
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn downgrades_and_unorderable_versions_are_refused() {
-        assert!(super::not_older("1.2.0", "1.1.9").is_ok());
-        assert!(super::not_older("1.2.0", "1.2.0").is_ok(), "a reinstall");
-        assert!(super::not_older("v1.10.0", "1.9.0").is_ok());
-        let e = super::not_older("1.2.0-rc.1", "1.2.0").unwrap_err();
-        assert!(
-            e.contains("older than the running 1.2.0 (a downgrade)"),
-            "{e}"
-        );
-        let e = super::not_older("nightly", "1.2.0").unwrap_err();
-        assert!(e.contains("not semantic versions"), "{e}");
     }
 }

@@ -39,6 +39,7 @@ pub mod facts;
 pub mod mender;
 #[cfg(feature = "build")]
 pub mod release;
+pub mod release_order;
 pub mod signature;
 pub mod verify;
 

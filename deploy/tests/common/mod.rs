@@ -111,17 +111,16 @@ pub fn assert_on(t: &TestSetup, u: &Unit, release: &str) {
     let tu = t.fleet.unit(&u.name);
     assert_eq!(tu.current_release().as_deref(), Some(release));
     assert!(tu.service_running(), "{}: service not running", u.name);
-    let gate = trident_deploy::recover::gate(
-        &t.ssh,
-        u,
-        release,
-        &trident_deploy::push::PushOptions {
-            health_timeout_s: 60,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let gate = trident_deploy::recover::gate(&t.ssh, u, release, &push_opts()).unwrap();
     assert_eq!(gate, trident_deploy::recover::Gate::Passed, "{}", u.name);
     let dir = tu.path(&format!("/opt/trident/releases/{release}"));
     trident_core::package::PackageDir::open(&dir).unwrap();
+}
+
+/// Push options with a gate that holds on a busy 2-core machine.
+pub fn push_opts() -> trident_deploy::push::PushOptions {
+    trident_deploy::push::PushOptions {
+        health_timeout_s: 60,
+        ..Default::default()
+    }
 }
