@@ -112,8 +112,8 @@ fn check_name(field: &str, value: &str) -> Result<()> {
     }
 }
 
-/// Writes `<out_dir>/<package stem>.mender` for `package` (with `<package>.minisig` beside it,
-/// when there is one) whose verified manifest is `manifest`. Written to a temporary name,
+/// Writes `<out_dir>/<package stem>.mender` for `package` (with `<package>.minisig` beside it;
+/// an unsigned package is refused) whose verified manifest is `manifest`. Written to a temporary name,
 /// fsynced and renamed: a failure leaves no artifact.
 pub fn write_artifact(
     package: &Path,
@@ -128,25 +128,32 @@ pub fn write_artifact(
         .unwrap_or_else(|| format!("{}-{}", manifest.name, manifest.version));
     check_name("mender.artifact_name", &artifact_name)?;
 
-    let mut payload = vec![package.to_path_buf()];
+    // Units install signed packages only: an artifact without the signature would fail on every
+    // unit, after the fleet downloaded it.
     let signature = crate::verify::signature_path(package);
-    if signature.is_file() {
-        payload.push(signature);
+    if !signature.is_file() {
+        return Err(Error::invalid(
+            package.display().to_string(),
+            format!(
+                "no signature {} beside it: units install signed packages only",
+                signature.display()
+            ),
+        ));
     }
     let mut files = Vec::new();
-    for p in &payload {
+    for p in [package.to_path_buf(), signature] {
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::invalid(p.display().to_string(), "not a file name"))?;
         check_name("package file name", &name)?;
-        let sha256 = trident_core::digest::sha256_file(p)?;
-        let size = std::fs::metadata(p)
-            .map_err(|e| Error::io("cannot read", p, e))?
+        let sha256 = trident_core::digest::sha256_file(&p)?;
+        let size = std::fs::metadata(&p)
+            .map_err(|e| Error::io("cannot read", &p, e))?
             .len();
         files.push(PayloadFile {
             name,
-            source: p.clone(),
+            source: p,
             sha256,
             size,
         });
